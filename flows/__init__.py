@@ -1,0 +1,1 @@
+"""The fine-tuning flow, its recipe, its deployments and the embedforge CLI."""

@@ -1,0 +1,63 @@
+"""The embedforge command line: run, validate, deploy and serve recipes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from tasks.errors import EmbedforgeError
+
+app = typer.Typer(help="Fine-tune sentence-transformers embedding models as Prefect flows.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(exc: Exception, code: int) -> None:
+    typer.secho(str(exc), fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    recipe: Annotated[str, typer.Argument(help="Recipe file, e.g. deployments/demo-minilm.yaml")],
+    output_dir: Annotated[str, typer.Option("--output-dir", help="Where runs/<recipe>/<run-id>/ go.")] = "runs",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: key.path=value (YAML value).")] = None,
+) -> None:
+    """Run the fine-tuning flow locally (Prefect's embedded API unless PREFECT_API_URL is set)."""
+    from flows.finetune import finetune
+    from flows.recipe import load_recipe
+
+    try:
+        parsed = load_recipe(recipe, set_)
+        result = finetune(recipe=parsed, output_dir=output_dir)
+    except EmbedforgeError as exc:
+        _fail(exc, 1)
+    typer.echo(f"\nRun directory: {result['run_dir']}")
+    typer.echo(f"{result['headline']}: base {result['base']:.4f} -> fine-tuned {result['finetuned']:.4f}")
+    push = result["push"]
+    typer.echo(f"Push: {'published to ' + push['location'] if push['pushed'] else 'not published (' + push['reason'] + ')'}")
+
+
+@app.command()
+def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files to check.")]) -> None:
+    """Check recipes without training; exit non-zero naming every bad field."""
+    from flows.recipe import load_recipe
+
+    failed = False
+    for path in recipes:
+        try:
+            load_recipe(path)
+            typer.echo(f"{path}: ok")
+        except EmbedforgeError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""One typed recipe per model: every stage's configuration, composed; defaults live in the stages.
+
+A recipe file in deployments/ holds only what differs from those defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.card import CardConfig
+from tasks.errors import EmbedforgeError
+from tasks.evaluate import EvaluateConfig
+from tasks.ingest import IngestConfig
+from tasks.push import PushConfig
+from tasks.split import SplitConfig
+from tasks.train import TrainConfig
+
+
+class ScheduleConfig(BaseModel):
+    """When the deployment retrains on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(description="Cron expression, e.g. '0 3 * * 1' for Mondays at 03:00.")
+    timezone: str = Field("UTC", description="IANA timezone the cron expression is read in.")
+
+
+class DeploymentConfig(BaseModel):
+    """How the model's Prefect deployment runs: where, when, and with which labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_pool: str = Field("gpu", description="Prefect work pool whose workers run the training.")
+    work_queue: str | None = Field(None, description="Work queue within the pool.")
+    schedule: ScheduleConfig | None = Field(None, description="Retraining schedule; none: run on demand only.")
+    tags: list[str] = Field(default_factory=list, description="Extra deployment tags (the recipe name is always one).")
+    job_variables: dict[str, Any] = Field(default_factory=dict, description="Work pool job variables, e.g. env, image, container_create_kwargs, gpu_limit.")
+    concurrency_limit: int = Field(1, ge=1, description="Runs of this model at once; one, so two retrains never race for the same repo.")
+
+
+class Recipe(BaseModel):
+    """Everything that makes one fine-tuned model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", description="Lowercase kebab-case name: the run folder, deployment and artifact keys use it.")
+    description: str = Field("", description="What this model is for.")
+    ingest: IngestConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @model_validator(mode="after")
+    def _evaluate_matryoshka_by_default(self) -> "Recipe":
+        # A Matryoshka model is judged at the dims it was trained for unless the recipe says otherwise.
+        if self.evaluate.matryoshka_dims is None and self.train.loss.matryoshka_dims:
+            self.evaluate.matryoshka_dims = list(self.train.loss.matryoshka_dims)
+        return self
+
+    def to_yaml(self) -> str:
+        """The resolved recipe, defaults filled in, as saved beside every run."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that a validation error's location points into."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            inner = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+                break
+        else:
+            model = None
+    return model
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    """One line per problem: file, dotted field path, and what is wrong (with a suggestion for typos)."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(p) if not isinstance(p, int) else p for p in error["loc"])
+        path = ".".join(str(p) for p in loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields) if parent else [], n=1)
+            message = "unknown key" + (f" — did you mean {close[0]}?" if close else "")
+        elif ": " in message and not message.startswith(("Input", "String", "Field")):
+            key, _, rest = message.partition(": ")
+            if " " not in key:
+                path, message = f"{path}.{key}" if path else key, rest
+        lines.append(f"{source}: {path or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise EmbedforgeError(f"--set {assignment!r}: expected key.path=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise EmbedforgeError(f"--set {assignment!r}: {part} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe file; every problem is reported against the file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EmbedforgeError(f"{path}: no such recipe file") from None
+    except yaml.YAMLError as exc:
+        raise EmbedforgeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise EmbedforgeError(f"{path}: a recipe is a YAML mapping of sections (ingest, train, ...)")
+    data.setdefault("name", path.stem)
+    for assignment in overrides or []:
+        _apply_override(data, assignment)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise EmbedforgeError(format_errors(exc, str(path))) from None
+
+
+def recipe_files(paths: list[str] | None = None, folder: str = "deployments") -> list[Path]:
+    """The given recipe files, or every recipe in deployments/."""
+    if paths:
+        return [Path(p) for p in paths]
+    return sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))

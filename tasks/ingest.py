@@ -1,0 +1,195 @@
+"""Ingest: read one data source into the standard columns, cleaned and fingerprinted.
+
+Side effect: writes ``<dir>/<name>.parquet`` and ``<dir>/<name>.json`` (the report).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.errors import EmbedforgeError
+
+Kind = Literal["retrieval", "similarity", "classification"]
+
+# The columns each kind of data has after ingest; the last of the optional ones may be absent.
+STANDARD_COLUMNS: dict[str, tuple[list[str], list[str]]] = {
+    "retrieval": (["anchor", "positive"], ["negative"]),
+    "similarity": (["sentence1", "sentence2", "score"], []),
+    "classification": (["sentence1", "sentence2", "label"], []),
+}
+TEXT_COLUMNS = {"anchor", "positive", "negative", "sentence1", "sentence2"}
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class IngestConfig(BaseModel):
+    """Where one dataset comes from and how its columns map onto the standard ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", description="Name evaluators and the card use for this data (e.g. dnd_validation, sts-dev).")
+    kind: Kind = Field("retrieval", description="retrieval: anchor/positive[/negative]; similarity: sentence1/sentence2/score; classification: sentence1/sentence2/label.")
+    path: str | None = Field(None, description="Local JSONL/CSV/Parquet file, folder or glob (relative to the recipe file).")
+    path_env: str | None = Field(None, description="Environment variable holding the path or Hub dataset id when the operator supplies the data.")
+    dataset: str | None = Field(None, description="Hugging Face Hub dataset id, loaded with datasets.load_dataset.")
+    config: str | None = Field(None, description="Hub dataset configuration name.")
+    split: str = Field("train", description="Hub dataset split.")
+    revision: str | None = Field(None, description="Hub dataset revision (commit, tag or branch).")
+    columns: dict[str, str] = Field(default_factory=dict, description="Standard column -> source column, for the columns whose names differ.")
+    where: dict[str, Any] = Field(default_factory=dict, description="Keep only rows whose column equals this value (e.g. SNLI entailment: {label: 0}).")
+    keep: list[str] = Field(default_factory=list, description="Extra source columns to keep, e.g. a group column for split.group_by.")
+    limit: int | None = Field(None, gt=0, description="Keep at most this many rows (after filtering), for smoke runs.")
+    min_rows: int = Field(10, ge=1, description="Fewer rows than this after cleaning is an error.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "IngestConfig":
+        if sum(x is not None for x in (self.path, self.path_env, self.dataset)) != 1:
+            raise ValueError("give exactly one of path, path_env or dataset")
+        unknown = set(self.columns) - set(sum(STANDARD_COLUMNS[self.kind], []))
+        if unknown:
+            raise ValueError(f"columns: {sorted(unknown)} are not {self.kind} columns {sum(STANDARD_COLUMNS[self.kind], [])}")
+        return self
+
+
+def _resolve_source(config: IngestConfig, base_dir: Path) -> tuple[str, str]:
+    """Return ("path", location) or ("dataset", id), reading path_env when the operator supplies the data."""
+    if config.path_env:
+        value = os.environ.get(config.path_env, "").strip()
+        if not value:
+            raise EmbedforgeError(
+                f"ingest: environment variable {config.path_env} is not set. It names this recipe's data: "
+                f"a local file, folder or glob, or a Hub dataset id (set it on the worker or in the deployment's job variables)."
+            )
+        local = (base_dir / value).expanduser()
+        return ("path", value) if glob.glob(str(local)) else ("dataset", value)
+    if config.dataset:
+        return "dataset", config.dataset
+    return "path", config.path
+
+
+def _local_files(location: str, base_dir: Path) -> list[str]:
+    target = (base_dir / location).expanduser()
+    if target.is_dir():
+        files = sorted(str(p) for p in target.rglob("*") if p.suffix in FORMATS)
+    else:
+        files = sorted(glob.glob(str(target)))
+    if not files:
+        raise EmbedforgeError(f"ingest: no data file at {target} (looked for {', '.join(FORMATS)} files)")
+    return files
+
+
+def _load(config: IngestConfig, base_dir: Path) -> tuple[datasets.Dataset, str]:
+    source_type, location = _resolve_source(config, base_dir)
+    if source_type == "dataset":
+        try:
+            data = datasets.load_dataset(location, config.config, split=config.split, revision=config.revision)
+        except Exception as exc:
+            raise EmbedforgeError(f"ingest: could not load Hub dataset {location!r} (split {config.split!r}): {exc}") from exc
+        return data, f"{location}@{config.revision or 'main'}"
+    files = _local_files(location, base_dir)
+    formats = {FORMATS.get(Path(f).suffix) for f in files}
+    if None in formats or len(formats) > 1:
+        raise EmbedforgeError(f"ingest: {location} mixes or holds unknown formats; use one of {', '.join(FORMATS)}")
+    for file in files:
+        _check_readable(file, formats.copy().pop())
+    data = datasets.load_dataset(formats.pop(), data_files=files, split="train")
+    return data, ", ".join(files)
+
+
+def _check_readable(file: str, fmt: str) -> None:
+    """Name the row that breaks a JSONL file, which datasets' own error does not."""
+    if fmt != "json" or not file.endswith(".jsonl"):
+        return
+    with open(file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EmbedforgeError(f"ingest: {file}, row {number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise EmbedforgeError(f"ingest: {file}, row {number}: expected a JSON object, got {type(row).__name__}")
+
+
+def _standardize(data: datasets.Dataset, config: IngestConfig, origin: str) -> datasets.Dataset:
+    required, optional = STANDARD_COLUMNS[config.kind]
+    mapping = {standard: config.columns.get(standard, standard) for standard in required + optional}
+    missing = [f"{std} (from {src!r})" if src != std else std for std, src in mapping.items() if std in required and src not in data.column_names]
+    if missing:
+        raise EmbedforgeError(f"ingest: {origin}: missing column {', '.join(missing)}; it has {data.column_names}. Map columns with ingest.columns.")
+    for column, value in config.where.items():
+        if column not in data.column_names:
+            raise EmbedforgeError(f"ingest: {origin}: ingest.where names column {column!r}, which is not in {data.column_names}")
+        data = data.filter(lambda row, c=column, v=value: row[c] == v)
+    present = {std: src for std, src in mapping.items() if src in data.column_names}
+    for extra in config.keep:
+        if extra not in data.column_names:
+            raise EmbedforgeError(f"ingest: {origin}: ingest.keep names column {extra!r}, which is not in {data.column_names}")
+    keep = list(present.values()) + [c for c in config.keep if c not in present.values()]
+    data = data.select_columns(keep)
+    return data.rename_columns({src: std for std, src in present.items() if src != std})
+
+
+def _clean(data: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:
+    """Strip text, drop empty rows and exact duplicate rows; count what went and why."""
+    text_columns = [c for c in data.column_names if c in TEXT_COLUMNS]
+
+    def strip(row):
+        return {c: row[c].strip() if isinstance(row[c], str) else row[c] for c in text_columns}
+
+    before = len(data)
+    data = data.map(strip)
+    data = data.filter(lambda row: all(isinstance(row[c], str) and row[c] for c in text_columns) and all(v is not None for v in row.values()))
+    empty = before - len(data)
+    seen: set[tuple] = set()
+
+    def first_time(row) -> bool:
+        key = tuple(row[c] for c in text_columns)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    after_empty = len(data)
+    data = data.filter(first_time)
+    return data, {"null_or_empty": empty, "duplicate": after_empty - len(data)}
+
+
+def fingerprint(data: datasets.Dataset) -> str:
+    """A content hash of the rows, independent of where they came from."""
+    digest = hashlib.sha256()
+    for batch in data.iter(batch_size=1000):
+        digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+@task(name="ingest-dataset", cache_policy=INPUTS, persist_result=True)
+def ingest_dataset(config: IngestConfig, out_dir: str, base_dir: str = ".") -> dict:
+    """Read the source, keep the standard columns, clean it; return its report, with the parquet file's path."""
+    logger = get_run_logger()
+    name = config.name or "data"
+    data, origin = _load(config, Path(base_dir))
+    data = _standardize(data, config, origin)
+    data, dropped = _clean(data)
+    if config.limit:
+        data = data.select(range(min(config.limit, len(data))))
+    if len(data) < config.min_rows:
+        raise EmbedforgeError(f"ingest: {origin}: {len(data)} usable rows after cleaning, need at least {config.min_rows} (dropped: {dropped})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parquet = out / f"{name}.parquet"
+    data.to_parquet(str(parquet))
+    report = {"name": config.name, "kind": config.kind, "path": str(parquet), "source": origin, "rows": len(data), "dropped": dropped, "fingerprint": fingerprint(data)}
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    logger.info("Ingested %d rows of %s from %s; dropped %s; fingerprint %s", len(data), name, origin, dropped, report["fingerprint"])
+    return report
