@@ -55,6 +55,14 @@ def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files to 
         raise typer.Exit(1)
 
 
+@app.command("recipe-reference")
+def recipe_reference() -> None:
+    """Print every recipe key with its default and meaning (Markdown)."""
+    from flows.recipe import reference_markdown
+
+    typer.echo(reference_markdown())
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
     app()
 

@@ -45,7 +45,7 @@ def finetune(recipe: Recipe, output_dir: str = "runs") -> dict:
     splits = split_dataset(recipe.split, train_data, eval_data, str(run_dir / "data" / "splits"))
 
     model_dir = train_model(recipe.train, splits, recipe.ingest.kind, recipe.evaluate,
-                            recipe.card.model_card_kwargs(recipe.push.full_repo_id), str(run_dir))
+                            recipe.card.model_card_kwargs(recipe.ingest, recipe.push.full_repo_id), str(run_dir))
     metrics = evaluate_model(recipe.evaluate, {"base": recipe.train.base_model, "finetuned": model_dir}, splits,
                              str(run_dir / "metrics.json"), recipe.train.max_seq_length, artifact_key=f"{recipe.name}-gain")
     check_quality_gate(recipe.evaluate, metrics, model_dir)

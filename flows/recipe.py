@@ -151,3 +151,21 @@ def recipe_files(paths: list[str] | None = None, folder: str = "deployments") ->
     if paths:
         return [Path(p) for p in paths]
     return sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))
+
+
+def reference_markdown() -> str:
+    """The recipe reference (every key, its default and meaning), generated from the models themselves."""
+    lines = ["| key | default | description |", "|:--|:--|:--|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            nested = _model_at(tuple(key.split(".")))
+            if nested is not None and nested is not model and not (field.annotation is not None and "list" in str(field.annotation)):
+                walk(nested, key + ".")
+                continue
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            lines.append(f"| `{key}` | `{default}` | {(field.description or '').replace('|', '/')} |")
+
+    walk(Recipe, "")
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 from sentence_transformers.base.model_card import generate_model_card
 
+from tasks.ingest import IngestConfig
 from tasks.evaluate import EvaluateConfig, build_evaluators, gain_table, leaf_results
 from tasks.models import load_model
 from tasks.train import CARD_DATA_FILE
@@ -31,14 +32,19 @@ class CardConfig(BaseModel):
     datasets: list[str] = Field(default_factory=list, description="Hub ids of the training datasets, as the card links them.")
     tags: list[str] = Field(default_factory=list, description="Extra tags for the front matter.")
 
-    def model_card_kwargs(self, model_id: str | None = None) -> dict:
+    def model_card_kwargs(self, train_data: IngestConfig, model_id: str | None = None) -> dict:
         """Arguments of SentenceTransformerModelCardData, given to the model before training."""
+        dataset = {"name": train_data.name or (self.datasets[0] if self.datasets else "Unnamed Dataset")}
+        if self.datasets:
+            dataset["id"] = self.datasets[0]
+        if train_data.revision:
+            dataset["revision"] = train_data.revision
         return {
             "model_name": self.model_name,
             "language": self.language,
             "license": self.license,
             "model_id": model_id,
-            "train_datasets": [{"id": d, "name": d} for d in self.datasets],
+            "train_datasets": [dataset],
             "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "embedforge", *self.tags],
             # Offline, the card must not ask the Hub about datasets or the base model.
             "local_files_only": hub_constants.HF_HUB_OFFLINE,
@@ -93,6 +99,10 @@ def _card_data(model_dir: Path, run_dir: Path, config: CardConfig, push_repo_id:
     data.register_model(model)
     if config.base_model_id:
         data.base_model = config.base_model_id
+    # Recomputed from the base model unless the recipe names the model; ids straight from the recipe,
+    # since offline the card machinery cannot look them up.
+    data.model_name = config.model_name
+    data.datasets = list(config.datasets) or data.datasets
     data.model_id = push_repo_id
     return model, data
 

@@ -38,7 +38,7 @@ class IngestConfig(BaseModel):
 
     name: str = Field("", description="Name evaluators and the card use for this data (e.g. dnd_validation, sts-dev).")
     kind: Kind = Field("retrieval", description="retrieval: anchor/positive[/negative]; similarity: sentence1/sentence2/score; classification: sentence1/sentence2/label.")
-    path: str | None = Field(None, description="Local JSONL/CSV/Parquet file, folder or glob (relative to the recipe file).")
+    path: str | None = Field(None, description="Local JSONL/CSV/Parquet file, folder or glob (relative to the working directory, the project root).")
     path_env: str | None = Field(None, description="Environment variable holding the path or Hub dataset id when the operator supplies the data.")
     dataset: str | None = Field(None, description="Hugging Face Hub dataset id, loaded with datasets.load_dataset.")
     config: str | None = Field(None, description="Hub dataset configuration name.")

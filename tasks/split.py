@@ -30,7 +30,7 @@ class SplitConfig(BaseModel):
     test_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of groups held out for the final numbers.")
     seed: int = Field(42, description="Seed of the split; the same seed and data give the same split.")
     group_by: str | None = Field(None, description="Column whose equal values never cross splits; default: the passage (positive) or sentence1.")
-    eval_sources: list[IngestConfig] = Field(default_factory=list, description="Separate evaluation datasets (e.g. STS-B beside SNLI training data); each is split into eval/test halves by eval_size:test_size, and the training data is then used whole for training.")
+    eval_sources: list[IngestConfig] = Field(default_factory=list, description="Separate evaluation datasets, each an ingest section (e.g. STS-B beside SNLI training data); each is split into eval/test halves by eval_size:test_size, and the training data is then used whole for training.")
 
     @model_validator(mode="after")
     def _sizes(self) -> "SplitConfig":

@@ -1,0 +1,123 @@
+"""Shared fixtures: one real Prefect server per session, one tiny model built here and copied per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+# Before prefect and huggingface_hub read their settings: no Hub, and cached task results in a
+# fresh folder, because the harness keeps $PREFECT_HOME/storage and cache hits would leak across sessions.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = tempfile.mkdtemp(prefix="embedforge-results-")
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+os.environ.pop("HF_TOKEN", None)
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+WORDS = ("amber basil cedar delta ember fjord garnet harbor iris juniper kelp lotus maple nectar onyx pebble quartz "
+         "raven sable thistle umber violet willow xenon yarrow zephyr").split()
+TOPICS = ("castle", "river", "engine", "garden", "comet", "library", "forest", "market", "violin", "glacier", "harbor", "desert")
+
+
+def make_pairs(n: int = 120, seed: int = 0) -> list[dict]:
+    """Question/passage pairs where a passage answers exactly one question: learnable by a tiny model in seconds."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic, a, b = TOPICS[i % len(TOPICS)], rng.choice(WORDS), rng.choice(WORDS)
+        key = f"{topic}{i}"
+        rows.append({
+            "question": f"what is known about the {a} {key}?",
+            "context": f"The {key} is {b} and {a}; people visit the {topic} {key} for its {b} colour.",
+            "topic": topic,
+        })
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _build_tiny_model(folder: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    corpus = [r["question"] + " " + r["context"] for r in make_pairs(400, seed=1)]
+    corpus += ["a man is playing a guitar", "a woman is slicing an onion", "the cat sleeps on the sofa"]
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(corpus, vocab_size=600, min_frequency=1)
+    hf_dir = folder / "hf"
+    hf_dir.mkdir(parents=True)
+    BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=64).save_pretrained(hf_dir)
+    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")])
+    model.save(str(folder / "model"))
+    shutil.rmtree(hf_dir)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_master(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    _build_tiny_model(folder)
+    return folder / "model"
+
+
+@pytest.fixture
+def tiny_model(_tiny_model_master, tmp_path) -> str:
+    """A fresh copy of the tiny random-init BERT sentence-transformer, so a test can't change another's."""
+    target = tmp_path / "tiny-model"
+    shutil.copytree(_tiny_model_master, target)
+    return str(target)
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "data" / "pairs.jsonl", make_pairs())
+
+
+@pytest.fixture
+def recipe_dict(tiny_model, pairs_file, tmp_path) -> dict:
+    """A small recipe on the tiny model that trains in seconds; tests change what they test."""
+    return {
+        "name": "tiny-test",
+        "ingest": {"name": "tiny_validation", "path": str(pairs_file), "columns": {"anchor": "question", "positive": "context"}, "keep": ["topic"]},
+        "split": {"eval_size": 0.1, "test_size": 0.25, "seed": 7},
+        "train": {"base_model": tiny_model, "max_seq_length": 64,
+                  "args": {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 5e-4, "logging_steps": 5,
+                           "save_strategy": "no", "disable_tqdm": True, "use_cpu": True}},
+        "card": {"language": ["en"], "license": "apache-2.0"},
+        "push": {"local_dir": str(tmp_path / "published")},
+    }
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    def write(data: dict, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write

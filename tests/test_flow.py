@@ -1,0 +1,103 @@
+"""The whole flow on a tiny model under a real Prefect server: what a user finds afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from sentence_transformers import SentenceTransformer
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.finetune import finetune
+from flows.recipe import Recipe
+from tasks.errors import EmbedforgeError
+
+
+@pytest.fixture(autouse=True)
+def _server(prefect_server):
+    yield
+
+
+@pytest.fixture(scope="module")
+def demo_like_run(tmp_path_factory, _tiny_model_master):
+    """One flow run shared by the read-only checks below."""
+    import shutil
+
+    from conftest import make_pairs, write_jsonl
+
+    root = tmp_path_factory.mktemp("flow")
+    shutil.copytree(_tiny_model_master, root / "model")
+    data = write_jsonl(root / "pairs.jsonl", make_pairs())
+    recipe = Recipe.model_validate({
+        "name": "tiny-flow",
+        "ingest": {"name": "tiny_validation", "path": str(data), "columns": {"anchor": "question", "positive": "context"}},
+        "train": {"base_model": str(root / "model"), "args": {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 5e-4,
+                                                               "save_strategy": "no", "disable_tqdm": True, "use_cpu": True}},
+        "push": {"local_dir": str(root / "published")},
+    })
+    result = finetune(recipe=recipe, output_dir=str(root / "runs"))
+    return recipe, result, root
+
+
+def test_run_directory_holds_everything_of_the_run(demo_like_run):
+    recipe, result, root = demo_like_run
+    run_dir = Path(result["run_dir"])
+    assert run_dir.parent == root / "runs" / "tiny-flow"
+    for relative in ["recipe.yaml", "metrics.json", "model/README.md", "model/config_sentence_transformers.json",
+                     "data/ingested/tiny_validation.parquet", "data/splits/train.parquet", "data/splits/tiny_validation/test.parquet"]:
+        assert (run_dir / relative).exists(), relative
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text()) == recipe.model_dump(mode="json")
+    assert SentenceTransformer(str(run_dir / "model")).encode(["a question"]).shape == (1, 32)
+
+
+def test_metrics_compare_base_and_finetuned_on_the_test_split(demo_like_run):
+    _, result, _ = demo_like_run
+    metrics = json.loads((Path(result["run_dir"]) / "metrics.json").read_text())
+    assert metrics["headline"] == "tiny_validation_cosine_ndcg@10"
+    assert set(metrics["base"]) == set(metrics["finetuned"]) and "tiny_validation_cosine_map@100" in metrics["base"]
+    # Random-init weights know nothing; three epochs on these pairs teach them to match.
+    assert metrics["finetuned"][metrics["headline"]] > metrics["base"][metrics["headline"]]
+    assert result["finetuned"] == metrics["finetuned"][metrics["headline"]]
+
+
+def test_card_carries_model_index_and_is_published_locally(demo_like_run):
+    _, result, root = demo_like_run
+    card = ModelCard.load(Path(result["model_dir"]) / "README.md")
+    assert card.data.eval_results and card.data.eval_results[0].dataset_type == "tiny_validation"
+    latest = root / "published" / "latest"
+    assert result["push"]["pushed"] and latest.resolve() == Path(result["push"]["location"]).resolve()
+    assert json.loads((latest / "training_meta.json").read_text())["recipe"] == "tiny-flow"
+
+
+def test_dashboard_shows_the_run_and_its_artifacts(demo_like_run):
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        assert any(run.name.startswith("tiny-flow-") and run.state.is_completed() for run in runs)
+        for key in ("tiny-flow-gain", "tiny-flow-model-card", "tiny-flow-push"):
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert artifacts, key
+        assert any(a.type == "progress" for a in client.read_artifacts())
+
+
+def test_push_disabled_says_where_the_model_is(recipe_dict, tmp_path, write_recipe):
+    recipe_dict["push"] = {"enabled": False}
+    recipe_dict["train"]["args"]["num_train_epochs"] = 1
+    result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "Push: not published (push disabled)" in result.output
+    assert "Run directory: " + str(tmp_path / "runs" / "tiny-test") in result.output
+
+
+def test_bad_data_fails_with_message_and_keeps_the_run_directory(recipe_dict, tmp_path, write_recipe):
+    recipe_dict["ingest"]["columns"] = {"anchor": "query", "positive": "context"}
+    result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "missing column anchor (from 'query')" in result.output
+    assert "Traceback" not in result.output
+    assert list((tmp_path / "runs" / "tiny-test").glob("*/recipe.yaml"))

@@ -1,0 +1,67 @@
+"""Recipes: every file in deployments/ validates, and a bad one is reported by file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.recipe import load_recipe, recipe_files
+from tasks.errors import EmbedforgeError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", recipe_files(folder=str(REPO / "deployments")), ids=lambda p: p.name)
+def test_every_recipe_in_deployments_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+
+
+def test_misspelled_trainer_argument_names_file_field_and_fix(write_recipe, recipe_dict):
+    recipe_dict["train"]["args"]["learning_rat"] = 1e-5
+    path = write_recipe(recipe_dict, "x.yaml")
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: train.args.learning_rat: unknown key — did you mean learning_rate?" in result.output
+
+
+def test_misspelled_section_key_and_wrong_type(write_recipe, recipe_dict):
+    recipe_dict["ingest"]["colums"] = recipe_dict["ingest"].pop("columns")
+    recipe_dict["split"]["test_size"] = "a lot"
+    path = write_recipe(recipe_dict)
+    with pytest.raises(EmbedforgeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert f"{path}: ingest.colums: unknown key — did you mean columns?" in message
+    assert f"{path}: split.test_size: Input should be a valid number" in message
+
+
+def test_trainer_argument_of_wrong_type(write_recipe, recipe_dict):
+    recipe_dict["train"]["args"]["num_train_epochs"] = "many"
+    with pytest.raises(EmbedforgeError, match=r"train\.args\.num_train_epochs: .*got 'many'"):
+        load_recipe(write_recipe(recipe_dict))
+
+
+def test_unknown_loss_and_loss_argument(write_recipe, recipe_dict):
+    recipe_dict["train"]["loss"] = {"name": "MultipleNegativesRankingLoss", "args": {"scal": 20}}
+    with pytest.raises(EmbedforgeError, match=r"train\.loss\.args\.scal: not an argument of MultipleNegativesRankingLoss — did you mean scale\?"):
+        load_recipe(write_recipe(recipe_dict))
+
+
+def test_defaults_live_in_code_and_overrides_apply(write_recipe, recipe_dict):
+    recipe = load_recipe(write_recipe(recipe_dict), ["train.args.num_train_epochs=5", "push.private=false"])
+    assert recipe.train.args["num_train_epochs"] == 5
+    assert recipe.push.private is False
+    assert recipe.split.seed == 7 and recipe.evaluate.batch_size == 32  # the latter from the code's default
+
+
+def test_missing_recipe_file_and_bad_yaml(tmp_path):
+    with pytest.raises(EmbedforgeError, match="no such recipe file"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(EmbedforgeError, match=f"{bad}: not valid YAML"):
+        load_recipe(bad)
