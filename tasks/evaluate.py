@@ -26,6 +26,10 @@ from tasks.errors import EmbedforgeError
 from tasks.models import load_model
 
 
+# The seed cards report every similarity function for pair data, not only the model's own.
+ALL_SIMILARITIES = ["cosine", "euclidean", "manhattan", "dot"]
+
+
 class EvaluateConfig(BaseModel):
     """Which numbers are measured, and which ones a model must reach to be published."""
 
@@ -81,18 +85,22 @@ class MatryoshkaRetrievalEvaluator(SequentialEvaluator):
         return results
 
 
+def _column(data: datasets.Dataset, name: str) -> list:
+    return list(data[name])  # datasets 5 returns a lazy Column; evaluators index and concatenate lists
+
+
 def _retrieval_inputs(data: datasets.Dataset, distractors: list[str]):
     """Queries are the anchors, the corpus every passage of the split (plus distractors), relevant = their pairs."""
     corpus: dict[str, str] = {}
     ids: dict[str, str] = {}
-    for passage in list(data["positive"]) + distractors:
+    for passage in _column(data, "positive") + distractors:
         if passage not in ids:
             ids[passage] = f"d{len(ids)}"
             corpus[ids[passage]] = passage
     queries: dict[str, str] = {}
     query_ids: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
-    for anchor, positive in zip(data["anchor"], data["positive"]):
+    for anchor, positive in zip(_column(data, "anchor"), _column(data, "positive")):
         qid = query_ids.setdefault(anchor, f"q{len(query_ids)}")
         queries[qid] = anchor
         relevant.setdefault(qid, set()).add(ids[positive])
@@ -110,12 +118,12 @@ def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: 
     else:
         yield InformationRetrievalEvaluator(**common, name=name)
     if "negative" in data.column_names:
-        yield TripletEvaluator(data["anchor"], data["positive"], data["negative"], name=f"{name}_triplet" if name else "triplet", batch_size=config.batch_size)
+        yield TripletEvaluator(_column(data, "anchor"), _column(data, "positive"), _column(data, "negative"), name=f"{name}_triplet" if name else "triplet", batch_size=config.batch_size)
 
 
 def build_evaluators(splits: dict, part: str, config: EvaluateConfig) -> list:
     """Evaluators for one part ("eval" or "test") of every evaluation dataset in the split result."""
-    distractors = datasets.Dataset.from_parquet(splits["train"])["positive"] if config.distractors else []
+    distractors = _column(datasets.Dataset.from_parquet(splits["train"]), "positive") if config.distractors else []
     evaluators = []
     for name, entry in splits["evaluation"].items():
         if part not in entry:
@@ -124,9 +132,10 @@ def build_evaluators(splits: dict, part: str, config: EvaluateConfig) -> list:
         if entry["kind"] == "retrieval":
             evaluators.extend(_retrieval_evaluators(data, name, config, distractors))
         elif entry["kind"] == "similarity":
-            evaluators.append(EmbeddingSimilarityEvaluator(data["sentence1"], data["sentence2"], data["score"], name=name, batch_size=config.batch_size))
+            evaluators.append(EmbeddingSimilarityEvaluator(_column(data, "sentence1"), _column(data, "sentence2"), _column(data, "score"), name=name, batch_size=config.batch_size,
+                                                          similarity_fn_names=ALL_SIMILARITIES, main_similarity="cosine"))
         else:
-            evaluators.append(BinaryClassificationEvaluator(data["sentence1"], data["sentence2"], data["label"], name=name, batch_size=config.batch_size))
+            evaluators.append(BinaryClassificationEvaluator(_column(data, "sentence1"), _column(data, "sentence2"), _column(data, "label"), name=name, batch_size=config.batch_size, similarity_fn_names=ALL_SIMILARITIES))
     return evaluators
 
 

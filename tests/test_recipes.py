@@ -65,3 +65,9 @@ def test_missing_recipe_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(EmbedforgeError, match=f"{bad}: not valid YAML"):
         load_recipe(bad)
+
+
+def test_readme_recipe_reference_is_current():
+    from flows.recipe import reference_markdown
+
+    assert reference_markdown() in (REPO / "README.md").read_text(), "run `embedforge recipe-reference` and paste it into README.md"

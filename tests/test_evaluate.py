@@ -1,0 +1,91 @@
+"""Evaluation: the seeds' evaluators, Matryoshka encoded once, and the quality gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.finetune import finetune
+from flows.recipe import Recipe
+from tasks.errors import EmbedforgeError
+from tasks.evaluate import EvaluateConfig, MatryoshkaRetrievalEvaluator, build_evaluators, resolve_metric, run_evaluators
+from tasks.models import load_model
+
+
+@pytest.fixture(autouse=True)
+def _server(prefect_server):
+    yield
+
+
+def _splits(tmp_path: Path, pairs: list[dict]) -> dict:
+    folder = tmp_path / "splits" / "docs"
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame({"anchor": [p["question"] for p in pairs], "positive": [p["context"] for p in pairs]})
+    frame.to_parquet(folder / "test.parquet")
+    frame.iloc[:5].to_parquet(tmp_path / "splits" / "train.parquet")
+    return {"train": str(tmp_path / "splits" / "train.parquet"), "evaluation": {"docs": {"kind": "retrieval", "test": str(folder / "test.parquet")}}}
+
+
+def test_matryoshka_metrics_per_dim_from_one_encoding(tiny_model, tmp_path):
+    from conftest import make_pairs
+
+    pairs = make_pairs(40)
+    splits = _splits(tmp_path, pairs)
+    model = load_model(tiny_model)
+    encoded: list[int] = []
+    original = model.encode
+
+    def counting_encode(*args, **kwargs):
+        texts = args[0] if args else kwargs.get("inputs", kwargs.get("sentences"))
+        encoded.append(len(texts))
+        return original(*args, **kwargs)
+
+    model.encode = counting_encode
+    evaluators = build_evaluators(splits, "test", EvaluateConfig(matryoshka_dims=[32, 16, 8]))
+    assert isinstance(evaluators[0], MatryoshkaRetrievalEvaluator)
+    metrics, leaves = run_evaluators(model, evaluators)
+    assert sum(encoded) == 40 + 40  # each query and each passage once, not once per dim
+    assert [leaf["name"] for leaf in leaves] == ["docs_dim_32", "docs_dim_16", "docs_dim_8"]
+    assert {"docs_dim_8_cosine_ndcg@10", "docs_dim_16_cosine_mrr@10", "docs_dim_32_cosine_map@100", "docs_dim_32_cosine_recall@5"} <= set(metrics)
+
+    # Truncating the one encoding gives what a separate encode at that dim gives.
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    single = evaluators[0].evaluators[2]
+    direct = InformationRetrievalEvaluator(single.queries and dict(zip(single.queries_ids, single.queries)), dict(zip(single.corpus_ids, single.corpus)),
+                                           single.relevant_docs, name="docs_dim_8", truncate_dim=8)(model)
+    assert direct["docs_dim_8_cosine_ndcg@10"] == pytest.approx(metrics["docs_dim_8_cosine_ndcg@10"], abs=1e-6)
+
+
+def test_distractors_join_the_corpus(tiny_model, tmp_path):
+    from conftest import make_pairs
+
+    splits = _splits(tmp_path, make_pairs(20))
+    plain = build_evaluators(splits, "test", EvaluateConfig())[0]
+    with_distractors = build_evaluators(splits, "test", EvaluateConfig(distractors=True))[0]
+    assert len(plain.corpus) == 20
+    assert len(with_distractors.corpus) == 20  # the train passages here repeat test passages: deduplicated
+    pd.DataFrame({"anchor": ["x"] * 3, "positive": ["other passage 1", "other passage 2", "other passage 3"]}).to_parquet(splits["train"])
+    assert len(build_evaluators(splits, "test", EvaluateConfig(distractors=True))[0].corpus) == 23
+
+
+def test_metric_names_resolve_with_or_without_prefix():
+    metrics = {"docs_cosine_ndcg@10": 0.5, "docs_cosine_mrr@10": 0.4}
+    assert resolve_metric("cosine_ndcg@10", metrics) == "docs_cosine_ndcg@10"
+    with pytest.raises(EmbedforgeError, match="metric 'ndcg' is not unique or unknown"):
+        resolve_metric("ndcg", metrics)
+
+
+def test_failed_gate_stops_before_push_and_keeps_the_model(recipe_dict, tmp_path):
+    recipe_dict["train"]["args"]["num_train_epochs"] = 1
+    recipe_dict["evaluate"] = {"gates": {"cosine_ndcg@10": 0.999}}
+    with pytest.raises(EmbedforgeError) as error:
+        finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
+    message = str(error.value)
+    assert "quality gate failed: cosine_ndcg@10 = " in message and "< 0.999 (short by " in message
+    model_dir = next((tmp_path / "runs" / "tiny-test").glob("*/model"))
+    assert f"the model is kept at {model_dir}" in message
+    assert (model_dir / "model.safetensors").exists()
+    assert not (tmp_path / "published").exists()
