@@ -13,7 +13,7 @@ from flows.recipe import Recipe
 from tasks.card import render_model_card
 from tasks.evaluate import check_quality_gate, evaluate_model
 from tasks.ingest import ingest_dataset
-from tasks.push import fetch_published_model, is_retryable, push_model
+from tasks.push import fetch_published_model, push_model
 from tasks.split import split_dataset
 from tasks.train import train_model
 
@@ -67,7 +67,7 @@ def finetune(recipe: Recipe, output_dir: str = "runs") -> dict:
     meta = {"recipe": recipe.name, "recipe_hash": recipe.fingerprint(), "run_id": run_dir.name, "flow_run_id": str(flow_run.id),
             "base_model": recipe.train.base_model, "base_model_revision": recipe.train.base_model_revision,
             "data_fingerprint": fingerprints, "headline": metrics["headline"], "metrics": metrics["finetuned"]}
-    push = push_model.with_options(retries=recipe.push.retries, retry_condition_fn=is_retryable,
+    push = push_model.with_options(retries=recipe.push.retries,
                                    retry_delay_seconds=exponential_backoff(recipe.push.retry_delay_seconds) if recipe.push.retries else 0)
     result["push"] = push(recipe.push, model_dir, meta, f"{recipe.name}-{run_dir.name}", champion_score, artifact_key=f"{recipe.name}-push")
     return result

@@ -104,7 +104,8 @@ def fetch_published_model(config: PushConfig, dest: str) -> str | None:
     repo_id = config.full_repo_id
     api = _api(config, token)
     try:
-        if not api.repo_exists(repo_id) or not any(f.rfilename == META_FILE for f in api.model_info(repo_id, revision=config.revision).siblings or []):
+        # A repo without a sentence-transformers model in it (just created, or holding something else) has no champion.
+        if not api.repo_exists(repo_id) or not any(f.rfilename == "modules.json" for f in api.model_info(repo_id, revision=config.revision).siblings or []):
             return None
         return snapshot_download(repo_id, revision=config.revision, local_dir=dest, token=token, endpoint=config.endpoint)
     except HfHubHTTPError as exc:
@@ -159,7 +160,7 @@ def decide(config: PushConfig, headline: str, challenger: float, champion: float
     return False, f"{headline} {challenger:.4f} < published {champion:.4f}: kept the published model"
 
 
-@task(name="push-model")
+@task(name="push-model", retries=3, retry_delay_seconds=10, retry_condition_fn=is_retryable)
 def push_model(config: PushConfig, model_dir: str, meta: dict, release: str, champion_score: float | None = None,
                artifact_key: str | None = None) -> dict:
     """Publish one release in one step, unless the published model is better; return what happened."""

@@ -1,0 +1,158 @@
+"""Publishing: the real huggingface_hub client against a local Hub stand-in (the Hub is unreachable here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+
+from flows.finetune import finetune
+from flows.recipe import Recipe
+from hub_server import LocalHub
+from tasks.errors import EmbedforgeError
+from tasks.push import PushConfig, push_model
+
+TOKEN = "hf_embedforgeTestToken0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _online(prefect_server, monkeypatch):
+    # The suite runs with HF_HUB_OFFLINE=1; these tests talk to a Hub, the local one.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    yield
+
+
+@pytest.fixture
+def hub():
+    with LocalHub() as local_hub:
+        yield local_hub
+
+
+def _hub_recipe(recipe_dict: dict, hub: LocalHub, **push) -> Recipe:
+    recipe_dict["push"] = {"repo_id": "tiny-model", "organization": "acme", "endpoint": hub.url, "retry_delay_seconds": 0, **push}
+    return Recipe.model_validate(recipe_dict)
+
+
+def _meta(score: float = 0.5) -> dict:
+    return {"recipe": "tiny", "run_id": "r1", "headline": "cosine_ndcg@10", "metrics": {"cosine_ndcg@10": score}}
+
+
+def test_one_commit_with_model_card_and_meta_and_no_token_anywhere(recipe_dict, hub, tmp_path):
+    result = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
+    assert result["push"]["pushed"] and result["push"]["reason"] == "first release"
+    repo = hub.state.repos["acme/tiny-model"]
+    assert repo.private
+    commits = repo.branches["main"]
+    assert len(commits) == 1
+    files = commits[0]["files"]
+    assert {"README.md", "training_meta.json", "model.safetensors", "modules.json", "config_sentence_transformers.json"} <= set(files)
+    meta = json.loads(files["training_meta.json"])
+    assert meta["recipe"] == "tiny-test" and meta["headline"] == result["headline"] and len(meta["recipe_hash"]) == 16
+    assert meta["data_fingerprint"]["tiny_validation"] and meta["metrics"][meta["headline"]] == result["finetuned"]
+    run_id = Path(result["run_dir"]).name
+    assert commits[0]["message"] == f"embedforge tiny-test run {run_id}: {result['headline']} = {result['finetuned']:.4f}"
+    assert list(repo.tags) == [f"tiny-test-{run_id}"]
+    assert [r["path"] for r in hub.state.requests if "/commit/" in r["path"]] == ["/api/models/acme/tiny-model/commit/main"]
+
+    # The token went only where it belongs, the Authorization header; never into a payload, file, log or artifact.
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in hub.state.requests if r["method"] == "POST")
+    assert TOKEN.encode() not in hub.state.payloads()
+    for path in Path(result["run_dir"]).rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    with get_client(sync_client=True) as client:
+        flow_run = next(r for r in client.read_flow_runs() if r.name.startswith("tiny-test-"))
+        logs = client.read_logs()
+        assert logs and not any(TOKEN in log.message for log in logs)
+        assert not any(TOKEN in json.dumps(a.data) for a in client.read_artifacts())
+        assert flow_run.state.is_completed()
+
+
+def test_retries_after_server_errors_then_succeeds(tiny_model, hub, tmp_path):
+    hub.state.fail(r"/commit/", 500, 503)
+    config = PushConfig(repo_id="acme/m", endpoint=hub.url, retry_delay_seconds=0)
+    push = push_model.with_options(retries=3, retry_delay_seconds=0)
+    result = push(config, tiny_model, _meta(), "rel-1")
+    assert result["pushed"]
+    assert len([r for r in hub.state.requests if "/commit/" in r["path"]]) == 3
+    assert len(hub.state.commits("acme/m")) == 1
+
+
+def test_unauthorized_fails_at_once_with_a_clear_message(recipe_dict, hub, tmp_path):
+    hub.state.write_status = 401
+    with pytest.raises(EmbedforgeError, match=r"push: token lacks write access to acme/tiny-model \(HTTP 401\)") as error:
+        finetune(recipe=_hub_recipe(recipe_dict, hub, retries=3), output_dir=str(tmp_path / "runs"))
+    assert TOKEN not in str(error.value)
+    assert len([r for r in hub.state.requests if r["path"] == "/api/repos/create"]) == 1  # no retry
+    model_dir = next((tmp_path / "runs" / "tiny-test").glob("*/model"))
+    assert (model_dir / "README.md").exists() and (model_dir / "model.safetensors").exists()
+
+
+def test_forbidden_is_not_retried_either(tiny_model, hub):
+    hub.state.write_status = 403
+    with pytest.raises(EmbedforgeError, match=r"token lacks write access to acme/m \(HTTP 403\)"):
+        push_model.with_options(retries=3, retry_delay_seconds=0)(PushConfig(repo_id="acme/m", endpoint=hub.url), tiny_model, _meta(), "rel-1")
+    assert len([r for r in hub.state.requests if r["path"] == "/api/repos/create"]) == 1
+
+
+def test_worse_model_is_not_pushed_and_better_one_is(recipe_dict, hub, tmp_path):
+    good = finetune(recipe=_hub_recipe(dict(recipe_dict), hub), output_dir=str(tmp_path / "runs"))
+    assert good["push"]["pushed"]
+
+    # A learning rate this small leaves the weights where they started: a worse model than the published one.
+    recipe_dict["train"]["args"]["learning_rate"] = 1e-12
+    worse = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
+    push = worse["push"]
+    assert not push["pushed"] and push["champion"] == pytest.approx(good["finetuned"], abs=1e-6)
+    assert push["challenger"] == worse["finetuned"] < push["champion"]
+    assert "kept the published model" in push["reason"]
+    assert len(hub.state.commits("acme/tiny-model")) == 1
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-push"])))
+        latest = max(artifacts, key=lambda a: a.created)
+        assert "Not published" in latest.data and f"{push['champion']:.4f}" in latest.data and f"{push['challenger']:.4f}" in latest.data
+
+    forced = finetune(recipe=_hub_recipe(recipe_dict, hub, require_improvement=False), output_dir=str(tmp_path / "runs"))
+    assert forced["push"]["pushed"] and len(hub.state.commits("acme/tiny-model")) == 2
+
+    recipe_dict["train"]["args"]["learning_rate"] = 5e-4
+    recipe_dict["train"]["args"]["num_train_epochs"] = 5
+    better = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
+    assert better["push"]["pushed"] and better["finetuned"] >= better["push"]["champion"]
+    assert len(hub.state.commits("acme/tiny-model")) == 3
+
+
+def test_branch_and_private_flag(tiny_model, hub):
+    config = PushConfig(repo_id="m", organization="acme", endpoint=hub.url, revision="staging", private=False, tag_releases=False)
+    push_model(config, tiny_model, _meta(), "rel-1")
+    repo = hub.state.repos["acme/m"]
+    assert not repo.private and len(repo.branches["staging"]) == 1 and repo.branches["main"] == [] and not repo.tags
+
+
+def test_local_target_keeps_every_release_and_points_latest_at_the_newest(tiny_model, tmp_path):
+    config = PushConfig(local_dir=str(tmp_path / "published"))
+    first = push_model(config, tiny_model, _meta(0.5), "rel-1")
+    second = push_model(config, tiny_model, _meta(0.6), "rel-2")
+    root = tmp_path / "published"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "rel-1", "rel-2"]
+    assert (root / "latest").resolve() == Path(second["location"]).resolve() == (root / "rel-2").resolve()
+    assert json.loads((root / "rel-1" / "training_meta.json").read_text())["metrics"]["cosine_ndcg@10"] == 0.5
+    assert (root / "latest" / "modules.json").exists() and Path(first["location"]).exists()
+
+
+def test_token_from_a_prefect_secret_block(tiny_model, hub, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    monkeypatch.delenv("HF_TOKEN")
+    Secret(value="hf_fromSecretBlock42").save("hub-token", overwrite=True)
+    push_model(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="hub-token"), tiny_model, _meta(), "rel-1")
+    assert {r["auth"] for r in hub.state.requests if r["method"] == "POST"} == {"Bearer hf_fromSecretBlock42"}
+    with pytest.raises(EmbedforgeError, match="push.token_secret: no Prefect Secret block named 'missing'"):
+        push_model.with_options(retries=0)(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="missing"), tiny_model, _meta(), "rel-2")
