@@ -46,6 +46,7 @@ class IngestConfig(BaseModel):
     revision: str | None = Field(None, description="Hub dataset revision (commit, tag or branch).")
     columns: dict[str, str] = Field(default_factory=dict, description="Standard column -> source column, for the columns whose names differ.")
     where: dict[str, Any] = Field(default_factory=dict, description="Keep only rows whose column equals this value (e.g. SNLI entailment: {label: 0}).")
+    label_map: dict[Any, Any] = Field(default_factory=dict, description="Rewrite label/score values, e.g. SNLI to binary pairs: {0: 1, 1: 0, 2: 0}; rows whose value is not in the map are dropped.")
     keep: list[str] = Field(default_factory=list, description="Extra source columns to keep, e.g. a group column for split.group_by.")
     limit: int | None = Field(None, gt=0, description="Keep at most this many rows (after filtering), for smoke runs.")
     min_rows: int = Field(10, ge=1, description="Fewer rows than this after cleaning is an error.")
@@ -136,8 +137,13 @@ def _standardize(data: datasets.Dataset, config: IngestConfig, origin: str) -> d
         if extra not in data.column_names:
             raise EmbedforgeError(f"ingest: {origin}: ingest.keep names column {extra!r}, which is not in {data.column_names}")
     keep = list(present.values()) + [c for c in config.keep if c not in present.values()]
-    data = data.select_columns(keep)
-    return data.rename_columns({src: std for std, src in present.items() if src != std})
+    data = data.select_columns(keep).rename_columns({src: std for std, src in present.items() if src != std})
+    if config.label_map:
+        target = "label" if "label" in data.column_names else "score"
+        # YAML keys arrive as ints or strings; compare on the string form.
+        mapping = {str(k): v for k, v in config.label_map.items()}
+        data = data.filter(lambda row: str(row[target]) in mapping).map(lambda row: {target: mapping[str(row[target])]})
+    return data
 
 
 def _clean(data: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:

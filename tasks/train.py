@@ -40,6 +40,9 @@ from tasks.models import load_model
 
 # Arguments embedforge owns: where checkpoints go is part of the run directory layout.
 RESERVED_ARGS = {"output_dir"}
+# Arguments older seed cards list that transformers 5 no longer has: accepted, so a card's list
+# still copies in, and dropped at training time with this reason logged.
+RETIRED_ARGS = {"save_safetensors": "transformers 5 always saves safetensors"}
 LOSS_INPUTS = {"retrieval": ["anchor", "positive", "negative"], "similarity": ["sentence1", "sentence2", "score"], "classification": ["sentence1", "sentence2", "label"]}
 CARD_DATA_FILE = "model_card_data.pkl"
 
@@ -97,6 +100,8 @@ class TrainConfig(BaseModel):
     def _trainer_args(cls, args: dict[str, Any]) -> dict[str, Any]:
         types = _training_arg_types()
         for key, value in args.items():
+            if key in RETIRED_ARGS and key not in types:
+                continue
             if key in RESERVED_ARGS:
                 raise ValueError(f"{key}: set by embedforge (checkpoints go to runs/<recipe>/<run-id>/checkpoints)")
             if key not in types:
@@ -168,6 +173,9 @@ def _train_dataset(path: str, kind: str) -> datasets.Dataset:
 
 def _training_args(config: TrainConfig, checkpoints: Path, has_eval: bool) -> SentenceTransformerTrainingArguments:
     args = {"report_to": "none", **config.args}
+    for key in set(args) & set(RETIRED_ARGS) - set(_training_arg_types()):
+        _logger().warning("train.args.%s is ignored: %s", key, RETIRED_ARGS[key])
+        del args[key]
     if not has_eval and args.get("eval_strategy", "no") != "no":
         raise EmbedforgeError("train.args.eval_strategy: evaluation during training needs an eval split (split.eval_size > 0)")
     if config.devices > 1 and not os.environ.get("CUDA_VISIBLE_DEVICES") and "ddp_backend" not in args:
