@@ -55,6 +55,34 @@ def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files to 
         raise typer.Exit(1)
 
 
+@app.command()
+def deploy(
+    recipes: Annotated[Optional[list[str]], typer.Argument(help="Recipe files (default: every recipe in deployments/).")] = None,
+    pool: Annotated[Optional[str], typer.Option("--pool", help="Work pool for all of them (default: each recipe's deployment.work_pool).")] = None,
+) -> None:
+    """Register one Prefect deployment per recipe with its schedule, pool, job variables and tags."""
+    from flows.deploy import deploy_recipes
+    from flows.recipe import recipe_files
+
+    try:
+        for name, deployment_id in deploy_recipes(recipe_files(recipes), pool):
+            typer.echo(f"{name}: {deployment_id}")
+    except EmbedforgeError as exc:
+        _fail(exc, 1)
+
+
+@app.command()
+def serve(recipes: Annotated[Optional[list[str]], typer.Argument(help="Recipe files (default: every recipe in deployments/).")] = None) -> None:
+    """Serve the recipes' deployments from this process (one GPU box, no work pool), schedules included."""
+    from flows.deploy import serve_recipes
+    from flows.recipe import recipe_files
+
+    try:
+        serve_recipes(recipe_files(recipes))
+    except EmbedforgeError as exc:
+        _fail(exc, 1)
+
+
 @app.command("recipe-reference")
 def recipe_reference() -> None:
     """Print every recipe key with its default and meaning (Markdown)."""

@@ -1,0 +1,70 @@
+"""Deployments from recipes: one Prefect deployment per recipe, registered or served.
+
+The recipe is the one source of truth: schedule, tags, pool, job variables and concurrency all
+come from its ``deployment`` section, and the whole recipe is the deployment's parameter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect.schedules import Cron
+
+from flows.finetune import finetune
+from flows.recipe import Recipe, load_recipe
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = "flows/finetune.py:finetune"
+
+
+def deployment_options(recipe: Recipe) -> dict[str, Any]:
+    """What every form of the deployment shares: name, parameters, schedule, tags, concurrency."""
+    settings = recipe.deployment
+    schedule = settings.schedule
+    return {
+        "name": recipe.name,
+        "description": recipe.description or f"Fine-tune {recipe.train.base_model} ({recipe.name})",
+        "parameters": {"recipe": recipe.model_dump(mode="json")},
+        "tags": list(dict.fromkeys(["embedforge", recipe.name, *settings.tags])),
+        "schedules": [Cron(schedule.cron, timezone=schedule.timezone)] if schedule else [],
+        "concurrency_limit": settings.concurrency_limit,
+    }
+
+
+def _flow_for(recipe: Recipe, source: Path):
+    """Code from the project's folder for process workers; from the image when the recipe names one.
+
+    A plain to_deployment().apply() would run in a temporary folder without the project's
+    modules or data, so process workers get the source folder as their working directory.
+    """
+    if "image" in recipe.deployment.job_variables:
+        return finetune
+    return finetune.from_source(source=str(source), entrypoint=ENTRYPOINT)
+
+
+def deploy_recipes(paths: list[Path], pool: str | None = None, source: Path = PROJECT_ROOT) -> list[tuple[str, str]]:
+    """Register one deployment per recipe; return (deployment name, id) pairs."""
+    registered = []
+    for path in paths:
+        recipe = load_recipe(path)
+        settings = recipe.deployment
+        deployment_id = _flow_for(recipe, source).deploy(
+            **deployment_options(recipe),
+            work_pool_name=pool or settings.work_pool,
+            work_queue_name=settings.work_queue,
+            job_variables=settings.job_variables,
+            image=settings.job_variables.get("image"),
+            build=False,
+            push=False,
+            print_next_steps=False,
+        )
+        registered.append((f"finetune/{recipe.name}", str(deployment_id)))
+    return registered
+
+
+def serve_recipes(paths: list[Path]) -> None:
+    """Serve every recipe's deployment from this process: one GPU box, no work pool, schedules included."""
+    from prefect import serve
+
+    serve(*[finetune.to_deployment(**deployment_options(load_recipe(path))) for path in paths])

@@ -1,0 +1,67 @@
+"""Deployments from recipes, read back from a real Prefect server, and one run on a process worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.deployments import run_deployment
+from prefect.settings import get_current_settings
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.recipe import load_recipe, recipe_files
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server):
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="test-gpu", type="process"))
+    result = CliRunner().invoke(app, ["deploy", "--pool", "test-gpu"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
+    recipes = [load_recipe(p) for p in recipe_files(folder=str(REPO / "deployments"))]
+    assert len(recipes) == 6
+    with get_client(sync_client=True) as client:
+        for recipe in recipes:
+            deployment = client.read_deployment_by_name(f"finetune/{recipe.name}")
+            assert deployment.work_pool_name == "test-gpu"
+            assert deployment.tags == list(dict.fromkeys(["embedforge", recipe.name, *recipe.deployment.tags]))
+            assert deployment.job_variables == recipe.deployment.job_variables
+            assert deployment.parameters["recipe"] == recipe.model_dump(mode="json")
+            assert deployment.global_concurrency_limit.limit == 1
+            (schedule,) = deployment.schedules
+            assert (schedule.schedule.cron, schedule.schedule.timezone) == (recipe.deployment.schedule.cron, recipe.deployment.schedule.timezone)
+            # Process workers run the flow from the project folder, not a temporary one.
+            assert any("set_working_directory" in str(step) and str(REPO) in str(step) for step in deployment.pull_steps or [])
+    dnd = next(r for r in recipes if r.name == "qwen3-embedding-0.6b-dnd")
+    assert dnd.deployment.job_variables["env"] == {"EMBEDFORGE_DND_DATA": "/data/dnd/pairs.jsonl"}
+
+
+def test_demo_deployment_runs_on_a_process_worker(deployed, tmp_path):
+    demo = load_recipe(REPO / "deployments" / "demo-minilm.yaml").model_dump(mode="json")
+    # The demo itself, cut down to seconds: fewer rows and steps, output outside the repository.
+    demo["ingest"]["limit"] = 160
+    demo["split"]["eval_size"] = 0.0
+    demo["train"]["args"].update({"max_steps": 3, "logging_steps": 1, "disable_tqdm": True})
+    demo["push"]["local_dir"] = str(tmp_path / "published")
+    flow_run = run_deployment("finetune/demo-minilm", parameters={"recipe": demo, "output_dir": str(tmp_path / "runs")}, timeout=0)
+
+    env = {**os.environ, "PREFECT_API_URL": get_current_settings().api.url, "HF_HUB_OFFLINE": "1"}
+    worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-gpu", "--run-once", "--limit", "1"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    assert state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
+    assert list((tmp_path / "runs" / "demo-minilm").glob("*/model/README.md"))
+    assert (tmp_path / "published" / "latest" / "training_meta.json").exists()
