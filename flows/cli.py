@@ -59,13 +59,15 @@ def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files to 
 def deploy(
     recipes: Annotated[Optional[list[str]], typer.Argument(help="Recipe files (default: every recipe in deployments/).")] = None,
     pool: Annotated[Optional[str], typer.Option("--pool", help="Work pool for all of them (default: each recipe's deployment.work_pool).")] = None,
+    job_variables: Annotated[Optional[str], typer.Option("--job-variables", help="YAML file of job variables merged into every recipe's (e.g. docker/docker-gpu-job-variables.yaml).")] = None,
 ) -> None:
     """Register one Prefect deployment per recipe with its schedule, pool, job variables and tags."""
     from flows.deploy import deploy_recipes
-    from flows.recipe import recipe_files
+    from flows.recipe import load_job_variables, recipe_files
 
     try:
-        for name, deployment_id in deploy_recipes(recipe_files(recipes), pool):
+        extra = load_job_variables(job_variables) if job_variables else None
+        for name, deployment_id in deploy_recipes(recipe_files(recipes), pool, extra):
             typer.echo(f"{name}: {deployment_id}")
     except EmbedforgeError as exc:
         _fail(exc, 1)

@@ -43,12 +43,18 @@ def _flow_for(recipe: Recipe, source: Path):
     return finetune.from_source(source=str(source), entrypoint=ENTRYPOINT)
 
 
-def deploy_recipes(paths: list[Path], pool: str | None = None, source: Path = PROJECT_ROOT) -> list[tuple[str, str]]:
-    """Register one deployment per recipe; return (deployment name, id) pairs."""
+def deploy_recipes(paths: list[Path], pool: str | None = None, job_variables: dict[str, Any] | None = None,
+                   source: Path = PROJECT_ROOT) -> list[tuple[str, str]]:
+    """Register one deployment per recipe; return (deployment name, id) pairs.
+
+    ``pool`` and ``job_variables`` apply to every recipe: the same recipes move from one GPU box
+    to a Docker or Kubernetes fleet without editing them.
+    """
     registered = []
     for path in paths:
         recipe = load_recipe(path)
         settings = recipe.deployment
+        settings.job_variables = {**settings.job_variables, **(job_variables or {})}
         deployment_id = _flow_for(recipe, source).deploy(
             **deployment_options(recipe),
             work_pool_name=pool or settings.work_pool,

@@ -146,6 +146,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise EmbedforgeError(format_errors(exc, str(path))) from None
 
 
+def load_job_variables(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of work-pool job variables, e.g. the Docker pool's GPU request."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise EmbedforgeError(f"{path}: cannot read job variables: {exc}") from None
+    if not isinstance(data, dict):
+        raise EmbedforgeError(f"{path}: job variables must be a YAML mapping")
+    return data
+
+
 def recipe_files(paths: list[str] | None = None, folder: str = "deployments") -> list[Path]:
     """The given recipe files, or every recipe in deployments/."""
     if paths:

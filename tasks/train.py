@@ -265,4 +265,6 @@ def train_model(config: TrainConfig, splits: dict, train_kind: str, evaluate: Ev
 
 
 if __name__ == "__main__":
+    # Under torchrun there is no Prefect run context: log to the worker's output instead.
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING, format="%(asctime)s rank " + os.environ.get("RANK", "0") + " %(message)s")
     run_training(json.loads(Path(sys.argv[1]).read_text()))

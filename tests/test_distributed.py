@@ -1,0 +1,28 @@
+"""Data-parallel training: two gloo processes on the CPU stand in for two GPUs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.finetune import finetune
+from flows.recipe import Recipe
+
+
+@pytest.fixture(autouse=True)
+def _server(prefect_server):
+    yield
+
+
+def test_two_process_training_saves_one_model(recipe_dict, tmp_path):
+    recipe_dict["train"]["devices"] = 2
+    # In-batch negatives from both processes, as on two GPUs.
+    recipe_dict["train"]["loss"] = {"args": {"gather_across_devices": True}}
+    recipe_dict["train"]["args"]["num_train_epochs"] = 2
+    result = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
+    run_dir = Path(result["run_dir"])
+    assert [p.name for p in run_dir.iterdir() if p.is_dir() and (p / "modules.json").exists()] == ["model"]
+    assert (run_dir / "model" / "model.safetensors").exists() and (run_dir / "model" / "README.md").exists()
+    assert (run_dir / "train_spec.json").exists()  # what each torchrun process read
+    assert result["finetuned"] > result["base"]
