@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +23,11 @@ def _recipe_name() -> str:
     recipe = flow_run.parameters.get("recipe")
     name = recipe.get("name") if isinstance(recipe, dict) else getattr(recipe, "name", None)
     return f"{name or 'finetune'}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def artifact_key(recipe: Recipe, what: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only; recipe names may hold dots."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{recipe.name}-{what}")
 
 
 def _new_run_dir(recipe: Recipe, output_dir: str) -> Path:
@@ -47,12 +53,12 @@ def finetune(recipe: Recipe, output_dir: str = "runs") -> dict:
     model_dir = train_model(recipe.train, splits, recipe.ingest.kind, recipe.evaluate,
                             recipe.card.model_card_kwargs(recipe.ingest, recipe.push.full_repo_id), str(run_dir))
     metrics = evaluate_model(recipe.evaluate, {"base": recipe.train.base_model, "finetuned": model_dir}, splits,
-                             str(run_dir / "metrics.json"), recipe.train.max_seq_length, artifact_key=f"{recipe.name}-gain")
+                             str(run_dir / "metrics.json"), recipe.train.max_seq_length, artifact_key=artifact_key(recipe, "gain"))
     check_quality_gate(recipe.evaluate, metrics, model_dir)
 
     fingerprints = {d["name"] or "data": d["fingerprint"] for d in [train_data, *eval_data]}
     render_model_card(recipe.card, model_dir, str(run_dir), splits, recipe.evaluate, metrics, fingerprints, recipe.to_yaml(),
-                      recipe.push.full_repo_id, flow_run.ui_url, artifact_key=f"{recipe.name}-model-card")
+                      recipe.push.full_repo_id, flow_run.ui_url, artifact_key=artifact_key(recipe, "model-card"))
     result = {"run_dir": str(run_dir), "model_dir": model_dir, "headline": metrics["headline"],
               "base": metrics["base"][metrics["headline"]], "finetuned": metrics["finetuned"][metrics["headline"]]}
     if not recipe.push.active:
@@ -69,5 +75,5 @@ def finetune(recipe: Recipe, output_dir: str = "runs") -> dict:
             "data_fingerprint": fingerprints, "headline": metrics["headline"], "metrics": metrics["finetuned"]}
     push = push_model.with_options(retries=recipe.push.retries,
                                    retry_delay_seconds=exponential_backoff(recipe.push.retry_delay_seconds) if recipe.push.retries else 0)
-    result["push"] = push(recipe.push, model_dir, meta, f"{recipe.name}-{run_dir.name}", champion_score, artifact_key=f"{recipe.name}-push")
+    result["push"] = push(recipe.push, model_dir, meta, f"{recipe.name}-{run_dir.name}", champion_score, artifact_key=artifact_key(recipe, "push"))
     return result

@@ -22,7 +22,6 @@ from typing import Any
 
 import datasets
 from prefect import task
-from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from sentence_transformers import (
     SentenceTransformerModelCardData,
@@ -31,12 +30,12 @@ from sentence_transformers import (
     util,
 )
 from sentence_transformers.sentence_transformer import losses
-from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators
 from tasks.models import load_model
+from tasks.progress import PrefectProgress, run_logger as _logger
 
 # Arguments embedforge owns: where checkpoints go is part of the run directory layout.
 RESERVED_ARGS = {"output_dir"}
@@ -122,48 +121,6 @@ def build_loss(model, config: LossConfig):
     if config.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, config.matryoshka_dims, config.matryoshka_weights, config.n_dims_per_step)
     return loss
-
-
-def _logger():
-    from prefect import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:  # under torchrun, outside the flow run's process
-        return logging.getLogger("embedforge.train")
-
-
-class PrefectProgress(TrainerCallback):
-    """Training progress and losses where the dashboard shows them: a progress artifact and the run log."""
-
-    def __init__(self):
-        self.artifact_id = None
-        self.logger = _logger()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            try:
-                from prefect.artifacts import create_progress_artifact
-
-                self.artifact_id = create_progress_artifact(0.0, description="Training progress (%)")
-            except Exception:  # no flow run to attach to (torchrun workers, plain scripts)
-                self.artifact_id = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.artifact_id and state.max_steps and state.global_step % max(1, state.max_steps // 50) == 0:
-            from prefect.artifacts import update_progress_artifact
-
-            update_progress_artifact(self.artifact_id, 100.0 * state.global_step / state.max_steps)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            self.logger.info("step %d/%d: %s", state.global_step, state.max_steps, json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()}))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.artifact_id:
-            from prefect.artifacts import update_progress_artifact
-
-            update_progress_artifact(self.artifact_id, 100.0)
 
 
 def _train_dataset(path: str, kind: str) -> datasets.Dataset:

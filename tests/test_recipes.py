@@ -71,3 +71,14 @@ def test_readme_recipe_reference_is_current():
     from flows.recipe import reference_markdown
 
     assert reference_markdown() in (REPO / "README.md").read_text(), "run `embedforge recipe-reference` and paste it into README.md"
+
+
+@pytest.mark.parametrize("path", recipe_files(folder=str(REPO / "deployments")), ids=lambda p: p.name)
+def test_artifact_keys_of_every_recipe_are_valid_prefect_keys(path):
+    from prefect.types.names import raise_on_name_alphanumeric_dashes_only
+
+    from flows.finetune import artifact_key
+
+    recipe = load_recipe(path)
+    for what in ("gain", "model-card", "push"):
+        raise_on_name_alphanumeric_dashes_only(artifact_key(recipe, what))

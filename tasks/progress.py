@@ -1,0 +1,51 @@
+"""Training progress where the Prefect dashboard shows it: a progress artifact and the run log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from prefect.exceptions import MissingContextError
+from transformers import TrainerCallback
+
+
+def run_logger():
+    from prefect import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:  # under torchrun, outside the flow run's process
+        return logging.getLogger("embedforge.train")
+
+
+class PrefectProgress(TrainerCallback):
+    """Training progress and losses where the dashboard shows them: a progress artifact and the run log."""
+
+    def __init__(self):
+        self.artifact_id = None
+        self.logger = run_logger()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            try:
+                from prefect.artifacts import create_progress_artifact
+
+                self.artifact_id = create_progress_artifact(0.0, description="Training progress (%)")
+            except Exception:  # no flow run to attach to (torchrun workers, plain scripts)
+                self.artifact_id = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.artifact_id and state.max_steps and state.global_step % max(1, state.max_steps // 50) == 0:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.artifact_id, 100.0 * state.global_step / state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.logger.info("step %d/%d: %s", state.global_step, state.max_steps, json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()}))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.artifact_id:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.artifact_id, 100.0)
