@@ -30,11 +30,16 @@ def artifact_key(recipe: Recipe, what: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{recipe.name}-{what}")
 
 
-def _new_run_dir(recipe: Recipe, output_dir: str) -> Path:
-    """runs/<recipe>/<run-id>/, with the resolved recipe saved first so even a failed run says how it was made."""
-    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{(flow_run.id or 'local')[:8]}"
+def _run_dir(recipe: Recipe, output_dir: str) -> Path:
+    """runs/<recipe>/<run-id>/, with the resolved recipe saved first so even a failed run says how it was made.
+
+    The run id comes from the flow run (its scheduled start and id), so a retry of the same flow
+    run finds its own directory again and training resumes from the newest checkpoint there.
+    """
+    start = flow_run.scheduled_start_time or datetime.now(timezone.utc)
+    run_id = f"{start.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{(flow_run.id or 'local')[:8]}"
     run_dir = Path(output_dir) / recipe.name / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     return run_dir
 
@@ -43,7 +48,7 @@ def _new_run_dir(recipe: Recipe, output_dir: str) -> Path:
 def finetune(recipe: Recipe, output_dir: str = "runs") -> dict:
     """Fine-tune one embedding model from its recipe and publish it if it earns it."""
     logger = get_run_logger()
-    run_dir = _new_run_dir(recipe, output_dir)
+    run_dir = _run_dir(recipe, output_dir)
     logger.info("Run directory: %s", run_dir)
 
     train_data = ingest_dataset(recipe.ingest, str(run_dir / "data" / "ingested"))

@@ -101,3 +101,29 @@ def test_bad_data_fails_with_message_and_keeps_the_run_directory(recipe_dict, tm
     assert "missing column anchor (from 'query')" in result.output
     assert "Traceback" not in result.output
     assert list((tmp_path / "runs" / "tiny-test").glob("*/recipe.yaml"))
+
+
+def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp_path, caplog):
+    import datasets
+
+    from tasks.evaluate import EvaluateConfig
+    from tasks.train import TrainConfig, train_model
+
+    rows = datasets.Dataset.from_list([{"anchor": f"question {i}", "positive": f"passage {i}"} for i in range(64)])
+    rows.to_parquet(str(tmp_path / "train.parquet"))
+    splits = {"train": str(tmp_path / "train.parquet"), "evaluation": {}}
+    args = {**recipe_dict["train"]["args"], "save_strategy": "epoch", "num_train_epochs": 1}
+    config = TrainConfig(base_model=recipe_dict["train"]["base_model"], args=args)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    train_model(config, splits, "retrieval", EvaluateConfig(), {}, str(run_dir))
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-4"]
+
+    # The same run again, asked for two epochs: it continues after step 4 instead of starting over.
+    longer = config.model_copy(update={"args": {**args, "num_train_epochs": 2}})
+    train_model(longer, splits, "retrieval", EvaluateConfig(), {}, str(run_dir))
+    assert f"Resuming from {run_dir / 'checkpoints' / 'checkpoint-4'}" in caplog.text
+    state = json.loads((run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    # Steps 5-8 ran in epoch two only: the first epoch was not trained again.
+    assert all(entry["epoch"] > 1 for entry in state["log_history"] if "loss" in entry and entry["step"] > 4)
