@@ -65,3 +65,20 @@ def test_demo_deployment_runs_on_a_process_worker(deployed, tmp_path):
     assert state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
     assert list((tmp_path / "runs" / "demo-minilm").glob("*/model/README.md"))
     assert (tmp_path / "published" / "latest" / "training_meta.json").exists()
+
+
+def test_serve_builds_the_same_deployments_without_a_pool(monkeypatch):
+    import prefect
+
+    from flows.deploy import serve_recipes
+
+    served = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments, **kwargs: served.extend(deployments))
+    paths = recipe_files(folder=str(REPO / "deployments"))
+    serve_recipes(paths)
+    assert [d.name for d in served] == [load_recipe(p).name for p in paths]
+    for deployment, path in zip(served, paths):
+        recipe = load_recipe(path)
+        assert deployment.work_pool_name is None and deployment.parameters["recipe"] == recipe.model_dump(mode="json")
+        assert deployment.schedules[0].schedule.cron == recipe.deployment.schedule.cron
+        assert deployment.concurrency_limit == 1
