@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -100,15 +101,21 @@ def _load(config: IngestConfig, base_dir: Path) -> tuple[datasets.Dataset, str]:
     formats = {FORMATS.get(Path(f).suffix) for f in files}
     if None in formats or len(formats) > 1:
         raise EmbedforgeError(f"ingest: {location} mixes or holds unknown formats; use one of {', '.join(FORMATS)}")
-    for file in files:
-        _check_readable(file, formats.copy().pop())
-    data = datasets.load_dataset(formats.pop(), data_files=files, split="train")
+    try:
+        data = datasets.load_dataset(formats.pop(), data_files=files, split="train")
+    except Exception as exc:
+        for file in files:
+            _raise_on_bad_row(file)
+        raise EmbedforgeError(f"ingest: could not read {', '.join(files)}: {exc}") from None
     return data, ", ".join(files)
 
 
-def _check_readable(file: str, fmt: str) -> None:
-    """Name the row that breaks a JSONL file, which datasets' own error does not."""
-    if fmt != "json" or not file.endswith(".jsonl"):
+def _raise_on_bad_row(file: str) -> None:
+    """After datasets failed on a JSONL file: find and name the row, which its own error does not.
+
+    Runs only on failure, so a good file is read once.
+    """
+    if not file.endswith(".jsonl"):
         return
     with open(file, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -148,35 +155,19 @@ def _standardize(data: datasets.Dataset, config: IngestConfig, origin: str) -> d
 
 def _clean(data: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:
     """Strip text, drop empty rows and exact duplicate rows; count what went and why."""
-    text_columns = [c for c in data.column_names if c in TEXT_COLUMNS]
-
-    def strip(row):
-        return {c: row[c].strip() if isinstance(row[c], str) else row[c] for c in text_columns}
-
-    before = len(data)
-    data = data.map(strip)
-    data = data.filter(lambda row: all(isinstance(row[c], str) and row[c] for c in text_columns) and all(v is not None for v in row.values()))
-    empty = before - len(data)
-    seen: set[tuple] = set()
-
-    def first_time(row) -> bool:
-        key = tuple(row[c] for c in text_columns)
-        if key in seen:
-            return False
-        seen.add(key)
-        return True
-
-    after_empty = len(data)
-    data = data.filter(first_time)
-    return data, {"null_or_empty": empty, "duplicate": after_empty - len(data)}
+    frame = data.to_pandas()
+    text_columns = [c for c in frame.columns if c in TEXT_COLUMNS]
+    for column in text_columns:
+        frame[column] = frame[column].str.strip()  # a value that is not text becomes null
+    usable = frame.notna().all(axis=1) & (frame[text_columns].apply(lambda col: col.str.len() > 0)).all(axis=1)
+    cleaned = frame[usable].drop_duplicates(subset=text_columns)
+    dropped = {"null_or_empty": int((~usable).sum()), "duplicate": int(usable.sum()) - len(cleaned)}
+    return datasets.Dataset.from_pandas(cleaned, preserve_index=False), dropped
 
 
 def fingerprint(data: datasets.Dataset) -> str:
     """A content hash of the rows, independent of where they came from."""
-    digest = hashlib.sha256()
-    for batch in data.iter(batch_size=1000):
-        digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
+    return hashlib.sha256(pd.util.hash_pandas_object(data.to_pandas(), index=False).values.tobytes()).hexdigest()[:16]
 
 
 @task(name="ingest-dataset", cache_policy=INPUTS, persist_result=True)

@@ -95,3 +95,10 @@ def test_operator_supplied_location_from_environment(tmp_path, monkeypatch):
 def test_report_is_written_beside_the_data(tmp_path):
     report = ingest(tmp_path, name="docs", path=str(write_jsonl(tmp_path / "d.jsonl", make_pairs(12))), columns=MAPPING)
     assert json.loads((tmp_path / "out" / "docs.json").read_text()) == report
+
+
+def test_unreadable_parquet_names_the_file(tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"this is not parquet")
+    with pytest.raises(EmbedforgeError, match=rf"ingest: could not read {broken}"):
+        ingest(tmp_path, path=str(broken), columns=MAPPING)
