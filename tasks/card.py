@@ -5,7 +5,6 @@ Side effect: writes ``<model>/README.md`` (and shows it in the Prefect dashboard
 
 from __future__ import annotations
 
-import copy
 import pickle
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 from sentence_transformers.base.model_card import generate_model_card
-from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
+from tasks.evaluate import EvaluateConfig, build_evaluators, gain_table, leaf_results
 from tasks.ingest import IngestConfig
-from tasks.evaluate import EvaluateConfig, TruncatedRetrievalEvaluator, build_evaluators, gain_table, leaf_results
 from tasks.models import load_model
 from tasks.train import CARD_DATA_FILE
 
@@ -91,15 +89,6 @@ def _insert_before(content: str, heading: str, section: str) -> str:
     return content + "\n" + section if index < 0 else content[: index + 1] + section + "\n" + content[index + 1 :]
 
 
-def _as_library_evaluator(evaluator):
-    """Our encode-once Matryoshka evaluator computes exactly what InformationRetrievalEvaluator does;
-    the card names and links the library class, as the seed cards do."""
-    if isinstance(evaluator, TruncatedRetrievalEvaluator):
-        evaluator = copy.copy(evaluator)
-        evaluator.__class__ = InformationRetrievalEvaluator
-    return evaluator
-
-
 def _card_data(model_dir: Path, run_dir: Path, config: CardConfig, push_repo_id: str | None):
     model = load_model(str(model_dir))
     data_file = run_dir / CARD_DATA_FILE
@@ -125,9 +114,9 @@ def render_model_card(config: CardConfig, model_dir: str, run_dir: str, splits: 
     """Render README.md beside the model, with the test-split results in its model-index; return its path."""
     model, data = _card_data(Path(model_dir), Path(run_dir), config, push_repo_id)
     training_logs = [dict(row) for row in data.training_logs]
-    for evaluator in build_evaluators(splits, "test", evaluate):
+    for evaluator in build_evaluators(splits, "test", evaluate, encode_once=False):
         for leaf, subset in leaf_results(evaluator, metrics["finetuned"]):
-            data.set_evaluation_metrics(_as_library_evaluator(leaf), subset)
+            data.set_evaluation_metrics(leaf, subset)
     data.training_logs = training_logs  # the final test numbers are not a training-time evaluation
     content = generate_model_card(model)
     content = _insert_before(content, "## Training Details", _report(metrics, fingerprints, recipe_yaml, flow_run_url))

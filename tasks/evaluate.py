@@ -107,22 +107,29 @@ def _retrieval_inputs(data: datasets.Dataset, distractors: list[str]):
     return queries, corpus, relevant
 
 
-def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: list[str]):
+def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: list[str], encode_once: bool):
     queries, corpus, relevant = _retrieval_inputs(data, distractors)
     common = dict(queries=queries, corpus=corpus, relevant_docs=relevant, batch_size=config.batch_size)
     if config.matryoshka_dims:
         prefix = f"{name}_" if name else ""
-        yield MatryoshkaRetrievalEvaluator(
-            [TruncatedRetrievalEvaluator(**common, name=f"{prefix}dim_{dim}", truncate_dim=dim) for dim in config.matryoshka_dims]
-        )
+        per_dim = TruncatedRetrievalEvaluator if encode_once else InformationRetrievalEvaluator
+        dims = [per_dim(**common, name=f"{prefix}dim_{dim}", truncate_dim=dim) for dim in config.matryoshka_dims]
+        if encode_once:
+            yield MatryoshkaRetrievalEvaluator(dims)
+        else:
+            yield from dims
     else:
         yield InformationRetrievalEvaluator(**common, name=name)
     if "negative" in data.column_names:
         yield TripletEvaluator(_column(data, "anchor"), _column(data, "positive"), _column(data, "negative"), name=f"{name}_triplet" if name else "triplet", batch_size=config.batch_size)
 
 
-def build_evaluators(splits: dict, part: str, config: EvaluateConfig) -> list:
-    """Evaluators for one part ("eval" or "test") of every evaluation dataset in the split result."""
+def build_evaluators(splits: dict, part: str, config: EvaluateConfig, encode_once: bool = True) -> list:
+    """Evaluators for one part ("eval" or "test") of every evaluation dataset in the split result.
+
+    ``encode_once=False`` gives the library's own evaluators, one per Matryoshka dim, for the model
+    card to name and describe (it encodes nothing); measuring uses the encode-once wrapper.
+    """
     distractors = _column(datasets.Dataset.from_parquet(splits["train"]), "positive") if config.distractors else []
     evaluators = []
     for name, entry in splits["evaluation"].items():
@@ -130,7 +137,7 @@ def build_evaluators(splits: dict, part: str, config: EvaluateConfig) -> list:
             continue
         data = datasets.Dataset.from_parquet(entry[part])
         if entry["kind"] == "retrieval":
-            evaluators.extend(_retrieval_evaluators(data, name, config, distractors))
+            evaluators.extend(_retrieval_evaluators(data, name, config, distractors, encode_once))
         elif entry["kind"] == "similarity":
             evaluators.append(EmbeddingSimilarityEvaluator(_column(data, "sentence1"), _column(data, "sentence2"), _column(data, "score"), name=name, batch_size=config.batch_size,
                                                           similarity_fn_names=ALL_SIMILARITIES, main_similarity="cosine"))
