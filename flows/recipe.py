@@ -6,6 +6,7 @@ A recipe file in deployments/ holds only what differs from those defaults.
 from __future__ import annotations
 
 import difflib
+import typing
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,8 @@ def reference_markdown() -> str:
         for name, field in model.model_fields.items():
             key = f"{prefix}{name}"
             nested = _model_at(tuple(key.split(".")))
-            if nested is not None and nested is not model and not (field.annotation is not None and "list" in str(field.annotation)):
+            # Sections are walked into; a list of sections (split.eval_sources) is one key.
+            if nested is not None and nested is not model and typing.get_origin(field.annotation) is not list:
                 walk(nested, key + ".")
                 continue
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import difflib
 import inspect
 import json
@@ -76,6 +77,7 @@ class LossConfig(BaseModel):
         return self
 
 
+@functools.cache
 def _training_arg_types() -> dict[str, Any]:
     hints = typing.get_type_hints(SentenceTransformerTrainingArguments)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init}
