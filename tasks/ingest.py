@@ -56,6 +56,8 @@ class IngestConfig(BaseModel):
     def _one_source(self) -> "IngestConfig":
         if sum(x is not None for x in (self.path, self.path_env, self.dataset)) != 1:
             raise ValueError("give exactly one of path, path_env or dataset")
+        if self.label_map and self.kind == "retrieval":
+            raise ValueError("label_map: rewrites label or score values; retrieval data has neither (use kind: similarity or classification)")
         unknown = set(self.columns) - set(sum(STANDARD_COLUMNS[self.kind], []))
         if unknown:
             raise ValueError(f"columns: {sorted(unknown)} are not {self.kind} columns {sum(STANDARD_COLUMNS[self.kind], [])}")

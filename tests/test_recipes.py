@@ -82,3 +82,10 @@ def test_artifact_keys_of_every_recipe_are_valid_prefect_keys(path):
     recipe = load_recipe(path)
     for what in ("gain", "model-card", "push"):
         raise_on_name_alphanumeric_dashes_only(artifact_key(recipe, what))
+
+
+def test_label_map_on_retrieval_data_is_refused_by_field(write_recipe, recipe_dict):
+    recipe_dict["ingest"]["label_map"] = {0: 1}
+    path = write_recipe(recipe_dict)
+    with pytest.raises(EmbedforgeError, match=rf"{path}: ingest\.label_map: rewrites label or score values; retrieval data has neither"):
+        load_recipe(path)
