@@ -44,7 +44,7 @@ def _run_dir(recipe: Recipe, output_dir: str) -> Path:
     return run_dir
 
 
-@flow(name="finetune", flow_run_name=_recipe_name, log_prints=True)
+@flow(name="finetune", flow_run_name=_recipe_name)
 def finetune(recipe: Recipe, output_dir: str = "runs") -> dict:
     """Fine-tune one embedding model from its recipe and publish it if it earns it."""
     logger = get_run_logger()
