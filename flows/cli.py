@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from tasks.errors import EmbedforgeError
 
-app = typer.Typer(help="Fine-tune sentence-transformers embedding models as Prefect flows.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Fine-tune sentence-transformers embedding models as Prefect flows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def _fail(exc: Exception, code: int) -> None:
@@ -21,7 +26,9 @@ def _fail(exc: Exception, code: int) -> None:
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe file, e.g. deployments/demo-minilm.yaml")],
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where runs/<recipe>/<run-id>/ go.")] = "runs",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: key.path=value (YAML value).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: key.path=value (YAML value).")
+    ] = None,
 ) -> None:
     """Run the fine-tuning flow locally (Prefect's embedded API unless PREFECT_API_URL is set)."""
     from flows.finetune import finetune
@@ -32,10 +39,10 @@ def run(
         result = finetune(recipe=parsed, output_dir=output_dir)
     except EmbedforgeError as exc:
         _fail(exc, 1)
-    typer.echo(f"\nRun directory: {result['run_dir']}")
-    typer.echo(f"{result['headline']}: base {result['base']:.4f} -> fine-tuned {result['finetuned']:.4f}")
-    push = result["push"]
-    typer.echo(f"Push: {'published to ' + push['location'] if push['pushed'] else 'not published (' + push['reason'] + ')'}")
+    typer.echo(f"\nRun directory: {result.run_dir}")
+    typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
+    push = result.push
+    typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
 
 
 @app.command()
@@ -57,9 +64,20 @@ def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files to 
 
 @app.command()
 def deploy(
-    recipes: Annotated[Optional[list[str]], typer.Argument(help="Recipe files (default: every recipe in deployments/).")] = None,
-    pool: Annotated[Optional[str], typer.Option("--pool", help="Work pool for all of them (default: each recipe's deployment.work_pool).")] = None,
-    job_variables: Annotated[Optional[str], typer.Option("--job-variables", help="YAML file of job variables merged into every recipe's (e.g. docker/docker-gpu-job-variables.yaml).")] = None,
+    recipes: Annotated[
+        list[str] | None, typer.Argument(help="Recipe files (default: every recipe in deployments/).")
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option("--pool", help="Work pool for all of them (default: each recipe's deployment.work_pool)."),
+    ] = None,
+    job_variables: Annotated[
+        str | None,
+        typer.Option(
+            "--job-variables",
+            help="YAML file of job variables merged into every recipe's (e.g. docker/docker-gpu-job-variables.yaml).",
+        ),
+    ] = None,
 ) -> None:
     """Register one Prefect deployment per recipe with its schedule, pool, job variables and tags."""
     from flows.deploy import deploy_recipes
@@ -74,7 +92,11 @@ def deploy(
 
 
 @app.command()
-def serve(recipes: Annotated[Optional[list[str]], typer.Argument(help="Recipe files (default: every recipe in deployments/).")] = None) -> None:
+def serve(
+    recipes: Annotated[
+        list[str] | None, typer.Argument(help="Recipe files (default: every recipe in deployments/).")
+    ] = None,
+) -> None:
     """Serve the recipes' deployments from this process (one GPU box, no work pool), schedules included."""
     from flows.deploy import serve_recipes
     from flows.recipe import recipe_files

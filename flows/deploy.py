@@ -43,8 +43,9 @@ def _flow_for(recipe: Recipe, source: Path):
     return finetune.from_source(source=str(source), entrypoint=ENTRYPOINT)
 
 
-def deploy_recipes(paths: list[Path], pool: str | None = None, job_variables: dict[str, Any] | None = None,
-                   source: Path = PROJECT_ROOT) -> list[tuple[str, str]]:
+def deploy_recipes(
+    paths: list[Path], pool: str | None = None, job_variables: dict[str, Any] | None = None, source: Path = PROJECT_ROOT
+) -> list[tuple[str, str]]:
     """Register one deployment per recipe; return (deployment name, id) pairs.
 
     ``pool`` and ``job_variables`` apply to every recipe: the same recipes move from one GPU box

@@ -6,8 +6,8 @@ A recipe file in deployments/ holds only what differs from those defaults.
 from __future__ import annotations
 
 import difflib
-import typing
 import hashlib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,13 @@ class DeploymentConfig(BaseModel):
     work_queue: str | None = Field(None, description="Work queue within the pool.")
     schedule: ScheduleConfig | None = Field(None, description="Retraining schedule; none: run on demand only.")
     tags: list[str] = Field(default_factory=list, description="Extra deployment tags (the recipe name is always one).")
-    job_variables: dict[str, Any] = Field(default_factory=dict, description="Work pool job variables, e.g. env, image, container_create_kwargs, gpu_limit.")
-    concurrency_limit: int = Field(1, ge=1, description="Runs of this model at once; one, so two retrains never race for the same repo.")
+    job_variables: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Work pool job variables, e.g. env, image, container_create_kwargs, gpu_limit.",
+    )
+    concurrency_limit: int = Field(
+        1, ge=1, description="Runs of this model at once; one, so two retrains never race for the same repo."
+    )
 
 
 class Recipe(BaseModel):
@@ -50,7 +55,10 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", description="Lowercase kebab-case name: the run folder, deployment and artifact keys use it.")
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9.-]*$",
+        description="Lowercase kebab-case name: the run folder, deployment and artifact keys use it.",
+    )
     description: str = Field("", description="What this model is for.")
     ingest: IngestConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -61,11 +69,24 @@ class Recipe(BaseModel):
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
     @model_validator(mode="after")
-    def _evaluate_matryoshka_by_default(self) -> "Recipe":
+    def _evaluate_matryoshka_by_default(self) -> Recipe:
         # A Matryoshka model is judged at the dims it was trained for unless the recipe says otherwise.
         if self.evaluate.matryoshka_dims is None and self.train.loss.matryoshka_dims:
             self.evaluate.matryoshka_dims = list(self.train.loss.matryoshka_dims)
         return self
+
+    @model_validator(mode="after")
+    def _distinct_eval_sources(self) -> Recipe:
+        # Each evaluation dataset gets its own folder and metric prefix, named after it.
+        labels = [source.label for source in self.split.eval_sources]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"split.eval_sources: give each source its own name (names: {labels})")
+        return self
+
+    @property
+    def sources(self) -> list[IngestConfig]:
+        """Every dataset the run reads: the training data first, then the separate evaluation sources."""
+        return [self.ingest, *self.split.eval_sources]
 
     def to_yaml(self) -> str:
         """The resolved recipe, defaults filled in, as saved beside every run."""
@@ -81,12 +102,14 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     for part in loc:
         if isinstance(part, int) or model is None:
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
         if field is None:
             return None
         annotation = field.annotation
         for candidate in getattr(annotation, "__args__", (annotation,)):
-            inner = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
+            is_list = getattr(candidate, "__origin__", None) is list
+            inner = getattr(candidate, "__args__", (candidate,))[0] if is_list else candidate
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 model = inner
                 break

@@ -1,17 +1,17 @@
 """Evaluate: the recipe's evaluators on the test split, for the base and the fine-tuned model.
 
 Side effect: writes the metrics JSON (and publishes the gain table to the Prefect dashboard).
-The same evaluator builder serves training-time evaluation on the eval split.
+The same evaluator builder serves training-time evaluation on the eval split and the champion's
+measurement; the card names the library's own evaluators (``card_evaluators``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import datasets
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 from sentence_transformers.sentence_transformer.evaluation import (
@@ -23,8 +23,9 @@ from sentence_transformers.sentence_transformer.evaluation import (
 )
 
 from tasks.errors import EmbedforgeError
-from tasks.models import load_model
-
+from tasks.logs import run_logger
+from tasks.models import TrainedModel, load_model
+from tasks.split import Splits
 
 # The seed cards report every similarity function for pair data, not only the model's own.
 ALL_SIMILARITIES = ["cosine", "euclidean", "manhattan", "dot"]
@@ -35,11 +36,48 @@ class EvaluateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    matryoshka_dims: list[int] | None = Field(None, description="Report retrieval metrics at each of these dimensions (default: the MatryoshkaLoss dims, if any).")
-    distractors: bool = Field(False, description="Add the training split's passages to the retrieval corpus, so the test queries must also beat them.")
+    matryoshka_dims: list[int] | None = Field(
+        None,
+        description="Report retrieval metrics at each of these dimensions (default: the MatryoshkaLoss dims, if any).",
+    )
+    distractors: bool = Field(
+        False,
+        description="Add the training split's passages to the retrieval corpus, "
+        "so the test queries must also beat them.",
+    )
     batch_size: int = Field(32, gt=0, description="Encoding batch size for evaluation.")
-    headline: str | None = Field(None, description="Metric used by gates and the champion/challenger check (default: the first evaluator's primary metric).")
-    gates: dict[str, float] = Field(default_factory=dict, description="Minimum values, e.g. {cosine_ndcg@10: 0.6, gain: 0.0}; 'gain' is the headline's fine-tuned minus base.")
+    headline: str | None = Field(
+        None,
+        description="Metric used by gates and the champion/challenger check (default: the first evaluator's "
+        "primary metric).",
+    )
+    gates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Minimum values, e.g. {cosine_ndcg@10: 0.6, gain: 0.0}; 'gain' is the headline's fine-tuned "
+        "minus base.",
+    )
+
+
+class EvaluatorInfo(BaseModel):
+    """One leaf evaluator as metrics.json lists it: name, class, primary metric and its metric keys."""
+
+    name: str
+    evaluator: str
+    primary_metric: str
+    metrics: list[str]
+
+
+class Metrics(BaseModel):
+    """What evaluate hands on: both models' test-split metrics, flat, and the headline metric's key."""
+
+    headline: str
+    base: dict[str, float]
+    finetuned: dict[str, float]
+    evaluators: list[EvaluatorInfo]
+
+    @property
+    def gain(self) -> float:
+        return self.finetuned[self.headline] - self.base[self.headline]
 
 
 class TruncatedRetrievalEvaluator(InformationRetrievalEvaluator):
@@ -107,43 +145,80 @@ def _retrieval_inputs(data: datasets.Dataset, distractors: list[str]):
     return queries, corpus, relevant
 
 
-def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: list[str], encode_once: bool):
+def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: list[str]) -> list:
+    """Retrieval metrics to measure: every Matryoshka dim from one encoding, and triplets when there are negatives."""
     queries, corpus, relevant = _retrieval_inputs(data, distractors)
     common = dict(queries=queries, corpus=corpus, relevant_docs=relevant, batch_size=config.batch_size)
     if config.matryoshka_dims:
         prefix = f"{name}_" if name else ""
-        per_dim = TruncatedRetrievalEvaluator if encode_once else InformationRetrievalEvaluator
-        dims = [per_dim(**common, name=f"{prefix}dim_{dim}", truncate_dim=dim) for dim in config.matryoshka_dims]
-        if encode_once:
-            yield MatryoshkaRetrievalEvaluator(dims)
-        else:
-            yield from dims
+        dims = [
+            TruncatedRetrievalEvaluator(**common, name=f"{prefix}dim_{dim}", truncate_dim=dim)
+            for dim in config.matryoshka_dims
+        ]
+        evaluators = [MatryoshkaRetrievalEvaluator(dims)]
     else:
-        yield InformationRetrievalEvaluator(**common, name=name)
+        evaluators = [InformationRetrievalEvaluator(**common, name=name)]
     if "negative" in data.column_names:
-        yield TripletEvaluator(_column(data, "anchor"), _column(data, "positive"), _column(data, "negative"), name=f"{name}_triplet" if name else "triplet", batch_size=config.batch_size)
-
-
-def build_evaluators(splits: dict, part: str, config: EvaluateConfig, encode_once: bool = True) -> list:
-    """Evaluators for one part ("eval" or "test") of every evaluation dataset in the split result.
-
-    ``encode_once=False`` gives the library's own evaluators, one per Matryoshka dim, for the model
-    card to name and describe (it encodes nothing); measuring uses the encode-once wrapper.
-    """
-    distractors = _column(datasets.Dataset.from_parquet(splits["train"]), "positive") if config.distractors else []
-    evaluators = []
-    for name, entry in splits["evaluation"].items():
-        if part not in entry:
-            continue
-        data = datasets.Dataset.from_parquet(entry[part])
-        if entry["kind"] == "retrieval":
-            evaluators.extend(_retrieval_evaluators(data, name, config, distractors, encode_once))
-        elif entry["kind"] == "similarity":
-            evaluators.append(EmbeddingSimilarityEvaluator(_column(data, "sentence1"), _column(data, "sentence2"), _column(data, "score"), name=name, batch_size=config.batch_size,
-                                                          similarity_fn_names=ALL_SIMILARITIES, main_similarity="cosine"))
-        else:
-            evaluators.append(BinaryClassificationEvaluator(_column(data, "sentence1"), _column(data, "sentence2"), _column(data, "label"), name=name, batch_size=config.batch_size, similarity_fn_names=ALL_SIMILARITIES))
+        evaluators.append(
+            TripletEvaluator(
+                _column(data, "anchor"),
+                _column(data, "positive"),
+                _column(data, "negative"),
+                name=f"{name}_triplet" if name else "triplet",
+                batch_size=config.batch_size,
+            )
+        )
     return evaluators
+
+
+def _pair_evaluator(data, kind: str, name: str, config: EvaluateConfig):
+    pairs = dict(
+        sentences1=_column(data, "sentence1"),
+        sentences2=_column(data, "sentence2"),
+        name=name,
+        batch_size=config.batch_size,
+        similarity_fn_names=ALL_SIMILARITIES,
+    )
+    if kind == "similarity":
+        return EmbeddingSimilarityEvaluator(**pairs, scores=_column(data, "score"), main_similarity="cosine")
+    return BinaryClassificationEvaluator(**pairs, labels=_column(data, "label"))
+
+
+def build_evaluators(splits: Splits, part: str, config: EvaluateConfig) -> list:
+    """The evaluators that measure one part ("eval" or "test") of every evaluation dataset."""
+    distractors = _column(datasets.Dataset.from_parquet(splits.train), "positive") if config.distractors else []
+    evaluators = []
+    for name, (kind, path) in splits.parts(part).items():
+        data = datasets.Dataset.from_parquet(path)
+        if kind == "retrieval":
+            evaluators.extend(_retrieval_evaluators(data, name, config, distractors))
+        else:
+            evaluators.append(_pair_evaluator(data, kind, name, config))
+    return evaluators
+
+
+def card_evaluators(splits: Splits, config: EvaluateConfig) -> list:
+    """The test split's evaluators as the model card names them: the library's own classes, one per Matryoshka dim.
+
+    They encode nothing here; the card only reads their names, classes and descriptions.
+    """
+    card = []
+    for evaluator in build_evaluators(splits, "test", config):
+        if isinstance(evaluator, MatryoshkaRetrievalEvaluator):
+            card.extend(
+                InformationRetrievalEvaluator(
+                    queries=dict(zip(leaf.queries_ids, leaf.queries)),
+                    corpus=dict(zip(leaf.corpus_ids, leaf.corpus)),
+                    relevant_docs=leaf.relevant_docs,
+                    name=leaf.name,
+                    truncate_dim=leaf.truncate_dim,
+                    batch_size=leaf.batch_size,
+                )
+                for leaf in evaluator.evaluators
+            )
+        else:
+            card.append(evaluator)
+    return card
 
 
 def leaf_results(evaluator, metrics: dict) -> list[tuple[object, dict]]:
@@ -156,16 +231,35 @@ def leaf_results(evaluator, metrics: dict) -> list[tuple[object, dict]]:
     return out
 
 
-def run_evaluators(model, evaluators: list) -> tuple[dict, list[dict]]:
-    """Return all metrics, flat, and one entry per leaf evaluator (name, class, primary metric, keys)."""
+def run_evaluators(model, evaluators: list) -> tuple[dict[str, float], list[EvaluatorInfo]]:
+    """Return all metrics, flat, and one entry per leaf evaluator."""
     flat: dict[str, float] = {}
     leaves = []
     for evaluator in evaluators:
         metrics = evaluator(model)
         flat.update(metrics)
-        for leaf, subset in leaf_results(evaluator, metrics):
-            leaves.append({"name": leaf.name, "class": type(leaf).__name__, "primary_metric": leaf.primary_metric, "metrics": sorted(subset)})
+        leaves += [
+            EvaluatorInfo(
+                name=leaf.name,
+                evaluator=type(leaf).__name__,
+                primary_metric=leaf.primary_metric,
+                metrics=sorted(subset),
+            )
+            for leaf, subset in leaf_results(evaluator, metrics)
+        ]
     return flat, leaves
+
+
+def measure(
+    ref: str, splits: Splits, config: EvaluateConfig, revision: str | None = None, max_seq_length: int | None = None
+) -> tuple[dict[str, float], list[EvaluatorInfo]]:
+    """One model's test-split metrics; the base, fine-tuned and published models are measured alike."""
+    evaluators = build_evaluators(splits, "test", config)
+    if not evaluators:
+        raise EmbedforgeError("evaluate: no test split to evaluate on")
+    metrics, leaves = run_evaluators(load_model(ref, revision, max_seq_length), evaluators)
+    run_logger().info("Evaluated %s on the test split", ref)
+    return metrics, leaves
 
 
 def resolve_metric(name: str, metrics: dict) -> str:
@@ -179,54 +273,55 @@ def resolve_metric(name: str, metrics: dict) -> str:
     raise EmbedforgeError(f"evaluate: metric {name!r} is not unique or unknown; {hint}")
 
 
-def gain_table(metrics: dict) -> list[dict]:
+def gain_table(metrics: Metrics) -> list[dict]:
     """Rows of metric, base, fine-tuned and their difference."""
-    base, tuned = metrics["base"], metrics["finetuned"]
+    base, tuned = metrics.base, metrics.finetuned
     return [
-        {"metric": key, "base": round(base[key], 4), "fine-tuned": round(tuned[key], 4), "delta": round(tuned[key] - base[key], 4)}
+        {
+            "metric": key,
+            "base": round(base[key], 4),
+            "fine-tuned": round(tuned[key], 4),
+            "delta": round(tuned[key] - base[key], 4),
+        }
         for key in tuned
-        if key in base and isinstance(tuned[key], (int, float))
+        if key in base
     ]
 
 
 @task(name="evaluate-model")
-def evaluate_model(config: EvaluateConfig, models: dict[str, str], splits: dict, out_path: str,
-                   max_seq_length: int | None = None, artifact_key: str | None = None) -> dict:
-    """Measure each model ({label: path or Hub id}) with the same test-split evaluators; write them to out_path."""
-    logger = get_run_logger()
-    evaluators = build_evaluators(splits, "test", config)
-    if not evaluators:
-        raise EmbedforgeError("evaluate: no test split to evaluate on")
-    result: dict = {}
-    for label, ref in models.items():
-        model = load_model(ref)
-        if max_seq_length:
-            model.max_seq_length = max_seq_length
-        result[label], result["evaluators"] = run_evaluators(model, evaluators)
-        logger.info("Evaluated %s model (%s) on the test split", label, ref)
-    result["headline"] = resolve_metric(config.headline or result["evaluators"][0]["primary_metric"], result[label])
-    for label in models:
-        logger.info("%s %s = %.4f", label, result["headline"], result[label][result["headline"]])
-    Path(out_path).write_text(json.dumps(result, indent=2))
-    if artifact_key and {"base", "finetuned"} <= set(models):
-        create_table_artifact(gain_table(result), key=artifact_key, description=f"Test-split metrics, base vs fine-tuned; headline {result['headline']}")
-    return result
+def evaluate_model(
+    config: EvaluateConfig, model: TrainedModel, splits: Splits, out_path: str, artifact_key: str | None = None
+) -> Metrics:
+    """Measure the base and the fine-tuned model with the same test-split evaluators; write them to out_path."""
+    base, leaves = measure(model.base_model, splits, config, model.base_model_revision, model.max_seq_length)
+    finetuned, _ = measure(model.model_dir, splits, config, max_seq_length=model.max_seq_length)
+    headline = resolve_metric(config.headline or leaves[0].primary_metric, finetuned)
+    metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves)
+    run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])
+    Path(out_path).write_text(metrics.model_dump_json(indent=2))
+    if artifact_key:
+        create_table_artifact(
+            gain_table(metrics),
+            key=artifact_key,
+            description=f"Test-split metrics, base vs fine-tuned; headline {headline}",
+        )
+    return metrics
 
 
 @task(name="check-quality-gate")
-def check_quality_gate(config: EvaluateConfig, metrics: dict, model_dir: str) -> None:
+def check_quality_gate(config: EvaluateConfig, metrics: Metrics, model_dir: str) -> None:
     """Stop the run before anything is published when a metric misses its minimum; the model stays on disk."""
-    tuned, failures = metrics["finetuned"], []
+    failures = []
     for name, minimum in config.gates.items():
         if name == "gain":
-            key = metrics["headline"]
-            value = tuned[key] - metrics["base"][key]
-            name = f"gain in {key}"
+            name, value = f"gain in {metrics.headline}", metrics.gain
         else:
-            value = tuned[resolve_metric(name, tuned)]
+            value = metrics.finetuned[resolve_metric(name, metrics.finetuned)]
         if value < minimum:
             failures.append(f"{name} = {value:.4f} < {minimum} (short by {minimum - value:.4f})")
     if failures:
-        raise EmbedforgeError(f"quality gate failed: {'; '.join(failures)}. Nothing was pushed; the model is kept at {model_dir}")
+        raise EmbedforgeError(
+            f"quality gate failed: {'; '.join(failures)}. Nothing was pushed; the model is kept at {model_dir}"
+        )
     if config.gates:
-        get_run_logger().info("Quality gate passed: %s", ", ".join(config.gates))
+        run_logger().info("Quality gate passed: %s", ", ".join(config.gates))

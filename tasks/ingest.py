@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import datasets
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import INPUTS
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import EmbedforgeError
+from tasks.logs import run_logger
 
 Kind = Literal["retrieval", "similarity", "classification"]
 
@@ -38,50 +39,95 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("", description="Name evaluators and the card use for this data (e.g. dnd_validation, sts-dev).")
-    kind: Kind = Field("retrieval", description="retrieval: anchor/positive[/negative]; similarity: sentence1/sentence2/score; classification: sentence1/sentence2/label.")
-    path: str | None = Field(None, description="Local JSONL/CSV/Parquet file, folder or glob (relative to the working directory, the project root).")
-    path_env: str | None = Field(None, description="Environment variable holding the path or Hub dataset id when the operator supplies the data.")
+    kind: Kind = Field(
+        "retrieval",
+        description="retrieval: anchor/positive[/negative]; similarity: sentence1/sentence2/score; "
+        "classification: sentence1/sentence2/label.",
+    )
+    path: str | None = Field(
+        None,
+        description="Local JSONL/CSV/Parquet file, folder or glob "
+        "(relative to the working directory, the project root).",
+    )
+    path_env: str | None = Field(
+        None, description="Environment variable holding the path or Hub dataset id when the operator supplies the data."
+    )
     dataset: str | None = Field(None, description="Hugging Face Hub dataset id, loaded with datasets.load_dataset.")
     config: str | None = Field(None, description="Hub dataset configuration name.")
     split: str = Field("train", description="Hub dataset split.")
     revision: str | None = Field(None, description="Hub dataset revision (commit, tag or branch).")
-    columns: dict[str, str] = Field(default_factory=dict, description="Standard column -> source column, for the columns whose names differ.")
-    where: dict[str, Any] = Field(default_factory=dict, description="Keep only rows whose column equals this value (e.g. SNLI entailment: {label: 0}).")
-    label_map: dict[Any, Any] = Field(default_factory=dict, description="Rewrite label/score values, e.g. SNLI to binary pairs: {0: 1, 1: 0, 2: 0}; rows whose value is not in the map are dropped.")
-    keep: list[str] = Field(default_factory=list, description="Extra source columns to keep, e.g. a group column for split.group_by.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Standard column -> source column, for the columns whose names differ."
+    )
+    where: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keep only rows whose column equals this value (e.g. SNLI entailment: {label: 0}).",
+    )
+    label_map: dict[Any, Any] = Field(
+        default_factory=dict,
+        description="Rewrite label/score values, e.g. SNLI to binary pairs: {0: 1, 1: 0, 2: 0}; "
+        "rows whose value is not in the map are dropped.",
+    )
+    keep: list[str] = Field(
+        default_factory=list, description="Extra source columns to keep, e.g. a group column for split.group_by."
+    )
     limit: int | None = Field(None, gt=0, description="Keep at most this many rows (after filtering), for smoke runs.")
     min_rows: int = Field(10, ge=1, description="Fewer rows than this after cleaning is an error.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "IngestConfig":
+    def _one_source(self) -> IngestConfig:
         if sum(x is not None for x in (self.path, self.path_env, self.dataset)) != 1:
             raise ValueError("give exactly one of path, path_env or dataset")
         if self.label_map and self.kind == "retrieval":
-            raise ValueError("label_map: rewrites label or score values; retrieval data has neither (use kind: similarity or classification)")
+            raise ValueError(
+                "label_map: rewrites label or score values; retrieval data has neither "
+                "(use kind: similarity or classification)"
+            )
         unknown = set(self.columns) - set(sum(STANDARD_COLUMNS[self.kind], []))
         if unknown:
-            raise ValueError(f"columns: {sorted(unknown)} are not {self.kind} columns {sum(STANDARD_COLUMNS[self.kind], [])}")
+            raise ValueError(
+                f"columns: {sorted(unknown)} are not {self.kind} columns {sum(STANDARD_COLUMNS[self.kind], [])}"
+            )
         return self
 
+    @property
+    def label(self) -> str:
+        """What files, folders and fingerprints call this data; an unnamed dataset is "data"."""
+        return self.name or "data"
 
-def _resolve_source(config: IngestConfig, base_dir: Path) -> tuple[str, str]:
+
+class IngestReport(BaseModel):
+    """What ingest hands on: where the cleaned rows are, how many, what was dropped, and their fingerprint."""
+
+    name: str = Field(description="Evaluator prefix: the recipe's ingest.name, possibly empty.")
+    label: str = Field(description="File and folder name of this data (the name, or 'data').")
+    kind: Kind
+    path: str
+    source: str
+    revision: str | None = Field(None, description="Hub dataset revision, when the data came from the Hub.")
+    rows: int
+    dropped: dict[str, int]
+    fingerprint: str
+
+
+def _resolve_source(config: IngestConfig) -> tuple[str, str]:
     """Return ("path", location) or ("dataset", id), reading path_env when the operator supplies the data."""
     if config.path_env:
         value = os.environ.get(config.path_env, "").strip()
         if not value:
             raise EmbedforgeError(
                 f"ingest: environment variable {config.path_env} is not set. It names this recipe's data: "
-                f"a local file, folder or glob, or a Hub dataset id (set it on the worker or in the deployment's job variables)."
+                "a local file, folder or glob, or a Hub dataset id "
+                "(set it on the worker or in the deployment's job variables)."
             )
-        local = (base_dir / value).expanduser()
-        return ("path", value) if glob.glob(str(local)) else ("dataset", value)
+        return ("path", value) if glob.glob(os.path.expanduser(value)) else ("dataset", value)
     if config.dataset:
         return "dataset", config.dataset
     return "path", config.path
 
 
-def _local_files(location: str, base_dir: Path) -> list[str]:
-    target = (base_dir / location).expanduser()
+def _local_files(location: str) -> list[str]:
+    target = Path(location).expanduser()
     if target.is_dir():
         files = sorted(str(p) for p in target.rglob("*") if p.suffix in FORMATS)
     else:
@@ -91,15 +137,17 @@ def _local_files(location: str, base_dir: Path) -> list[str]:
     return files
 
 
-def _load(config: IngestConfig, base_dir: Path) -> tuple[datasets.Dataset, str]:
-    source_type, location = _resolve_source(config, base_dir)
+def _load(config: IngestConfig) -> tuple[datasets.Dataset, str]:
+    source_type, location = _resolve_source(config)
     if source_type == "dataset":
         try:
             data = datasets.load_dataset(location, config.config, split=config.split, revision=config.revision)
         except Exception as exc:
-            raise EmbedforgeError(f"ingest: could not load Hub dataset {location!r} (split {config.split!r}): {exc}") from exc
+            raise EmbedforgeError(
+                f"ingest: could not load Hub dataset {location!r} (split {config.split!r}): {exc}"
+            ) from exc
         return data, f"{location}@{config.revision or 'main'}"
-    files = _local_files(location, base_dir)
+    files = _local_files(location)
     formats = {FORMATS.get(Path(f).suffix) for f in files}
     if None in formats or len(formats) > 1:
         raise EmbedforgeError(f"ingest: {location} mixes or holds unknown formats; use one of {', '.join(FORMATS)}")
@@ -134,25 +182,38 @@ def _raise_on_bad_row(file: str) -> None:
 def _standardize(data: datasets.Dataset, config: IngestConfig, origin: str) -> datasets.Dataset:
     required, optional = STANDARD_COLUMNS[config.kind]
     mapping = {standard: config.columns.get(standard, standard) for standard in required + optional}
-    missing = [f"{std} (from {src!r})" if src != std else std for std, src in mapping.items() if std in required and src not in data.column_names]
+    missing = [
+        f"{std} (from {src!r})" if src != std else std
+        for std, src in mapping.items()
+        if std in required and src not in data.column_names
+    ]
     if missing:
-        raise EmbedforgeError(f"ingest: {origin}: missing column {', '.join(missing)}; it has {data.column_names}. Map columns with ingest.columns.")
+        raise EmbedforgeError(
+            f"ingest: {origin}: missing column {', '.join(missing)}; it has {data.column_names}. "
+            "Map columns with ingest.columns."
+        )
     for column, value in config.where.items():
         if column not in data.column_names:
-            raise EmbedforgeError(f"ingest: {origin}: ingest.where names column {column!r}, which is not in {data.column_names}")
+            raise EmbedforgeError(
+                f"ingest: {origin}: ingest.where names column {column!r}, which is not in {data.column_names}"
+            )
         data = data.filter(lambda row, c=column, v=value: row[c] == v)
     present = {std: src for std, src in mapping.items() if src in data.column_names}
     for extra in config.keep:
         if extra not in data.column_names:
-            raise EmbedforgeError(f"ingest: {origin}: ingest.keep names column {extra!r}, which is not in {data.column_names}")
+            raise EmbedforgeError(
+                f"ingest: {origin}: ingest.keep names column {extra!r}, which is not in {data.column_names}"
+            )
     keep = list(present.values()) + [c for c in config.keep if c not in present.values()]
     data = data.select_columns(keep).rename_columns({src: std for std, src in present.items() if src != std})
-    if config.label_map:
-        target = "label" if "label" in data.column_names else "score"
-        # YAML keys arrive as ints or strings; compare on the string form.
-        mapping = {str(k): v for k, v in config.label_map.items()}
-        data = data.filter(lambda row: str(row[target]) in mapping).map(lambda row: {target: mapping[str(row[target])]})
-    return data
+    return _relabel(data, config.label_map) if config.label_map else data
+
+
+def _relabel(data: datasets.Dataset, label_map: dict) -> datasets.Dataset:
+    target = "label" if "label" in data.column_names else "score"
+    # YAML keys arrive as ints or strings; compare on the string form.
+    mapping = {str(k): v for k, v in label_map.items()}
+    return data.filter(lambda row: str(row[target]) in mapping).map(lambda row: {target: mapping[str(row[target])]})
 
 
 def _clean(data: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:
@@ -173,22 +234,44 @@ def fingerprint(data: datasets.Dataset) -> str:
 
 
 @task(name="ingest-dataset", cache_policy=INPUTS, persist_result=True)
-def ingest_dataset(config: IngestConfig, out_dir: str, base_dir: str = ".") -> dict:
+def ingest_dataset(config: IngestConfig, out_dir: str) -> IngestReport:
     """Read the source, keep the standard columns, clean it; return its report, with the parquet file's path."""
-    logger = get_run_logger()
-    name = config.name or "data"
-    data, origin = _load(config, Path(base_dir))
+    data, origin = _load(config)
     data = _standardize(data, config, origin)
     data, dropped = _clean(data)
     if config.limit:
         data = data.select(range(min(config.limit, len(data))))
     if len(data) < config.min_rows:
-        raise EmbedforgeError(f"ingest: {origin}: {len(data)} usable rows after cleaning, need at least {config.min_rows} (dropped: {dropped})")
-    out = Path(out_dir)
+        raise EmbedforgeError(
+            f"ingest: {origin}: {len(data)} usable rows after cleaning, need at least {config.min_rows} "
+            f"(dropped: {dropped})"
+        )
+    report = _write(data, config, origin, dropped, Path(out_dir))
+    run_logger().info(
+        "Ingested %d rows of %s from %s; dropped %s; fingerprint %s",
+        report.rows,
+        report.label,
+        origin,
+        dropped,
+        report.fingerprint,
+    )
+    return report
+
+
+def _write(data: datasets.Dataset, config: IngestConfig, origin: str, dropped: dict, out: Path) -> IngestReport:
     out.mkdir(parents=True, exist_ok=True)
-    parquet = out / f"{name}.parquet"
+    parquet = out / f"{config.label}.parquet"
     data.to_parquet(str(parquet))
-    report = {"name": config.name, "kind": config.kind, "path": str(parquet), "source": origin, "rows": len(data), "dropped": dropped, "fingerprint": fingerprint(data)}
-    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
-    logger.info("Ingested %d rows of %s from %s; dropped %s; fingerprint %s", len(data), name, origin, dropped, report["fingerprint"])
+    report = IngestReport(
+        name=config.name,
+        label=config.label,
+        kind=config.kind,
+        path=str(parquet),
+        source=origin,
+        revision=config.revision,
+        rows=len(data),
+        dropped=dropped,
+        fingerprint=fingerprint(data),
+    )
+    (out / f"{config.label}.json").write_text(report.model_dump_json(indent=2))
     return report

@@ -1,13 +1,49 @@
-"""Where a model reference points: a Hub id, a local folder, or a folder shipped inside a Python package."""
+"""Models between stages: where a reference points, and what training hands to evaluation and the card.
+
+A reference is a Hub id, a local folder, or a folder shipped inside a Python package.
+"""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import pickle
 from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 from tasks.errors import EmbedforgeError
 
 PACKAGE_SCHEME = "pkg:"
+
+
+class TrainedModel(BaseModel):
+    """What train hands on: the saved model, the base it came from, and what the trainer recorded for the card."""
+
+    model_dir: str
+    base_model: str
+    base_model_revision: str | None = None
+    max_seq_length: int | None = None
+    card_data: str = Field(description="Pickle of the model card data the trainer filled in (logs, dataset stats).")
+
+    def save_card_data(self, model) -> None:
+        """Keep what the trainer recorded for the card (logs, dataset stats, hyperparameters).
+
+        A pickle, not JSON: the card machinery needs these objects back as they were, and the
+        file lives and dies with the run directory in the same environment.
+        """
+        data = copy.copy(model.model_card_data)
+        data.model = None
+        data.code_carbon_callback = None
+        data.eval_results_dict = {}
+        Path(self.card_data).write_bytes(pickle.dumps(data))
+
+    def load_for_card(self):
+        """The fine-tuned model with the card data the trainer recorded put back."""
+        model = load_model(self.model_dir)
+        if Path(self.card_data).exists():
+            model.model_card_data = pickle.loads(Path(self.card_data).read_bytes())
+        return model
 
 
 def resolve_model_ref(ref: str) -> str:
@@ -18,22 +54,26 @@ def resolve_model_ref(ref: str) -> str:
     """
     if not ref.startswith(PACKAGE_SCHEME):
         return ref
-    package, _, sub = ref[len(PACKAGE_SCHEME):].partition("/")
+    package, _, sub = ref[len(PACKAGE_SCHEME) :].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbedforgeError(f"model {ref!r}: Python package {package!r} is not installed (pip install {package.replace('_', '-')})")
+        raise EmbedforgeError(
+            f"model {ref!r}: Python package {package!r} is not installed (pip install {package.replace('_', '-')})"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / sub
     if not folder.is_dir():
         raise EmbedforgeError(f"model {ref!r}: package {package!r} has no folder {sub!r}")
     return str(folder)
 
 
-def load_model(ref: str, revision: str | None = None, **kwargs):
+def load_model(ref: str, revision: str | None = None, max_seq_length: int | None = None, **kwargs):
     """Load a SentenceTransformer, naming the reference when it cannot be had."""
     from sentence_transformers import SentenceTransformer
 
-    path = resolve_model_ref(ref)
     try:
-        return SentenceTransformer(path, revision=revision, **kwargs)
+        model = SentenceTransformer(resolve_model_ref(ref), revision=revision, **kwargs)
     except OSError as exc:
         raise EmbedforgeError(f"model {ref!r} could not be loaded: {exc}") from exc
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 
-from prefect.exceptions import MissingContextError
 from transformers import TrainerCallback
 
-
-def run_logger():
-    from prefect import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:  # under torchrun, outside the flow run's process
-        return logging.getLogger("embedforge.train")
+from tasks.logs import run_logger
 
 
 class PrefectProgress(TrainerCallback):
@@ -42,7 +33,12 @@ class PrefectProgress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            self.logger.info("step %d/%d: %s", state.global_step, state.max_steps, json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()}))
+            self.logger.info(
+                "step %d/%d: %s",
+                state.global_step,
+                state.max_steps,
+                json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()}),
+            )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.artifact_id:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import INPUTS
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import EmbedforgeError
-from tasks.ingest import IngestConfig
+from tasks.ingest import IngestConfig, IngestReport, Kind
+from tasks.logs import run_logger
 
 # A passage (or sentence pair's first side) that appears twice must stay in one split,
 # or the test numbers measure memorisation.
@@ -26,71 +27,127 @@ class SplitConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    eval_size: float = Field(0.1, ge=0.0, lt=1.0, description="Share of groups for the eval split (used during training, e.g. load_best_model_at_end).")
+    eval_size: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of groups for the eval split (used during training, e.g. load_best_model_at_end).",
+    )
     test_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of groups held out for the final numbers.")
     seed: int = Field(42, description="Seed of the split; the same seed and data give the same split.")
-    group_by: str | None = Field(None, description="Column whose equal values never cross splits; default: the passage (positive) or sentence1.")
-    eval_sources: list[IngestConfig] = Field(default_factory=list, description="Separate evaluation datasets, each an ingest section (e.g. STS-B beside SNLI training data); each is split into eval/test halves by eval_size:test_size, and the training data is then used whole for training.")
+    group_by: str | None = Field(
+        None,
+        description="Column whose equal values never cross splits; default: the passage (positive) or sentence1.",
+    )
+    eval_sources: list[IngestConfig] = Field(
+        default_factory=list,
+        description="Separate evaluation datasets, each an ingest section (e.g. STS-B beside SNLI training data); "
+        "each is split into eval/test halves by eval_size:test_size, and the training data is then used whole "
+        "for training.",
+    )
 
     @model_validator(mode="after")
-    def _sizes(self) -> "SplitConfig":
+    def _sizes(self) -> SplitConfig:
         if not self.eval_sources and self.eval_size + self.test_size >= 1.0:
             raise ValueError("eval_size + test_size must leave rows for training")
         return self
 
 
-def _group_split(data: datasets.Dataset, shares: dict[str, float], group: str, seed: int) -> dict[str, datasets.Dataset]:
+class EvalSplit(BaseModel):
+    """One evaluation dataset's held-out parts: eval (during training) and test (the final numbers)."""
+
+    kind: Kind
+    eval: str | None = None
+    test: str | None = None
+
+
+class Splits(BaseModel):
+    """What split hands on: the training rows and, per evaluation dataset (by evaluator name), its parts."""
+
+    train: str
+    train_name: str = Field(description="The training data's label, as the card names the dataset.")
+    train_kind: Kind
+    evaluation: dict[str, EvalSplit]
+
+    def parts(self, part: str) -> dict[str, tuple[str, str]]:
+        """{evaluator name: (kind, parquet path)} of every dataset that has this part ("eval" or "test")."""
+        return {
+            name: (entry.kind, getattr(entry, part)) for name, entry in self.evaluation.items() if getattr(entry, part)
+        }
+
+
+def _group_split(
+    data: datasets.Dataset, shares: dict[str, float], group: str, seed: int
+) -> dict[str, datasets.Dataset]:
     """Split by unique group value with datasets' own seeded train_test_split, then map rows to their group's split."""
     if group not in data.column_names:
-        raise EmbedforgeError(f"split: group column {group!r} is not in the data ({data.column_names}); keep it with ingest.keep")
+        raise EmbedforgeError(
+            f"split: group column {group!r} is not in the data ({data.column_names}); keep it with ingest.keep"
+        )
     groups = datasets.Dataset.from_dict({"group": sorted(set(data[group]))})
-    held_out = sum(v for k, v in shares.items() if k != "train")
     if len(groups) < 3:
-        raise EmbedforgeError(f"split: only {len(groups)} distinct {group!r} values; cannot make train/eval/test splits")
-    assignment: dict[str, str] = {}
-    parts = groups.train_test_split(test_size=held_out, seed=seed) if shares.get("train") else {"train": groups.select([]), "test": groups}
-    for value in parts["train"]["group"]:
-        assignment[value] = "train"
-    rest = parts["test"]
-    if shares.get("eval"):
-        rest = rest.train_test_split(test_size=shares["test"] / held_out, seed=seed)
-        for value in rest["train"]["group"]:
-            assignment[value] = "eval"
-        rest = rest["test"]
-    for value in rest["group"]:
-        assignment[value] = "test"
+        raise EmbedforgeError(
+            f"split: only {len(groups)} distinct {group!r} values; cannot make train/eval/test splits"
+        )
+    assignment = _assign_groups(groups, shares, seed)
     names = [assignment[value] for value in data[group]]
     return {name: data.select([i for i, n in enumerate(names) if n == name]) for name in shares if shares[name]}
 
 
-def _write(parts: dict[str, datasets.Dataset], out: Path) -> dict[str, int]:
+def _assign_groups(groups: datasets.Dataset, shares: dict[str, float], seed: int) -> dict[str, str]:
+    """Group value -> "train", "eval" or "test": first train vs. held out, then the held out into eval vs. test."""
+    held_out = sum(v for k, v in shares.items() if k != "train")
+    assignment: dict[str, str] = {}
+    if shares.get("train"):
+        parts = groups.train_test_split(test_size=held_out, seed=seed)
+    else:
+        parts = {"train": groups.select([]), "test": groups}
+    assignment.update(dict.fromkeys(parts["train"]["group"], "train"))
+    rest = parts["test"]
+    if shares.get("eval"):
+        rest = rest.train_test_split(test_size=shares["test"] / held_out, seed=seed)
+        assignment.update(dict.fromkeys(rest["train"]["group"], "eval"))
+        rest = rest["test"]
+    assignment.update(dict.fromkeys(rest["group"], "test"))
+    return assignment
+
+
+def _write(parts: dict[str, datasets.Dataset], out: Path) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     for name, part in parts.items():
         part.to_parquet(str(out / f"{name}.parquet"))
-    return {name: len(part) for name, part in parts.items()}
+    return {name: str(out / f"{name}.parquet") for name in parts}
+
+
+def _held_out(config: SplitConfig, train: IngestReport, evaluation: list[IngestReport]):
+    """(training rows, [(report, its eval/test parts)]): from separate sources when there are any."""
+    data = datasets.Dataset.from_parquet(train.path)
+    if evaluation:
+        shares = {"eval": config.eval_size, "test": config.test_size}
+        return data, [
+            (
+                report,
+                _group_split(
+                    datasets.Dataset.from_parquet(report.path), shares, DEFAULT_GROUP[report.kind], config.seed
+                ),
+            )
+            for report in evaluation
+        ]
+    shares = {"train": 1 - config.eval_size - config.test_size, "eval": config.eval_size, "test": config.test_size}
+    parts = _group_split(data, shares, config.group_by or DEFAULT_GROUP[train.kind], config.seed)
+    return parts.pop("train"), [(train, parts)]
 
 
 @task(name="split-dataset", cache_policy=INPUTS, persist_result=True)
-def split_dataset(config: SplitConfig, train: dict, evaluation: list[dict], out_dir: str) -> dict:
-    """Return {"train": path, "evaluation": {name: {"eval": path, "test": path, "kind": kind}}}."""
-    logger = get_run_logger()
+def split_dataset(config: SplitConfig, train: IngestReport, evaluation: list[IngestReport], out_dir: str) -> Splits:
+    """Write the training rows and every evaluation dataset's eval/test parts; return where they are."""
     out = Path(out_dir)
-    data = datasets.Dataset.from_parquet(train["path"])
-    group = config.group_by or DEFAULT_GROUP[train["kind"]]
-    if evaluation:
-        train_part = data
-        shares = {"eval": config.eval_size, "test": config.test_size}
-        held_out = [(report, _group_split(datasets.Dataset.from_parquet(report["path"]), shares, DEFAULT_GROUP[report["kind"]], config.seed)) for report in evaluation]
-    else:
-        shares = {"train": 1 - config.eval_size - config.test_size, "eval": config.eval_size, "test": config.test_size}
-        parts = _group_split(data, shares, group, config.seed)
-        train_part = parts.pop("train")
-        held_out = [(train, parts)]
-    result: dict = {"train": str(out / "train.parquet"), "evaluation": {}}
-    _write({"train": train_part}, out)
+    train_part, held_out = _held_out(config, train, evaluation)
+    (train_path,) = _write({"train": train_part}, out).values()
+    result = Splits(train=train_path, train_name=train.label, train_kind=train.kind, evaluation={})
     for report, parts in held_out:
-        folder = out / (report["name"] or "data")
-        counts = _write(parts, folder)
-        logger.info("Split %s by %r (seed %d): train %d, %s", report["name"] or "data", group, config.seed, len(train_part), counts)
-        result["evaluation"][report["name"]] = {"kind": report["kind"], **{name: str(folder / f"{name}.parquet") for name in parts}}
+        paths = _write(parts, out / report.label)
+        result.evaluation[report.name] = EvalSplit(kind=report.kind, **paths)
+        counts = {name: len(part) for name, part in parts.items()}
+        run_logger().info("Split %s (seed %d): train %d, %s", report.label, config.seed, len(train_part), counts)
     return result

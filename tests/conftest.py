@@ -22,9 +22,24 @@ import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
-WORDS = ("amber basil cedar delta ember fjord garnet harbor iris juniper kelp lotus maple nectar onyx pebble quartz "
-         "raven sable thistle umber violet willow xenon yarrow zephyr").split()
-TOPICS = ("castle", "river", "engine", "garden", "comet", "library", "forest", "market", "violin", "glacier", "harbor", "desert")
+WORDS = (
+    "amber basil cedar delta ember fjord garnet harbor iris juniper kelp lotus maple nectar onyx pebble quartz "
+    "raven sable thistle umber violet willow xenon yarrow zephyr"
+).split()
+TOPICS = (
+    "castle",
+    "river",
+    "engine",
+    "garden",
+    "comet",
+    "library",
+    "forest",
+    "market",
+    "violin",
+    "glacier",
+    "harbor",
+    "desert",
+)
 
 
 def make_pairs(n: int = 120, seed: int = 0) -> list[dict]:
@@ -34,11 +49,13 @@ def make_pairs(n: int = 120, seed: int = 0) -> list[dict]:
     for i in range(n):
         topic, a, b = TOPICS[i % len(TOPICS)], rng.choice(WORDS), rng.choice(WORDS)
         key = f"{topic}{i}"
-        rows.append({
-            "question": f"what is known about the {a} {key}?",
-            "context": f"The {key} is {b} and {a}; people visit the {topic} {key} for its {b} colour.",
-            "topic": topic,
-        })
+        rows.append(
+            {
+                "question": f"what is known about the {a} {key}?",
+                "context": f"The {key} is {b} and {a}; people visit the {topic} {key} for its {b} colour.",
+                "topic": topic,
+            }
+        )
     return rows
 
 
@@ -61,13 +78,27 @@ def _build_tiny_model(folder: Path) -> None:
     hf_dir = folder / "hf"
     hf_dir.mkdir(parents=True)
     BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=64).save_pretrained(hf_dir)
-    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=wordpiece.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(hf_dir)
     transformer = Transformer(str(hf_dir), max_seq_length=64)
     model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")])
     model.save(str(folder / "model"))
     shutil.rmtree(hf_dir)
+
+
+def pytest_collection_modifyitems(items):
+    # What needs the Prefect server runs flows or tasks end to end: that is the slow part of the suite,
+    # and `pytest -m "not slow"` leaves it out.
+    for item in items:
+        if "prefect_server" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -98,19 +129,47 @@ def pairs_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "data" / "pairs.jsonl", make_pairs())
 
 
+def make_recipe(name: str, base_model: str, data: Path, **sections) -> dict:
+    """A recipe on the tiny model that trains in seconds: three epochs that move its metrics.
+
+    Sections given replace the defaults below; ``train_args`` is merged into train.args.
+    """
+    args = {
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 16,
+        "learning_rate": 5e-4,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": True,
+        **sections.pop("train_args", {}),
+    }
+    return {
+        "name": name,
+        "ingest": {
+            "name": "tiny_validation",
+            "path": str(data),
+            "columns": {"anchor": "question", "positive": "context"},
+        },
+        "train": {"base_model": base_model, "args": args},
+        **sections,
+    }
+
+
 @pytest.fixture
 def recipe_dict(tiny_model, pairs_file, tmp_path) -> dict:
-    """A small recipe on the tiny model that trains in seconds; tests change what they test."""
-    return {
-        "name": "tiny-test",
-        "ingest": {"name": "tiny_validation", "path": str(pairs_file), "columns": {"anchor": "question", "positive": "context"}, "keep": ["topic"]},
-        "split": {"eval_size": 0.1, "test_size": 0.25, "seed": 7},
-        "train": {"base_model": tiny_model, "max_seq_length": 64,
-                  "args": {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 5e-4, "logging_steps": 5,
-                           "save_strategy": "no", "disable_tqdm": True, "use_cpu": True}},
-        "card": {"language": ["en"], "license": "apache-2.0"},
-        "push": {"local_dir": str(tmp_path / "published")},
-    }
+    """The tiny recipe with a topic column, a seeded split and a local push target; tests change what they test."""
+    recipe = make_recipe(
+        "tiny-test",
+        tiny_model,
+        pairs_file,
+        train_args={"logging_steps": 5},
+        split={"eval_size": 0.1, "test_size": 0.25, "seed": 7},
+        card={"language": ["en"], "license": "apache-2.0"},
+        push={"local_dir": str(tmp_path / "published")},
+    )
+    recipe["ingest"]["keep"] = ["topic"]
+    recipe["train"]["max_seq_length"] = 64
+    return recipe
 
 
 @pytest.fixture

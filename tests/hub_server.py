@@ -63,7 +63,9 @@ def make_handler(state: HubState, base_url_holder: list[str]):
         def log_message(self, *args):  # keep test output quiet
             pass
 
-        def _send(self, status: int, body: object = None, headers: dict | None = None, raw: bytes | None = None) -> None:
+        def _send(
+            self, status: int, body: object = None, headers: dict | None = None, raw: bytes | None = None
+        ) -> None:
             data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
@@ -75,7 +77,9 @@ def make_handler(state: HubState, base_url_holder: list[str]):
                 self.wfile.write(data)
 
         def _error(self, status: int, message: str, code: str | None = None) -> None:
-            self._send(status, {"error": message}, {"X-Error-Message": message, **({"X-Error-Code": code} if code else {})})
+            self._send(
+                status, {"error": message}, {"X-Error-Message": message, **({"X-Error-Code": code} if code else {})}
+            )
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -83,13 +87,18 @@ def make_handler(state: HubState, base_url_holder: list[str]):
             url = urlparse(self.path)
             path = unquote(url.path)
             with state.lock:
-                state.requests.append({"method": self.command, "path": path, "body": body, "auth": self.headers.get("Authorization")})
+                state.requests.append(
+                    {"method": self.command, "path": path, "body": body, "auth": self.headers.get("Authorization")}
+                )
                 for index, (pattern, status) in enumerate(state.failures):
                     if re.search(pattern, path):
                         del state.failures[index]
                         return self._error(status, f"injected failure {status}")
                 if self.command == "POST" and state.write_status:
-                    return self._error(state.write_status, "Invalid credentials" if state.write_status == 401 else "You don't have the rights")
+                    return self._error(
+                        state.write_status,
+                        "Invalid credentials" if state.write_status == 401 else "You don't have the rights",
+                    )
                 return self._route(path, parse_qs(url.query), body)
 
         do_GET = do_POST = do_HEAD = do_PUT = _handle
@@ -133,7 +142,9 @@ def make_handler(state: HubState, base_url_holder: list[str]):
                 return self._error(404, "Repository not found", "RepoNotFound")
             if action == "preupload":
                 files = json.loads(body)["files"]
-                return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+                return self._send(
+                    200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+                )
             if action == "branch":
                 if revision in repo.branches:
                     return self._error(409, "Reference already exists")
@@ -165,8 +176,14 @@ def make_handler(state: HubState, base_url_holder: list[str]):
                 else:
                     return self._error(400, f"unsupported commit operation {item['key']}")
             oid = hashlib.sha1(body).hexdigest()
-            repo.branches[revision].append({"oid": oid, "message": header.get("summary", ""), "files": files,
-                                            "added": sorted(set(files) - set(previous) | {p for p in files if previous.get(p) != files[p]})})
+            repo.branches[revision].append(
+                {
+                    "oid": oid,
+                    "message": header.get("summary", ""),
+                    "files": files,
+                    "added": sorted(set(files) - set(previous) | {p for p in files if previous.get(p) != files[p]}),
+                }
+            )
             return self._send(200, {"commitUrl": f"{base_url_holder[0]}/{repo_id}/commit/{oid}", "commitOid": oid})
 
         def _info(self, repo_id: str, revision: str) -> None:
@@ -177,15 +194,30 @@ def make_handler(state: HubState, base_url_holder: list[str]):
             if resolved is None:
                 return self._error(404, "Revision not found", "RevisionNotFound")
             oid, files = resolved
-            return self._send(200, {"id": repo_id, "modelId": repo_id, "sha": oid, "private": repo.private, "tags": [],
-                                    "siblings": [{"rfilename": p} for p in sorted(files)]})
+            return self._send(
+                200,
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": oid,
+                    "private": repo.private,
+                    "tags": [],
+                    "siblings": [{"rfilename": p} for p in sorted(files)],
+                },
+            )
 
         def _tree(self, repo_id: str, revision: str) -> None:
             repo = state.repos.get(repo_id)
             resolved = repo.files(revision) if repo else None
             if resolved is None:
                 return self._error(404, "Repository not found", "RepoNotFound")
-            return self._send(200, [{"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()} for p, c in sorted(resolved[1].items())])
+            return self._send(
+                200,
+                [
+                    {"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()}
+                    for p, c in sorted(resolved[1].items())
+                ],
+            )
 
         def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
             repo = state.repos.get(repo_id)
@@ -193,7 +225,11 @@ def make_handler(state: HubState, base_url_holder: list[str]):
             if resolved is None or filename not in resolved[1]:
                 return self._error(404, "Entry not found", "EntryNotFound")
             content = resolved[1][filename]
-            return self._send(200, raw=content, headers={"X-Repo-Commit": resolved[0], "ETag": f'"{hashlib.sha1(content).hexdigest()}"'})
+            return self._send(
+                200,
+                raw=content,
+                headers={"X-Repo-Commit": resolved[0], "ETag": f'"{hashlib.sha1(content).hexdigest()}"'},
+            )
 
     return Handler
 
@@ -208,7 +244,7 @@ class LocalHub:
         self.url = holder[0] = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         self.thread.start()
         return self
 

@@ -31,7 +31,14 @@ def deployed(prefect_server):
 
 def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
     recipes = [load_recipe(p) for p in recipe_files(folder=str(REPO / "deployments"))]
-    assert len(recipes) == 6
+    assert [r.name for r in recipes] == [
+        "arctic-embed-l-llm-blog",
+        "bge-small-en-v1.5-recipes",
+        "deberta-v3-xsmall-snli",
+        "demo-minilm",
+        "msmarco-distilbert-quran-id",
+        "qwen3-embedding-0.6b-dnd",
+    ]
     with get_client(sync_client=True) as client:
         for recipe in recipes:
             deployment = client.read_deployment_by_name(f"finetune/{recipe.name}")
@@ -41,9 +48,14 @@ def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
             assert deployment.parameters["recipe"] == recipe.model_dump(mode="json")
             assert deployment.global_concurrency_limit.limit == 1
             (schedule,) = deployment.schedules
-            assert (schedule.schedule.cron, schedule.schedule.timezone) == (recipe.deployment.schedule.cron, recipe.deployment.schedule.timezone)
+            assert (schedule.schedule.cron, schedule.schedule.timezone) == (
+                recipe.deployment.schedule.cron,
+                recipe.deployment.schedule.timezone,
+            )
             # Process workers run the flow from the project folder, not a temporary one.
-            assert any("set_working_directory" in str(step) and str(REPO) in str(step) for step in deployment.pull_steps or [])
+            assert any(
+                "set_working_directory" in str(step) and str(REPO) in str(step) for step in deployment.pull_steps or []
+            )
     dnd = next(r for r in recipes if r.name == "qwen3-embedding-0.6b-dnd")
     assert dnd.deployment.job_variables["env"] == {"EMBEDFORGE_DND_DATA": "/data/dnd/pairs.jsonl"}
 
@@ -55,11 +67,18 @@ def test_demo_deployment_runs_on_a_process_worker(deployed, tmp_path):
     demo["split"]["eval_size"] = 0.0
     demo["train"]["args"].update({"max_steps": 3, "logging_steps": 1, "disable_tqdm": True})
     demo["push"]["local_dir"] = str(tmp_path / "published")
-    flow_run = run_deployment("finetune/demo-minilm", parameters={"recipe": demo, "output_dir": str(tmp_path / "runs")}, timeout=0)
+    flow_run = run_deployment(
+        "finetune/demo-minilm", parameters={"recipe": demo, "output_dir": str(tmp_path / "runs")}, timeout=0
+    )
 
     env = {**os.environ, "PREFECT_API_URL": get_current_settings().api.url, "HF_HUB_OFFLINE": "1"}
-    worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-gpu", "--run-once", "--limit", "1"],
-                            env=env, capture_output=True, text=True, timeout=600)
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "test-gpu", "--run-once", "--limit", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run.id).state
     assert state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]

@@ -10,10 +10,7 @@ import pytest
 from flows.finetune import finetune
 from flows.recipe import Recipe
 
-
-@pytest.fixture(autouse=True)
-def _server(prefect_server):
-    yield
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_two_process_training_saves_one_model(recipe_dict, tmp_path):
@@ -22,7 +19,7 @@ def test_two_process_training_saves_one_model(recipe_dict, tmp_path):
     recipe_dict["train"]["loss"] = {"args": {"gather_across_devices": True}}
     recipe_dict["train"]["args"].update({"num_train_epochs": 2, "save_strategy": "epoch"})
     result = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     assert [p.name for p in run_dir.iterdir() if p.is_dir() and (p / "modules.json").exists()] == ["model"]
     assert (run_dir / "model" / "model.safetensors").exists() and (run_dir / "model" / "README.md").exists()
     assert (run_dir / "train_spec.json").exists()  # what each torchrun process read
@@ -35,4 +32,4 @@ def test_two_process_training_saves_one_model(recipe_dict, tmp_path):
     rows = len(pd.read_parquet(run_dir / "data" / "splits" / "train.parquet"))
     state = json.loads(sorted((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     assert state["global_step"] == 2 * math.floor(rows / 2 / 16) < 2 * math.ceil(rows / 16)
-    assert result["finetuned"] > result["base"]
+    assert result.finetuned > result.base

@@ -42,7 +42,9 @@ def test_docker_pool_job_variables_request_gpus_the_way_docker_py_reads_them():
     assert "gpus" not in variables  # prefect-docker ignores it silently
     # prefect-docker passes container_create_kwargs to containers.create(), which builds this HostConfig.
     host_config = docker_types.HostConfig(version="1.44", **variables["container_create_kwargs"])
-    assert host_config["DeviceRequests"] == [{"Driver": "nvidia", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
+    assert host_config["DeviceRequests"] == [
+        {"Driver": "nvidia", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}
+    ]
 
 
 def test_kubernetes_template_adds_a_gpu_limit_variable():

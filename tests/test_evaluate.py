@@ -10,22 +10,30 @@ import pytest
 from flows.finetune import finetune
 from flows.recipe import Recipe
 from tasks.errors import EmbedforgeError
-from tasks.evaluate import EvaluateConfig, MatryoshkaRetrievalEvaluator, build_evaluators, resolve_metric, run_evaluators
+from tasks.evaluate import (
+    EvaluateConfig,
+    MatryoshkaRetrievalEvaluator,
+    Metrics,
+    build_evaluators,
+    card_evaluators,
+    check_quality_gate,
+    gain_table,
+    resolve_metric,
+    run_evaluators,
+)
 from tasks.models import load_model
+from tasks.split import EvalSplit, Splits
 
 
-@pytest.fixture(autouse=True)
-def _server(prefect_server):
-    yield
-
-
-def _splits(tmp_path: Path, pairs: list[dict]) -> dict:
+def _splits(tmp_path: Path, pairs: list[dict]) -> Splits:
     folder = tmp_path / "splits" / "docs"
     folder.mkdir(parents=True)
     frame = pd.DataFrame({"anchor": [p["question"] for p in pairs], "positive": [p["context"] for p in pairs]})
     frame.to_parquet(folder / "test.parquet")
     frame.iloc[:5].to_parquet(tmp_path / "splits" / "train.parquet")
-    return {"train": str(tmp_path / "splits" / "train.parquet"), "evaluation": {"docs": {"kind": "retrieval", "test": str(folder / "test.parquet")}}}
+    train = str(tmp_path / "splits" / "train.parquet")
+    evaluation = {"docs": EvalSplit(kind="retrieval", test=str(folder / "test.parquet"))}
+    return Splits(train=train, train_name="docs", train_kind="retrieval", evaluation=evaluation)
 
 
 def test_matryoshka_metrics_per_dim_from_one_encoding(tiny_model, tmp_path):
@@ -47,15 +55,25 @@ def test_matryoshka_metrics_per_dim_from_one_encoding(tiny_model, tmp_path):
     assert isinstance(evaluators[0], MatryoshkaRetrievalEvaluator)
     metrics, leaves = run_evaluators(model, evaluators)
     assert sum(encoded) == 40 + 40  # each query and each passage once, not once per dim
-    assert [leaf["name"] for leaf in leaves] == ["docs_dim_32", "docs_dim_16", "docs_dim_8"]
-    assert {"docs_dim_8_cosine_ndcg@10", "docs_dim_16_cosine_mrr@10", "docs_dim_32_cosine_map@100", "docs_dim_32_cosine_recall@5"} <= set(metrics)
+    assert [leaf.name for leaf in leaves] == ["docs_dim_32", "docs_dim_16", "docs_dim_8"]
+    assert {
+        "docs_dim_8_cosine_ndcg@10",
+        "docs_dim_16_cosine_mrr@10",
+        "docs_dim_32_cosine_map@100",
+        "docs_dim_32_cosine_recall@5",
+    } <= set(metrics)
 
     # Truncating the one encoding gives what a separate encode at that dim gives.
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     single = evaluators[0].evaluators[2]
-    direct = InformationRetrievalEvaluator(single.queries and dict(zip(single.queries_ids, single.queries)), dict(zip(single.corpus_ids, single.corpus)),
-                                           single.relevant_docs, name="docs_dim_8", truncate_dim=8)(model)
+    direct = InformationRetrievalEvaluator(
+        single.queries and dict(zip(single.queries_ids, single.queries)),
+        dict(zip(single.corpus_ids, single.corpus)),
+        single.relevant_docs,
+        name="docs_dim_8",
+        truncate_dim=8,
+    )(model)
     assert direct["docs_dim_8_cosine_ndcg@10"] == pytest.approx(metrics["docs_dim_8_cosine_ndcg@10"], abs=1e-6)
 
 
@@ -67,7 +85,9 @@ def test_distractors_join_the_corpus(tiny_model, tmp_path):
     with_distractors = build_evaluators(splits, "test", EvaluateConfig(distractors=True))[0]
     assert len(plain.corpus) == 20
     assert len(with_distractors.corpus) == 20  # the train passages here repeat test passages: deduplicated
-    pd.DataFrame({"anchor": ["x"] * 3, "positive": ["other passage 1", "other passage 2", "other passage 3"]}).to_parquet(splits["train"])
+    pd.DataFrame(
+        {"anchor": ["x"] * 3, "positive": ["other passage 1", "other passage 2", "other passage 3"]}
+    ).to_parquet(splits.train)
     assert len(build_evaluators(splits, "test", EvaluateConfig(distractors=True))[0].corpus) == 23
 
 
@@ -78,6 +98,45 @@ def test_metric_names_resolve_with_or_without_prefix():
         resolve_metric("ndcg", metrics)
 
 
+def test_card_names_the_library_evaluator_per_dim(tmp_path):
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    from conftest import make_pairs
+
+    evaluators = card_evaluators(_splits(tmp_path, make_pairs(10)), EvaluateConfig(matryoshka_dims=[32, 8]))
+    assert [(type(e), e.name, e.truncate_dim) for e in evaluators] == [
+        (InformationRetrievalEvaluator, "docs_dim_32", 32),
+        (InformationRetrievalEvaluator, "docs_dim_8", 8),
+    ]
+
+
+def _metrics(base: float, tuned: float) -> Metrics:
+    return Metrics(
+        headline="docs_cosine_ndcg@10",
+        base={"docs_cosine_ndcg@10": base, "docs_cosine_mrr@10": 0.3},
+        finetuned={"docs_cosine_ndcg@10": tuned, "docs_cosine_mrr@10": 0.35},
+        evaluators=[],
+    )
+
+
+def test_gain_table_rows_are_base_finetuned_and_delta():
+    assert gain_table(_metrics(0.5, 0.61234)) == [
+        {"metric": "docs_cosine_ndcg@10", "base": 0.5, "fine-tuned": 0.6123, "delta": 0.1123},
+        {"metric": "docs_cosine_mrr@10", "base": 0.3, "fine-tuned": 0.35, "delta": 0.05},
+    ]
+
+
+def test_gate_on_gain_and_on_a_metric_by_its_short_name():
+    check_quality_gate.fn(EvaluateConfig(gates={"gain": 0.0, "cosine_mrr@10": 0.35}), _metrics(0.5, 0.6), "m")
+    with pytest.raises(EmbedforgeError) as error:
+        check_quality_gate.fn(EvaluateConfig(gates={"gain": 0.2, "cosine_mrr@10": 0.4}), _metrics(0.5, 0.6), "m")
+    assert str(error.value) == (
+        "quality gate failed: gain in docs_cosine_ndcg@10 = 0.1000 < 0.2 (short by 0.1000); "
+        "cosine_mrr@10 = 0.3500 < 0.4 (short by 0.0500). Nothing was pushed; the model is kept at m"
+    )
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_failed_gate_stops_before_push_and_keeps_the_model(recipe_dict, tmp_path):
     recipe_dict["train"]["args"]["num_train_epochs"] = 1
     recipe_dict["evaluate"] = {"gates": {"cosine_ndcg@10": 0.999}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,41 +17,38 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.finetune import finetune
 from flows.recipe import Recipe
-from tasks.errors import EmbedforgeError
 
+from conftest import make_pairs, make_recipe, write_jsonl
 
-@pytest.fixture(autouse=True)
-def _server(prefect_server):
-    yield
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture(scope="module")
 def demo_like_run(tmp_path_factory, _tiny_model_master):
     """One flow run shared by the read-only checks below."""
-    import shutil
-
-    from conftest import make_pairs, write_jsonl
-
     root = tmp_path_factory.mktemp("flow")
     shutil.copytree(_tiny_model_master, root / "model")
     data = write_jsonl(root / "pairs.jsonl", make_pairs())
-    recipe = Recipe.model_validate({
-        "name": "tiny-flow",
-        "ingest": {"name": "tiny_validation", "path": str(data), "columns": {"anchor": "question", "positive": "context"}},
-        "train": {"base_model": str(root / "model"), "args": {"num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 5e-4,
-                                                               "save_strategy": "no", "disable_tqdm": True, "use_cpu": True}},
-        "push": {"local_dir": str(root / "published")},
-    })
+    recipe = Recipe.model_validate(
+        make_recipe("tiny-flow", str(root / "model"), data, push={"local_dir": str(root / "published")})
+    )
     result = finetune(recipe=recipe, output_dir=str(root / "runs"))
     return recipe, result, root
 
 
 def test_run_directory_holds_everything_of_the_run(demo_like_run):
     recipe, result, root = demo_like_run
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     assert run_dir.parent == root / "runs" / "tiny-flow"
-    for relative in ["recipe.yaml", "metrics.json", "model/README.md", "model/config_sentence_transformers.json",
-                     "data/ingested/tiny_validation.parquet", "data/splits/train.parquet", "data/splits/tiny_validation/test.parquet"]:
+    for relative in [
+        "recipe.yaml",
+        "metrics.json",
+        "model/README.md",
+        "model/config_sentence_transformers.json",
+        "data/ingested/tiny_validation.parquet",
+        "data/splits/train.parquet",
+        "data/splits/tiny_validation/test.parquet",
+    ]:
         assert (run_dir / relative).exists(), relative
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text()) == recipe.model_dump(mode="json")
     assert SentenceTransformer(str(run_dir / "model")).encode(["a question"]).shape == (1, 32)
@@ -58,31 +56,35 @@ def test_run_directory_holds_everything_of_the_run(demo_like_run):
 
 def test_metrics_compare_base_and_finetuned_on_the_test_split(demo_like_run):
     _, result, _ = demo_like_run
-    metrics = json.loads((Path(result["run_dir"]) / "metrics.json").read_text())
+    metrics = json.loads((Path(result.run_dir) / "metrics.json").read_text())
     assert metrics["headline"] == "tiny_validation_cosine_ndcg@10"
     assert set(metrics["base"]) == set(metrics["finetuned"]) and "tiny_validation_cosine_map@100" in metrics["base"]
     # Random-init weights know nothing; three epochs on these pairs teach them to match.
     assert metrics["finetuned"][metrics["headline"]] > metrics["base"][metrics["headline"]]
-    assert result["finetuned"] == metrics["finetuned"][metrics["headline"]]
+    assert result.finetuned == metrics["finetuned"][metrics["headline"]]
 
 
 def test_card_carries_model_index_and_is_published_locally(demo_like_run):
     _, result, root = demo_like_run
-    card = ModelCard.load(Path(result["model_dir"]) / "README.md")
+    card = ModelCard.load(Path(result.model_dir) / "README.md")
     assert card.data.eval_results and card.data.eval_results[0].dataset_type == "tiny_validation"
     latest = root / "published" / "latest"
-    assert result["push"]["pushed"] and latest.resolve() == Path(result["push"]["location"]).resolve()
+    assert result.push.pushed and latest.resolve() == Path(result.push.location).resolve()
     assert json.loads((latest / "training_meta.json").read_text())["recipe"] == "tiny-flow"
 
 
 def test_dashboard_shows_the_run_and_its_artifacts(demo_like_run):
+    _, result, _ = demo_like_run
+    flow_run_id = json.loads((Path(result.push.location) / "training_meta.json").read_text())["flow_run_id"]
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs()
-        assert any(run.name.startswith("tiny-flow-") and run.state.is_completed() for run in runs)
+        flow_run = client.read_flow_run(flow_run_id)
+        # Named after the recipe and the run id's scheduled start, like the run directory.
+        assert flow_run.name == "tiny-flow-" + Path(result.run_dir).name[:15] and flow_run.state.is_completed()
         for key in ("tiny-flow-gain", "tiny-flow-model-card", "tiny-flow-push"):
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-            assert artifacts, key
-        assert any(a.type == "progress" for a in client.read_artifacts())
+            assert [a.flow_run_id for a in artifacts] == [flow_run.id], key
+        progress = [a for a in client.read_artifacts() if a.type == "progress" and a.flow_run_id == flow_run.id]
+        assert [a.data for a in progress] == [100.0]
 
 
 def test_push_disabled_says_where_the_model_is(recipe_dict, tmp_path, write_recipe):
@@ -107,21 +109,22 @@ def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp
     import datasets
 
     from tasks.evaluate import EvaluateConfig
+    from tasks.split import Splits
     from tasks.train import TrainConfig, train_model
 
     rows = datasets.Dataset.from_list([{"anchor": f"question {i}", "positive": f"passage {i}"} for i in range(64)])
     rows.to_parquet(str(tmp_path / "train.parquet"))
-    splits = {"train": str(tmp_path / "train.parquet"), "evaluation": {}}
+    splits = Splits(train=str(tmp_path / "train.parquet"), train_name="rows", train_kind="retrieval", evaluation={})
     args = {**recipe_dict["train"]["args"], "save_strategy": "epoch", "num_train_epochs": 1}
     config = TrainConfig(base_model=recipe_dict["train"]["base_model"], args=args)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    train_model(config, splits, "retrieval", EvaluateConfig(), {}, str(run_dir))
+    train_model(config, splits, EvaluateConfig(), str(run_dir))
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-4"]
 
     # The same run again, asked for two epochs: it continues after step 4 instead of starting over.
     longer = config.model_copy(update={"args": {**args, "num_train_epochs": 2}})
-    train_model(longer, splits, "retrieval", EvaluateConfig(), {}, str(run_dir))
+    train_model(longer, splits, EvaluateConfig(), str(run_dir))
     assert f"Resuming from {run_dir / 'checkpoints' / 'checkpoint-4'}" in caplog.text
     state = json.loads((run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == 8

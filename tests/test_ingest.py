@@ -7,20 +7,17 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import make_pairs, write_jsonl
 from tasks.errors import EmbedforgeError
 from tasks.ingest import IngestConfig, ingest_dataset
+
+from conftest import make_pairs, write_jsonl
 
 MAPPING = {"anchor": "question", "positive": "context"}
 
 
-@pytest.fixture(autouse=True)
-def _server(prefect_server):
-    yield
-
-
 def ingest(tmp_path, **config):
-    return ingest_dataset(IngestConfig(**config), str(tmp_path / "out"))
+    # The stage function itself (.fn): no Prefect server needed for these.
+    return ingest_dataset.fn(IngestConfig(**config), str(tmp_path / "out"))
 
 
 def test_jsonl_csv_parquet_folder_and_glob_give_the_same_rows(tmp_path):
@@ -37,27 +34,40 @@ def test_jsonl_csv_parquet_folder_and_glob_give_the_same_rows(tmp_path):
         ingest(tmp_path, path=str(tmp_path / "parts"), columns=MAPPING),
         ingest(tmp_path, path=str(tmp_path / "parts" / "*.jsonl"), columns=MAPPING),
     ]
-    assert {r["rows"] for r in reports} == {30}
-    assert len({r["fingerprint"] for r in reports}) == 1
-    assert pd.read_parquet(reports[0]["path"]).columns.tolist() == ["anchor", "positive"]
+    assert {r.rows for r in reports} == {30}
+    assert len({r.fingerprint for r in reports}) == 1
+    assert pd.read_parquet(reports[0].path).columns.tolist() == ["anchor", "positive"]
 
 
 def test_cleaning_strips_and_counts_empty_and_duplicate_rows(tmp_path):
     rows = make_pairs(20)
     rows[0]["question"] = "  padded question  "
-    dirty = rows + [{"question": "", "context": "x"}, {"question": None, "context": "y"}, {"question": "   ", "context": "z"}, dict(rows[3]), dict(rows[4])]
+    dirty = rows + [
+        {"question": "", "context": "x"},
+        {"question": None, "context": "y"},
+        {"question": "   ", "context": "z"},
+        dict(rows[3]),
+        dict(rows[4]),
+    ]
     report = ingest(tmp_path, path=str(write_jsonl(tmp_path / "d.jsonl", dirty)), columns=MAPPING)
-    assert report["rows"] == 20
-    assert report["dropped"] == {"null_or_empty": 3, "duplicate": 2}
-    assert pd.read_parquet(report["path"])["anchor"].iloc[0] == "padded question"
+    assert report.rows == 20
+    assert report.dropped == {"null_or_empty": 3, "duplicate": 2}
+    assert pd.read_parquet(report.path)["anchor"].iloc[0] == "padded question"
 
 
 def test_filter_keep_and_limit(tmp_path):
     rows = make_pairs(48)
-    report = ingest(tmp_path, path=str(write_jsonl(tmp_path / "d.jsonl", rows)), columns=MAPPING, where={"topic": "castle"}, keep=["topic"], min_rows=2)
-    frame = pd.read_parquet(report["path"])
+    report = ingest(
+        tmp_path,
+        path=str(write_jsonl(tmp_path / "d.jsonl", rows)),
+        columns=MAPPING,
+        where={"topic": "castle"},
+        keep=["topic"],
+        min_rows=2,
+    )
+    frame = pd.read_parquet(report.path)
     assert set(frame["topic"]) == {"castle"} and len(frame) == 4
-    assert ingest(tmp_path, path=str(tmp_path / "d.jsonl"), columns=MAPPING, limit=12)["rows"] == 12
+    assert ingest(tmp_path, path=str(tmp_path / "d.jsonl"), columns=MAPPING, limit=12).rows == 12
 
 
 def test_missing_file_names_the_path(tmp_path):
@@ -67,7 +77,10 @@ def test_missing_file_names_the_path(tmp_path):
 
 def test_missing_column_names_file_and_columns(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", make_pairs(20))
-    with pytest.raises(EmbedforgeError, match=r"d\.jsonl: missing column anchor \(from 'query'\); it has \['question', 'context', 'topic'\]"):
+    with pytest.raises(
+        EmbedforgeError,
+        match=r"d\.jsonl: missing column anchor \(from 'query'\); it has \['question', 'context', 'topic'\]",
+    ):
         ingest(tmp_path, path=str(path), columns={"anchor": "query", "positive": "context"})
 
 
@@ -89,12 +102,12 @@ def test_operator_supplied_location_from_environment(tmp_path, monkeypatch):
     with pytest.raises(EmbedforgeError, match="environment variable MY_DATA is not set"):
         ingest(tmp_path, path_env="MY_DATA", columns=MAPPING)
     monkeypatch.setenv("MY_DATA", str(write_jsonl(tmp_path / "d.jsonl", make_pairs(12))))
-    assert ingest(tmp_path, path_env="MY_DATA", columns=MAPPING)["rows"] == 12
+    assert ingest(tmp_path, path_env="MY_DATA", columns=MAPPING).rows == 12
 
 
 def test_report_is_written_beside_the_data(tmp_path):
     report = ingest(tmp_path, name="docs", path=str(write_jsonl(tmp_path / "d.jsonl", make_pairs(12))), columns=MAPPING)
-    assert json.loads((tmp_path / "out" / "docs.json").read_text()) == report
+    assert json.loads((tmp_path / "out" / "docs.json").read_text()) == report.model_dump()
 
 
 def test_unreadable_parquet_names_the_file(tmp_path):

@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from prefect import get_client
 
 from flows.finetune import finetune
 from flows.recipe import Recipe
-from hub_server import LocalHub
 from tasks.errors import EmbedforgeError
-from tasks.push import PushConfig, push_model
+from tasks.evaluate import EvaluateConfig, Metrics
+from tasks.models import TrainedModel
+from tasks.push import PushConfig, PushResult, push_model
+from tasks.record import RunRecord
+from tasks.split import EvalSplit, Splits
+
+from conftest import make_pairs
+from hub_server import LocalHub
 
 TOKEN = "hf_embedforgeTestToken0123456789"
 
 
 @pytest.fixture(autouse=True)
-def _online(prefect_server, monkeypatch):
+def _online(monkeypatch):
     # The suite runs with HF_HUB_OFFLINE=1; these tests talk to a Hub, the local one.
     import huggingface_hub.constants
 
@@ -28,41 +35,79 @@ def _online(prefect_server, monkeypatch):
 
 
 @pytest.fixture
-def hub():
+def hub(prefect_server):
     with LocalHub() as local_hub:
         yield local_hub
 
 
 def _hub_recipe(recipe_dict: dict, hub: LocalHub, **push) -> Recipe:
-    recipe_dict["push"] = {"repo_id": "tiny-model", "organization": "acme", "endpoint": hub.url, "retry_delay_seconds": 0, **push}
+    recipe_dict["push"] = {
+        "repo_id": "tiny-model",
+        "organization": "acme",
+        "endpoint": hub.url,
+        "retry_delay_seconds": 0,
+        **push,
+    }
     return Recipe.model_validate(recipe_dict)
 
 
-def _meta(score: float = 0.5) -> dict:
-    return {"recipe": "tiny", "run_id": "r1", "headline": "cosine_ndcg@10", "metrics": {"cosine_ndcg@10": score}}
+@pytest.fixture
+def release(prefect_server, tiny_model, tmp_path):
+    """push_model on the tiny model as a run would call it: a test split of real pairs, a headline score."""
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    pd.DataFrame(
+        {"anchor": [r["question"] for r in make_pairs(20)], "positive": [r["context"] for r in make_pairs(20)]}
+    ).to_parquet(folder / "test.parquet")
+    splits = Splits(
+        train=str(folder / "test.parquet"),
+        train_name="docs",
+        train_kind="retrieval",
+        evaluation={"": EvalSplit(kind="retrieval", test=str(folder / "test.parquet"))},
+    )
+
+    def push(config: PushConfig, run_id: str = "rel-1", score: float = 0.5) -> PushResult:
+        model = TrainedModel(model_dir=tiny_model, base_model=tiny_model, card_data=str(tmp_path / "none.pkl"))
+        metrics = Metrics(
+            headline="cosine_ndcg@10", base={"cosine_ndcg@10": 0.1}, finetuned={"cosine_ndcg@10": score}, evaluators=[]
+        )
+        record = RunRecord(
+            recipe="tiny", recipe_yaml="", recipe_hash="0", run_id=run_id, run_dir=str(tmp_path), data=[]
+        )
+        return push_model(config, model, splits, EvaluateConfig(), metrics, record)
+
+    return push
 
 
 def test_one_commit_with_model_card_and_meta_and_no_token_anywhere(recipe_dict, hub, tmp_path):
     result = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
-    assert result["push"]["pushed"] and result["push"]["reason"] == "first release"
+    assert result.push.pushed and result.push.reason == "first release"
     repo = hub.state.repos["acme/tiny-model"]
     assert repo.private
     commits = repo.branches["main"]
     assert len(commits) == 1
     files = commits[0]["files"]
-    assert {"README.md", "training_meta.json", "model.safetensors", "modules.json", "config_sentence_transformers.json"} <= set(files)
+    assert {
+        "README.md",
+        "training_meta.json",
+        "model.safetensors",
+        "modules.json",
+        "config_sentence_transformers.json",
+    } <= set(files)
     meta = json.loads(files["training_meta.json"])
-    assert meta["recipe"] == "tiny-test" and meta["headline"] == result["headline"] and len(meta["recipe_hash"]) == 16
-    assert meta["data_fingerprint"]["tiny_validation"] and meta["metrics"][meta["headline"]] == result["finetuned"]
-    run_id = Path(result["run_dir"]).name
-    assert commits[0]["message"] == f"embedforge tiny-test run {run_id}: {result['headline']} = {result['finetuned']:.4f}"
+    assert meta["recipe"] == "tiny-test" and meta["headline"] == result.headline and len(meta["recipe_hash"]) == 16
+    assert meta["data_fingerprint"]["tiny_validation"] and meta["metrics"][meta["headline"]] == result.finetuned
+    run_id = Path(result.run_dir).name
+    assert commits[0]["message"] == f"embedforge tiny-test run {run_id}: {result.headline} = {result.finetuned:.4f}"
     assert list(repo.tags) == [f"tiny-test-{run_id}"]
-    assert [r["path"] for r in hub.state.requests if "/commit/" in r["path"]] == ["/api/models/acme/tiny-model/commit/main"]
+    assert [r["path"] for r in hub.state.requests if "/commit/" in r["path"]] == [
+        "/api/models/acme/tiny-model/commit/main"
+    ]
 
     # The token went only where it belongs, the Authorization header; never into a payload, file, log or artifact.
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in hub.state.requests if r["method"] == "POST")
     assert TOKEN.encode() not in hub.state.payloads()
-    for path in Path(result["run_dir"]).rglob("*"):
+    for path in Path(result.run_dir).rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
     with get_client(sync_client=True) as client:
@@ -73,19 +118,27 @@ def test_one_commit_with_model_card_and_meta_and_no_token_anywhere(recipe_dict, 
         assert flow_run.state.is_completed()
 
 
-def test_retries_after_server_errors_then_succeeds(tiny_model, hub, tmp_path):
+def test_retries_after_server_errors_then_succeeds(release, hub):
     hub.state.fail(r"/commit/", 500, 503)
-    config = PushConfig(repo_id="acme/m", endpoint=hub.url, retry_delay_seconds=0)
-    push = push_model.with_options(retries=3, retry_delay_seconds=0)
-    result = push(config, tiny_model, _meta(), "rel-1")
-    assert result["pushed"]
+    result = release(PushConfig(repo_id="acme/m", endpoint=hub.url, retries=3, retry_delay_seconds=0))
+    assert result.pushed
     assert len([r for r in hub.state.requests if "/commit/" in r["path"]]) == 3
     assert len(hub.state.commits("acme/m")) == 1
 
 
+def test_server_errors_beyond_the_recipes_retries_end_in_one_line(release, hub):
+    hub.state.fail(r"/commit/", 503, 503, 503)
+    with pytest.raises(EmbedforgeError, match=r"push: the Hub refused the request for acme/m \(HTTP 503\)"):
+        release(PushConfig(repo_id="acme/m", endpoint=hub.url, retries=1, retry_delay_seconds=0))
+    assert len([r for r in hub.state.requests if "/commit/" in r["path"]]) == 2  # the first try and one retry
+    assert hub.state.commits("acme/m") == []
+
+
 def test_unauthorized_fails_at_once_with_a_clear_message(recipe_dict, hub, tmp_path):
     hub.state.write_status = 401
-    with pytest.raises(EmbedforgeError, match=r"push: token lacks write access to acme/tiny-model \(HTTP 401\)") as error:
+    with pytest.raises(
+        EmbedforgeError, match=r"push: token lacks write access to acme/tiny-model \(HTTP 401\)"
+    ) as error:
         finetune(recipe=_hub_recipe(recipe_dict, hub, retries=3), output_dir=str(tmp_path / "runs"))
     assert TOKEN not in str(error.value)
     assert len([r for r in hub.state.requests if r["path"] == "/api/repos/create"]) == 1  # no retry
@@ -93,66 +146,89 @@ def test_unauthorized_fails_at_once_with_a_clear_message(recipe_dict, hub, tmp_p
     assert (model_dir / "README.md").exists() and (model_dir / "model.safetensors").exists()
 
 
-def test_forbidden_is_not_retried_either(tiny_model, hub):
+def test_forbidden_is_not_retried_either(release, hub):
     hub.state.write_status = 403
     with pytest.raises(EmbedforgeError, match=r"token lacks write access to acme/m \(HTTP 403\)"):
-        push_model.with_options(retries=3, retry_delay_seconds=0)(PushConfig(repo_id="acme/m", endpoint=hub.url), tiny_model, _meta(), "rel-1")
+        release(PushConfig(repo_id="acme/m", endpoint=hub.url, retries=3, retry_delay_seconds=0))
     assert len([r for r in hub.state.requests if r["path"] == "/api/repos/create"]) == 1
 
 
 def test_worse_model_is_not_pushed_and_better_one_is(recipe_dict, hub, tmp_path):
     good = finetune(recipe=_hub_recipe(dict(recipe_dict), hub), output_dir=str(tmp_path / "runs"))
-    assert good["push"]["pushed"]
+    assert good.push.pushed
 
     # A learning rate this small leaves the weights where they started: a worse model than the published one.
     recipe_dict["train"]["args"]["learning_rate"] = 1e-12
     worse = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
-    push = worse["push"]
-    assert not push["pushed"] and push["champion"] == pytest.approx(good["finetuned"], abs=1e-6)
-    assert push["challenger"] == worse["finetuned"] < push["champion"]
-    assert "kept the published model" in push["reason"]
+    push = worse.push
+    assert not push.pushed and push.champion == pytest.approx(good.finetuned, abs=1e-6)
+    assert push.challenger == worse.finetuned < push.champion
+    assert "kept the published model" in push.reason
     assert len(hub.state.commits("acme/tiny-model")) == 1
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-push"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-push"]))
+        )
         latest = max(artifacts, key=lambda a: a.created)
-        assert "Not published" in latest.data and f"{push['champion']:.4f}" in latest.data and f"{push['challenger']:.4f}" in latest.data
+        assert (
+            "Not published" in latest.data
+            and f"{push.champion:.4f}" in latest.data
+            and f"{push.challenger:.4f}" in latest.data
+        )
 
-    forced = finetune(recipe=_hub_recipe(recipe_dict, hub, require_improvement=False), output_dir=str(tmp_path / "runs"))
-    assert forced["push"]["pushed"] and len(hub.state.commits("acme/tiny-model")) == 2
+    forced = finetune(
+        recipe=_hub_recipe(recipe_dict, hub, require_improvement=False), output_dir=str(tmp_path / "runs")
+    )
+    assert forced.push.pushed and len(hub.state.commits("acme/tiny-model")) == 2
 
     recipe_dict["train"]["args"]["learning_rate"] = 5e-4
     recipe_dict["train"]["args"]["num_train_epochs"] = 5
     better = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
-    assert better["push"]["pushed"] and better["finetuned"] >= better["push"]["champion"]
+    assert better.push.pushed and better.finetuned >= better.push.champion
     assert len(hub.state.commits("acme/tiny-model")) == 3
 
 
-def test_branch_and_private_flag(tiny_model, hub):
-    config = PushConfig(repo_id="m", organization="acme", endpoint=hub.url, revision="staging", private=False, tag_releases=False)
-    push_model(config, tiny_model, _meta(), "rel-1")
+def test_branch_and_private_flag(release, hub):
+    config = PushConfig(
+        repo_id="m", organization="acme", endpoint=hub.url, revision="staging", private=False, tag_releases=False
+    )
+    release(config)
     repo = hub.state.repos["acme/m"]
     assert not repo.private and len(repo.branches["staging"]) == 1 and repo.branches["main"] == [] and not repo.tags
 
 
-def test_local_target_keeps_every_release_and_points_latest_at_the_newest(tiny_model, tmp_path):
-    config = PushConfig(local_dir=str(tmp_path / "published"))
-    first = push_model(config, tiny_model, _meta(0.5), "rel-1")
-    second = push_model(config, tiny_model, _meta(0.6), "rel-2")
+def test_local_target_keeps_every_release_and_points_latest_at_the_newest(release, tmp_path):
+    config = PushConfig(local_dir=str(tmp_path / "published"), require_improvement=False)
+    first = release(config, "rel-1", 0.5)
+    second = release(config, "rel-2", 0.6)
     root = tmp_path / "published"
-    assert sorted(p.name for p in root.iterdir()) == ["latest", "rel-1", "rel-2"]
-    assert (root / "latest").resolve() == Path(second["location"]).resolve() == (root / "rel-2").resolve()
-    assert json.loads((root / "rel-1" / "training_meta.json").read_text())["metrics"]["cosine_ndcg@10"] == 0.5
-    assert (root / "latest" / "modules.json").exists() and Path(first["location"]).exists()
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "tiny-rel-1", "tiny-rel-2"]
+    assert (root / "latest").resolve() == Path(second.location).resolve() == (root / "tiny-rel-2").resolve()
+    assert json.loads((root / "tiny-rel-1" / "training_meta.json").read_text())["metrics"]["cosine_ndcg@10"] == 0.5
+    assert (root / "latest" / "modules.json").exists() and Path(first.location).exists()
+    # The second release measured the first one on its own test split before replacing it.
+    assert second.champion is not None and (tmp_path / "champion-metrics.json").exists()
 
 
-def test_token_from_a_prefect_secret_block(tiny_model, hub, monkeypatch):
+def test_token_from_a_prefect_secret_block(release, hub, monkeypatch):
     from prefect.blocks.system import Secret
 
     monkeypatch.delenv("HF_TOKEN")
     Secret(value="hf_fromSecretBlock42").save("hub-token", overwrite=True)
-    push_model(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="hub-token"), tiny_model, _meta(), "rel-1")
+    release(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="hub-token"))
     assert {r["auth"] for r in hub.state.requests if r["method"] == "POST"} == {"Bearer hf_fromSecretBlock42"}
     with pytest.raises(EmbedforgeError, match="push.token_secret: no Prefect Secret block named 'missing'"):
-        push_model.with_options(retries=0)(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="missing"), tiny_model, _meta(), "rel-2")
+        release(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="missing"), "rel-2")
+
+
+def test_decide_publishes_the_first_release_and_only_better_or_equal_ones():
+    from tasks.push import decide
+
+    config = PushConfig(local_dir="x")
+    assert decide(config, "ndcg", 0.5, None) == (True, "first release")
+    assert decide(config, "ndcg", 0.5, 0.5) == (True, "ndcg 0.5000 >= published 0.5000")
+    assert decide(config, "ndcg", 0.4, 0.5) == (False, "ndcg 0.4000 < published 0.5000: kept the published model")
+    forced = PushConfig(local_dir="x", require_improvement=False)
+    assert decide(forced, "ndcg", 0.4, 0.5) == (True, "require_improvement is off (ndcg: 0.4000 vs published 0.5000)")

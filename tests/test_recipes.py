@@ -47,7 +47,10 @@ def test_trainer_argument_of_wrong_type(write_recipe, recipe_dict):
 
 def test_unknown_loss_and_loss_argument(write_recipe, recipe_dict):
     recipe_dict["train"]["loss"] = {"name": "MultipleNegativesRankingLoss", "args": {"scal": 20}}
-    with pytest.raises(EmbedforgeError, match=r"train\.loss\.args\.scal: not an argument of MultipleNegativesRankingLoss — did you mean scale\?"):
+    with pytest.raises(
+        EmbedforgeError,
+        match=r"train\.loss\.args\.scal: not an argument of MultipleNegativesRankingLoss — did you mean scale\?",
+    ):
         load_recipe(write_recipe(recipe_dict))
 
 
@@ -70,7 +73,9 @@ def test_missing_recipe_file_and_bad_yaml(tmp_path):
 def test_readme_recipe_reference_is_current():
     from flows.recipe import reference_markdown
 
-    assert reference_markdown() in (REPO / "README.md").read_text(), "run `embedforge recipe-reference` and paste it into README.md"
+    assert reference_markdown() in (REPO / "README.md").read_text(), (
+        "run `embedforge recipe-reference` and paste it into README.md"
+    )
 
 
 @pytest.mark.parametrize("path", recipe_files(folder=str(REPO / "deployments")), ids=lambda p: p.name)
@@ -87,5 +92,36 @@ def test_artifact_keys_of_every_recipe_are_valid_prefect_keys(path):
 def test_label_map_on_retrieval_data_is_refused_by_field(write_recipe, recipe_dict):
     recipe_dict["ingest"]["label_map"] = {0: 1}
     path = write_recipe(recipe_dict)
-    with pytest.raises(EmbedforgeError, match=rf"{path}: ingest\.label_map: rewrites label or score values; retrieval data has neither"):
+    with pytest.raises(
+        EmbedforgeError, match=rf"{path}: ingest\.label_map: rewrites label or score values; retrieval data has neither"
+    ):
         load_recipe(path)
+
+
+def test_override_sets_nested_values_read_as_yaml():
+    from flows.recipe import _apply_override
+
+    data = {"train": {"args": {}}}
+    _apply_override(data, "train.args.num_train_epochs=5")
+    _apply_override(data, "push.local_dir=/tmp/out")
+    assert data == {"train": {"args": {"num_train_epochs": 5}}, "push": {"local_dir": "/tmp/out"}}
+    with pytest.raises(EmbedforgeError, match=r"^--set 'foo': expected key.path=value$"):
+        _apply_override(data, "foo")
+    with pytest.raises(
+        EmbedforgeError, match=r"^--set 'train.args.num_train_epochs.x=1': num_train_epochs is not a section$"
+    ):
+        _apply_override(data, "train.args.num_train_epochs.x=1")
+
+
+def test_format_errors_gives_one_line_per_problem_with_file_and_field():
+    from pydantic import ValidationError
+
+    from flows.recipe import Recipe, format_errors
+
+    bad = {"name": "x", "ingest": {"path": "d.jsonl", "nme": "docs"}, "train": {"base_model": "m", "devices": 0}}
+    with pytest.raises(ValidationError) as error:
+        Recipe.model_validate(bad)
+    assert format_errors(error.value, "r.yaml").splitlines() == [
+        "r.yaml: ingest.nme: unknown key — did you mean name?",
+        "r.yaml: train.devices: Input should be greater than or equal to 1",
+    ]

@@ -5,25 +5,32 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import make_pairs, write_jsonl
+from tasks.errors import EmbedforgeError
 from tasks.ingest import IngestConfig, ingest_dataset
 from tasks.split import SplitConfig, split_dataset
+
+from conftest import make_pairs, write_jsonl
 
 MAPPING = {"anchor": "question", "positive": "context"}
 
 
-@pytest.fixture(autouse=True)
-def _server(prefect_server):
-    yield
+# The stage functions themselves (.fn): no Prefect server needed for these.
+ingest = ingest_dataset.fn
+split = split_dataset.fn
 
 
 def _ingested(tmp_path, rows, **extra):
-    return ingest_dataset(IngestConfig(path=str(write_jsonl(tmp_path / "d.jsonl", rows)), columns=MAPPING, keep=["topic"], **extra), str(tmp_path / "in"))
+    path = str(write_jsonl(tmp_path / "d.jsonl", rows))
+    return ingest(IngestConfig(path=path, columns=MAPPING, keep=["topic"], **extra), str(tmp_path / "in"))
 
 
 def _parts(result):
-    entry = next(iter(result["evaluation"].values()))
-    return {"train": pd.read_parquet(result["train"]), "eval": pd.read_parquet(entry["eval"]), "test": pd.read_parquet(entry["test"])}
+    entry = next(iter(result.evaluation.values()))
+    return {
+        "train": pd.read_parquet(result.train),
+        "eval": pd.read_parquet(entry.eval),
+        "test": pd.read_parquet(entry.test),
+    }
 
 
 def test_no_group_crosses_splits_and_seed_repeats(tmp_path):
@@ -31,11 +38,15 @@ def test_no_group_crosses_splits_and_seed_repeats(tmp_path):
     for i, row in enumerate(rows):  # every passage answers two questions
         row["context"] = rows[i - i % 2]["context"] if i % 2 else row["context"]
     data = _ingested(tmp_path, rows)
-    first = _parts(split_dataset(SplitConfig(seed=3), data, [], str(tmp_path / "s1")))
-    again = _parts(split_dataset(SplitConfig(seed=3), data, [], str(tmp_path / "s2")))
-    other = _parts(split_dataset(SplitConfig(seed=4), data, [], str(tmp_path / "s3")))
+    first = _parts(split(SplitConfig(seed=3), data, [], str(tmp_path / "s1")))
+    again = _parts(split(SplitConfig(seed=3), data, [], str(tmp_path / "s2")))
+    other = _parts(split(SplitConfig(seed=4), data, [], str(tmp_path / "s3")))
     passages = {name: set(frame["positive"]) for name, frame in first.items()}
-    assert not passages["train"] & passages["test"] and not passages["train"] & passages["eval"] and not passages["eval"] & passages["test"]
+    assert (
+        not passages["train"] & passages["test"]
+        and not passages["train"] & passages["eval"]
+        and not passages["eval"] & passages["test"]
+    )
     assert sum(len(f) for f in first.values()) == 120
     assert first["test"].equals(again["test"])
     assert not first["test"].equals(other["test"])
@@ -43,19 +54,59 @@ def test_no_group_crosses_splits_and_seed_repeats(tmp_path):
 
 def test_group_column(tmp_path):
     data = _ingested(tmp_path, make_pairs(120))
-    parts = _parts(split_dataset(SplitConfig(group_by="topic", eval_size=0.2, test_size=0.2), data, [], str(tmp_path / "s")))
+    parts = _parts(split(SplitConfig(group_by="topic", eval_size=0.2, test_size=0.2), data, [], str(tmp_path / "s")))
     topics = {name: set(frame["topic"]) for name, frame in parts.items()}
     assert topics["train"].isdisjoint(topics["test"]) and topics["train"].isdisjoint(topics["eval"])
 
 
 def test_separate_eval_source_keeps_all_training_rows(tmp_path):
     train = _ingested(tmp_path, make_pairs(60))
-    sts = pd.DataFrame({"sentence1": [f"a man plays {i}" for i in range(40)], "sentence2": [f"a person plays {i}" for i in range(40)], "score": [i / 40 for i in range(40)]})
+    sts = pd.DataFrame(
+        {
+            "sentence1": [f"a man plays {i}" for i in range(40)],
+            "sentence2": [f"a person plays {i}" for i in range(40)],
+            "score": [i / 40 for i in range(40)],
+        }
+    )
     sts.to_csv(tmp_path / "sts.csv", index=False)
     sts_config = IngestConfig(name="sts-dev", kind="similarity", path=str(tmp_path / "sts.csv"))
-    source = ingest_dataset(sts_config, str(tmp_path / "in"))
-    result = split_dataset(SplitConfig(eval_size=0.5, test_size=0.5, eval_sources=[sts_config]), train, [source], str(tmp_path / "s"))
-    assert len(pd.read_parquet(result["train"])) == 60
-    entry = result["evaluation"]["sts-dev"]
-    assert entry["kind"] == "similarity"
-    assert len(pd.read_parquet(entry["eval"])) + len(pd.read_parquet(entry["test"])) == 40
+    source = ingest(sts_config, str(tmp_path / "in"))
+    result = split(
+        SplitConfig(eval_size=0.5, test_size=0.5, eval_sources=[sts_config]), train, [source], str(tmp_path / "s")
+    )
+    assert len(pd.read_parquet(result.train)) == 60
+    entry = result.evaluation["sts-dev"]
+    assert entry.kind == "similarity"
+    assert len(pd.read_parquet(entry.eval)) + len(pd.read_parquet(entry.test)) == 40
+
+
+def test_group_assignment_is_by_share_and_seed():
+    import datasets
+
+    from tasks.split import _group_split
+
+    data = datasets.Dataset.from_dict({"doc": [f"d{i % 20}" for i in range(100)], "row": list(range(100))})
+    parts = _group_split(data, {"train": 0.6, "eval": 0.2, "test": 0.2}, "doc", seed=1)
+    docs = {name: set(part["doc"]) for name, part in parts.items()}
+    # 20 documents: 12 / 4 / 4, each document's five rows in one split.
+    assert {name: len(d) for name, d in docs.items()} == {"train": 12, "eval": 4, "test": 4}
+    assert {name: len(part) for name, part in parts.items()} == {"train": 60, "eval": 20, "test": 20}
+    assert (
+        _group_split(data, {"train": 0.6, "eval": 0.2, "test": 0.2}, "doc", seed=1)["test"]["row"]
+        == parts["test"]["row"]
+    )
+
+
+def test_too_few_groups_and_missing_group_column_are_named():
+    import datasets
+
+    from tasks.split import _group_split
+
+    data = datasets.Dataset.from_dict({"doc": ["a", "b", "a", "b"], "row": [1, 2, 3, 4]})
+    with pytest.raises(EmbedforgeError, match="only 2 distinct 'doc' values"):
+        _group_split(data, {"train": 0.8, "test": 0.2}, "doc", seed=1)
+    with pytest.raises(
+        EmbedforgeError,
+        match=r"group column 'module' is not in the data \(\['doc', 'row'\]\); keep it with ingest.keep",
+    ):
+        _group_split(data, {"train": 0.8, "test": 0.2}, "module", seed=1)
