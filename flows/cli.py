@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from typing import Annotated
 
 import typer
 
 from tasks.errors import EmbedforgeError
+
+# The temporary server `embedforge run` starts would report usage to Prefect at start-up. Training
+# boxes are often offline, where that logs an ERROR (and a database-locked traceback) in a run that
+# succeeded. An operator's own server keeps its own setting; this reaches only the one we start.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(
     help="Fine-tune sentence-transformers embedding models as Prefect flows.",
@@ -31,11 +39,15 @@ def run(
     ] = None,
 ) -> None:
     """Run the fine-tuning flow locally (Prefect's embedded API unless PREFECT_API_URL is set)."""
+    started = time.monotonic()
+    api = _start_embedded_api()
     from flows.finetune import finetune
     from flows.recipe import load_recipe
 
     try:
         parsed = load_recipe(recipe, set_)
+        if api:
+            api.join()
         result = finetune(recipe=parsed, output_dir=output_dir)
     except EmbedforgeError as exc:
         _fail(exc, 1)
@@ -43,6 +55,22 @@ def run(
     typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
     push = result.push
     typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    typer.echo(f"Wall time: {minutes} min {seconds:02d} s")
+
+
+def _start_embedded_api() -> threading.Thread | None:
+    """Start Prefect's temporary server while torch and the model load: each takes seconds, on its own core."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    thread = threading.Thread(target=SubprocessASGIServer().start, name="embedded-prefect-api", daemon=True)
+    thread.start()
+    return thread
 
 
 @app.command()

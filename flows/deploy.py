@@ -13,6 +13,7 @@ from prefect.schedules import Cron
 
 from flows.finetune import finetune
 from flows.recipe import Recipe, load_recipe
+from tasks.errors import EmbedforgeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/finetune.py:finetune"
@@ -43,31 +44,62 @@ def _flow_for(recipe: Recipe, source: Path):
     return finetune.from_source(source=str(source), entrypoint=ENTRYPOINT)
 
 
+def check_server(pools: dict[str, list[Path]]) -> None:
+    """Before anything is registered: the API answers and every work pool the recipes name exists on it."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise EmbedforgeError(
+            "deploy: no Prefect server to register with; start one (prefect server start) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    with get_client(sync_client=True) as client:
+        if client.api_healthcheck() is not None:
+            raise EmbedforgeError(f"deploy: the Prefect API at {url} does not answer; is the server running?")
+        for pool, paths in pools.items():
+            try:
+                client.read_work_pool(pool)
+            except ObjectNotFound:
+                names = ", ".join(str(p) for p in paths)
+                raise EmbedforgeError(
+                    f"deploy: work pool {pool!r} (named by {names}) does not exist on {url}; nothing was registered. "
+                    f"Create it with `prefect work-pool create {pool} --type process`, or pass --pool"
+                ) from None
+
+
 def deploy_recipes(
     paths: list[Path], pool: str | None = None, job_variables: dict[str, Any] | None = None, source: Path = PROJECT_ROOT
 ) -> list[tuple[str, str]]:
-    """Register one deployment per recipe; return (deployment name, id) pairs.
+    """Register one deployment per recipe, all or none; return (deployment name, id) pairs.
 
     ``pool`` and ``job_variables`` apply to every recipe: the same recipes move from one GPU box
     to a Docker or Kubernetes fleet without editing them.
     """
-    registered = []
-    for path in paths:
-        recipe = load_recipe(path)
-        settings = recipe.deployment
-        settings.job_variables = {**settings.job_variables, **(job_variables or {})}
-        deployment_id = _flow_for(recipe, source).deploy(
-            **deployment_options(recipe),
-            work_pool_name=pool or settings.work_pool,
-            work_queue_name=settings.work_queue,
-            job_variables=settings.job_variables,
-            image=settings.job_variables.get("image"),
-            build=False,
-            push=False,
-            print_next_steps=False,
-        )
-        registered.append((f"finetune/{recipe.name}", str(deployment_id)))
-    return registered
+    recipes = {path: load_recipe(path) for path in paths}
+    pools: dict[str, list[Path]] = {}
+    for path, recipe in recipes.items():
+        pools.setdefault(pool or recipe.deployment.work_pool, []).append(path)
+    check_server(pools)
+    return [_register(recipe, pool, job_variables or {}, source) for recipe in recipes.values()]
+
+
+def _register(recipe: Recipe, pool: str | None, job_variables: dict[str, Any], source: Path) -> tuple[str, str]:
+    settings = recipe.deployment
+    settings.job_variables = {**settings.job_variables, **job_variables}
+    deployment_id = _flow_for(recipe, source).deploy(
+        **deployment_options(recipe),
+        work_pool_name=pool or settings.work_pool,
+        work_queue_name=settings.work_queue,
+        job_variables=settings.job_variables,
+        image=settings.job_variables.get("image"),
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
+    return f"finetune/{recipe.name}", str(deployment_id)
 
 
 def serve_recipes(paths: list[Path]) -> None:

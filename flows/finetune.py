@@ -14,7 +14,7 @@ from flows.recipe import Recipe
 from tasks.card import render_model_card
 from tasks.evaluate import check_quality_gate, evaluate_model
 from tasks.ingest import IngestReport, ingest_dataset
-from tasks.logs import run_logger
+from tasks.logs import quiet_libraries, run_logger
 from tasks.push import PushResult, push_model
 from tasks.record import RunRecord
 from tasks.split import split_dataset
@@ -51,6 +51,7 @@ def artifact_key(recipe: Recipe, what: str) -> str:
 
 def start_run(recipe: Recipe, output_dir: str) -> Path:
     """runs/<recipe>/<run-id>/, with the resolved recipe saved first so even a failed run says how it was made."""
+    quiet_libraries()
     run_dir = Path(output_dir) / recipe.name / run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")

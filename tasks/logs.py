@@ -19,3 +19,22 @@ def run_logger():
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("embedforge")
+
+
+def quiet_libraries() -> None:
+    """No progress bars from datasets, the Hub client or model loading: a run shows its own log lines.
+
+    The trainer's bar is the one kept (tasks/progress.py); these libraries would otherwise draw a
+    bar for every parquet file written and every model loaded, a dozen per run.
+    """
+    import warnings
+
+    import datasets
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from tasks.logs import run_logger
 
@@ -45,3 +46,13 @@ class PrefectProgress(TrainerCallback):
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self.artifact_id, 100.0)
+
+
+class TrainingBar(ProgressCallback):
+    """The trainer's progress bar without the dict it prints under itself at every log step.
+
+    PrefectProgress logs the same figures as run log lines, which the terminal and the dashboard show.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass

@@ -31,13 +31,14 @@ from sentence_transformers import (
 )
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators
 from tasks.logs import run_logger
 from tasks.models import TrainedModel, load_model
-from tasks.progress import PrefectProgress
+from tasks.progress import PrefectProgress, TrainingBar
 from tasks.split import Splits
 
 # Arguments embedforge owns: where checkpoints go is part of the run directory layout.
@@ -196,13 +197,7 @@ def _card_data(splits: Splits) -> SentenceTransformerModelCardData:
     )
 
 
-def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, run_dir: Path) -> TrainedModel:
-    """The training itself, in whichever process runs it."""
-    trained = _trained(config, run_dir)
-    model = load_model(
-        config.base_model, config.base_model_revision, config.max_seq_length, model_card_data=_card_data(splits)
-    )
-    args = _training_args(config, run_dir / "checkpoints", bool(splits.parts("eval")))
+def _trainer(model, config: TrainConfig, args, splits: Splits, evaluate: EvaluateConfig) -> SentenceTransformerTrainer:
     eval_dataset, evaluator = _evaluation(args, splits, evaluate)
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -212,6 +207,21 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
         loss=build_loss(model, config.loss),
         evaluator=evaluator,
         callbacks=[PrefectProgress()],
+    )
+    if not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(TrainingBar)
+    return trainer
+
+
+def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, run_dir: Path) -> TrainedModel:
+    """The training itself, in whichever process runs it."""
+    trained = _trained(config, run_dir)
+    model = load_model(
+        config.base_model, config.base_model_revision, config.max_seq_length, model_card_data=_card_data(splits)
+    )
+    trainer = _trainer(
+        model, config, _training_args(config, run_dir / "checkpoints", bool(splits.parts("eval"))), splits, evaluate
     )
     checkpoints = run_dir / "checkpoints"
     checkpoint = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None

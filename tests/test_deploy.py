@@ -65,6 +65,7 @@ def test_demo_deployment_runs_on_a_process_worker(deployed, tmp_path):
     # The demo itself, cut down to seconds: fewer rows and steps, output outside the repository.
     demo["ingest"]["limit"] = 160
     demo["split"]["eval_size"] = 0.0
+    demo["evaluate"]["gates"] = {}  # three steps prove the worker runs the flow, not that the model improves
     demo["train"]["args"].update({"max_steps": 3, "logging_steps": 1, "disable_tqdm": True})
     demo["push"]["local_dir"] = str(tmp_path / "published")
     flow_run = run_deployment(
@@ -101,3 +102,20 @@ def test_serve_builds_the_same_deployments_without_a_pool(monkeypatch):
         assert deployment.work_pool_name is None and deployment.parameters["recipe"] == recipe.model_dump(mode="json")
         assert deployment.schedules[0].schedule.cron == recipe.deployment.schedule.cron
         assert deployment.concurrency_limit == 1
+
+
+def test_deploy_checks_every_pool_before_registering_any(deployed, tmp_path, write_recipe, recipe_dict):
+    from prefect.exceptions import ObjectNotFound
+
+    ok = write_recipe({**recipe_dict, "name": "aaa-first", "deployment": {"work_pool": "test-gpu"}}, "aaa-first.yaml")
+    missing = write_recipe({**recipe_dict, "name": "zzz-last", "deployment": {"work_pool": "cpu"}}, "zzz-last.yaml")
+    result = CliRunner().invoke(app, ["deploy", str(ok), str(missing)])
+    assert result.exit_code == 1
+    url = get_current_settings().api.url
+    assert result.output.strip() == (
+        f"deploy: work pool 'cpu' (named by {missing}) does not exist on {url}; nothing was registered. "
+        "Create it with `prefect work-pool create cpu --type process`, or pass --pool"
+    )
+    with get_client(sync_client=True) as client:
+        with pytest.raises(ObjectNotFound):
+            client.read_deployment_by_name("finetune/aaa-first")

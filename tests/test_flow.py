@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,40 @@ def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp
     assert state["global_step"] == 8
     # Steps 5-8 ran in epoch two only: the first epoch was not trained again.
     assert all(entry["epoch"] > 1 for entry in state["log_history"] if "loss" in entry and entry["step"] > 4)
+
+
+def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict, tmp_path, write_recipe):
+    """The terminal of `embedforge run` on the embedded server, as a new user reads it top to bottom."""
+    import os
+    import subprocess
+    import sys
+
+    recipe_dict["train"]["args"].update({"disable_tqdm": False, "num_train_epochs": 1})
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
+    for setting in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(setting, None)  # the README's way: embedded API, and a first run on this machine
+    command = [
+        str(Path(sys.executable).parent / "embedforge"),
+        "run",
+        str(write_recipe(recipe_dict)),
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    for noise in [
+        "Traceback",
+        "ERROR",
+        "Generating train split",
+        "Creating parquet",
+        "Loading weights",
+        "{'loss'",
+        "pin_memory",
+    ]:
+        assert noise not in output, noise
+    assert "Task run 'train-model" in output and "step 5/" in output  # our stage lines
+    assert "it/s]" in output  # the trainer's own progress bar stays
+    summary = output[output.index("Run directory: ") :].splitlines()
+    assert summary[1].startswith("tiny_validation_cosine_ndcg@10: base ") and " -> fine-tuned " in summary[1]
+    assert summary[2].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[3])
