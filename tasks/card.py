@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import ModelCard
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,8 @@ from tasks.models import TrainedModel
 from tasks.record import RunRecord
 from tasks.split import Splits
 
+# The front-matter keys a reader looks for first; the rest (widget, model-index) the body repeats.
+FRONT_MATTER_SHOWN = ["base_model", "language", "license", "library_name", "pipeline_tag", "datasets", "tags"]
 DEFAULT_TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "embedforge"]
 
 
@@ -97,6 +100,20 @@ def _recipe_fields(data, config: CardConfig, record: RunRecord) -> None:
         dataset.update({"revision": train.revision} if train.revision else {})
 
 
+def dashboard_markdown(content: str) -> str:
+    """The card as the Hub shows it: its front matter as a small table above the body, not as YAML text.
+
+    The dashboard renders markdown only, so the raw front matter would read as a list of bullet points.
+    """
+    card = ModelCard(content)
+    meta = card.data.to_dict()
+    rows = [(key, meta[key]) for key in FRONT_MATTER_SHOWN if meta.get(key)]
+    table = ["| Field | Value |", "|:--|:--|"] + [
+        f"| {key} | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for key, v in rows
+    ]
+    return "\n".join(table) + "\n\n" + card.text.lstrip()
+
+
 @task(name="render-model-card")
 def render_model_card(
     config: CardConfig,
@@ -121,6 +138,8 @@ def render_model_card(
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")
     if artifact_key:
-        create_markdown_artifact(content, key=artifact_key, description="Model card of the latest run")
+        create_markdown_artifact(
+            dashboard_markdown(content), key=artifact_key, description="Model card of the latest run"
+        )
     run_logger().info("Model card written to %s", readme)
     return str(readme)

@@ -182,3 +182,12 @@ def test_similarity_and_classification_card(similarity_run):
         metrics["finetuned"]
     )
     assert metrics["headline"] == "sts-dev_spearman_cosine"
+
+
+def test_dashboard_shows_front_matter_as_a_table_not_yaml(matryoshka_run):
+    from tasks.card import dashboard_markdown
+
+    shown = dashboard_markdown((Path(matryoshka_run.model_dir) / "README.md").read_text())
+    assert shown.startswith("| Field | Value |\n|:--|:--|\n| base_model | org/tiny-bert |\n| language | en |\n")
+    assert "---" not in shown.split("# ", 1)[0] and "widget:" not in shown and "model-index:" not in shown
+    assert "## Fine-tuning Report" in shown

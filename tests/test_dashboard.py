@@ -1,0 +1,189 @@
+"""The Prefect dashboard as a person sees it: the real server and UI (`prefect server start`), headless Chromium.
+
+Needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it) and the playwright package.
+Screenshots land in the test's folder, or in $EMBEDFORGE_SCREENSHOTS (the README's come from docs/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM, reason="no chromium: install it with `apt-get install -y chromium`"),
+]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`prefect server start`, the command the README gives, on a free port with its own database."""
+    home, port = tmp_path_factory.mktemp("prefect-home"), _free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The UI asks the API at PREFECT_UI_API_URL, which would otherwise say the default port 4200.
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"{url}/api",
+    }
+    env.pop("PREFECT_API_URL", None)
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(120):
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def finished_run(server, tmp_path_factory, _tiny_model_master):
+    """The tiny recipe run and deployed against that server through the CLI, as a user would."""
+    import yaml
+
+    from conftest import make_pairs, make_recipe, write_jsonl
+
+    root = tmp_path_factory.mktemp("dash")
+    shutil.copytree(_tiny_model_master, root / "model")
+    recipe = make_recipe(
+        "tiny-dashboard",
+        str(root / "model"),
+        write_jsonl(root / "pairs.jsonl", make_pairs()),
+        push={"local_dir": str(root / "published")},
+        deployment={"work_pool": "dashboard-pool", "schedule": {"cron": "0 4 * * 1"}},
+    )
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "PREFECT_API_URL": f"{server}/api", "HF_HUB_OFFLINE": "1"}
+
+    def cli(*args):
+        done = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    cli("embedforge", "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"))
+    cli("prefect", "work-pool", "create", "dashboard-pool", "--type", "process")
+    cli("embedforge", "deploy", str(root / "recipe.yaml"))
+    meta = json.loads((root / "published" / "latest" / "training_meta.json").read_text())
+    return meta["flow_run_id"]
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("EMBEDFORGE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _api(server: str, path: str, body: dict) -> list[dict]:
+    return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
+
+
+def test_flow_run_page_shows_every_stage(server, finished_run, page, shots):
+    page.goto(f"{server}/runs/flow-run/{finished_run}")
+    page.get_by_text("Completed").first.wait_for(timeout=30000)
+    page.get_by_text("train-model").first.wait_for(timeout=15000)  # the stage graph has drawn
+    page.screenshot(path=str(shots / "flow-run.png"))
+    page.get_by_text("Task Runs", exact=True).click()
+    for stage in [
+        "ingest-dataset",
+        "split-dataset",
+        "train-model",
+        "evaluate-model",
+        "check-quality-gate",
+        "render-model-card",
+        "push-model",
+    ]:
+        page.get_by_text(stage).first.wait_for(timeout=15000)
+
+
+def _artifact_page(server: str, key: str) -> str:
+    (artifact,) = _api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": [key]}}})
+    return f"{server}/artifacts/artifact/{artifact['latest_id']}"
+
+
+def test_gain_table_reads_base_finetuned_and_delta(server, finished_run, page, shots):
+    page.goto(_artifact_page(server, "tiny-dashboard-gain"))
+    page.get_by_text("tiny_validation_cosine_ndcg@10", exact=True).wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "gain-table.png"))
+    for column in ["metric", "base", "fine-tuned", "delta"]:
+        assert page.get_by_text(column, exact=True).count() >= 1, column
+
+
+def test_model_card_renders_as_on_the_hub(server, finished_run, page, shots):
+    page.goto(_artifact_page(server, "tiny-dashboard-model-card"))
+    page.get_by_role("heading", name="Fine-tuning Report").wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "model-card.png"))
+    text = page.inner_text("body")
+    # The front matter is a small table, not YAML dumped as bullet points.
+    assert "apache-2.0" not in text or "license" in text
+    assert "source_sentence" not in text and "widget:" not in text and "model-index" not in text
+    assert page.get_by_text("library_name", exact=True).count() == 1
+    assert page.get_by_role("heading", name="Gain over the Base Model").count() == 1
+
+
+def test_training_progress_reached_100_percent(server, finished_run, page, shots):
+    (progress,) = [
+        a
+        for a in _api(server, "artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
+        if a["flow_run_id"] == finished_run
+    ]
+    assert progress["data"] == 100.0
+    page.goto(f"{server}/artifacts/artifact/{progress['id']}")
+    page.get_by_text("100%").first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "training-progress.png"))
+
+
+def test_deployment_shows_its_schedule(server, finished_run, page, shots):
+    (deployment,) = _api(server, "deployments/filter", {"deployments": {"name": {"any_": ["tiny-dashboard"]}}})
+    page.goto(f"{server}/deployments/deployment/{deployment['id']}")
+    page.get_by_text("tiny-dashboard").first.wait_for(timeout=30000)
+    page.get_by_text("dashboard-pool").first.wait_for(timeout=15000)
+    page.get_by_text("At 04:00 AM, only on Monday").wait_for(timeout=15000)
+    page.screenshot(path=str(shots / "deployment.png"))
