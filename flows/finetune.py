@@ -59,7 +59,7 @@ def start_run(recipe: Recipe, output_dir: str) -> Path:
     return run_dir
 
 
-def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport]) -> RunRecord:
+def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport]) -> RunRecord:
     return RunRecord(
         recipe=recipe.name,
         recipe_yaml=recipe.to_yaml(),
@@ -70,6 +70,7 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport]) -> RunRe
         flow_run_url=flow_run.ui_url,
         repo_id=recipe.push.full_repo_id,
         data=data,
+        files=files,
     )
 
 
@@ -77,14 +78,16 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport]) -> RunRe
 def finetune(recipe: Recipe, output_dir: str = "runs") -> RunResult:
     """Fine-tune one embedding model from its recipe and publish it if it earns it."""
     run_dir = start_run(recipe, output_dir)
-    data = [ingest_dataset(source, str(run_dir / "data" / "ingested")) for source in recipe.sources]
-    splits = split_dataset(recipe.split, data[0], data[1:], str(run_dir / "data" / "splits"))
+    ingested = str(run_dir / "data" / "ingested")
+    data = [ingest_dataset(source, ingested) for source in recipe.sources]
+    files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
+    splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
     model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir))
     metrics = evaluate_model(
         recipe.evaluate, model, splits, str(run_dir / "metrics.json"), artifact_key(recipe, "gain")
     )
     check_quality_gate(recipe.evaluate, metrics, model.model_dir)
-    record = run_record(recipe, run_dir, data)
+    record = run_record(recipe, run_dir, data, files)
     render_model_card(recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card"))
     pushed = push_model(recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push"))
     return RunResult(

@@ -88,6 +88,11 @@ class Recipe(BaseModel):
         """Every dataset the run reads: the training data first, then the separate evaluation sources."""
         return [self.ingest, *self.split.eval_sources]
 
+    @property
+    def files(self) -> dict[str, IngestConfig]:
+        """The test and eval files that are used whole, read like the training data."""
+        return self.split.files(self.ingest)
+
     def to_yaml(self) -> str:
         """The resolved recipe, defaults filled in, as saved beside every run."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

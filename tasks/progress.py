@@ -19,6 +19,7 @@ class PrefectProgress(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
+            self.logger.info("Training started: %d steps, %d epochs", state.max_steps, state.num_train_epochs)
             try:
                 from prefect.artifacts import create_progress_artifact
 

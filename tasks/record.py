@@ -21,6 +21,7 @@ class RunRecord(BaseModel):
     flow_run_url: str | None = None
     repo_id: str | None = None
     data: list[IngestReport]
+    files: dict[str, IngestReport] = {}
 
     @property
     def release(self) -> str:
@@ -29,7 +30,9 @@ class RunRecord(BaseModel):
 
     @property
     def fingerprints(self) -> dict[str, str]:
-        return {report.label: report.fingerprint for report in self.data}
+        return {report.label: report.fingerprint for report in self.data} | {
+            f"{report.label} ({part} file)": report.fingerprint for part, report in self.files.items()
+        }
 
 
 def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> dict:

@@ -45,12 +45,37 @@ class SplitConfig(BaseModel):
         "each is split into eval/test halves by eval_size:test_size, and the training data is then used whole "
         "for training.",
     )
+    test_file: str | None = Field(
+        None,
+        description="A test file of its own (file, folder or glob, read with ingest's columns), used whole as the "
+        "test split; test_size is then not used.",
+    )
+    eval_file: str | None = Field(
+        None,
+        description="An eval file of its own, used whole as the eval split (read like test_file); eval_size is then "
+        "not used.",
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> SplitConfig:
-        if not self.eval_sources and self.eval_size + self.test_size >= 1.0:
+        if (self.test_file or self.eval_file) and self.eval_sources:
+            raise ValueError("test_file/eval_file: give these or eval_sources, not both")
+        if not self.eval_sources and sum(self.shares().values()) >= 1.0:
             raise ValueError("eval_size + test_size must leave rows for training")
         return self
+
+    def shares(self) -> dict[str, float]:
+        """What is carved out of the training data: the parts that have no file of their own."""
+        return {"eval": 0.0 if self.eval_file else self.eval_size, "test": 0.0 if self.test_file else self.test_size}
+
+    def files(self, train: IngestConfig) -> dict[str, IngestConfig]:
+        """The test and eval files as ingest sections: the training data's name, kind and columns, their own path."""
+        files = {"test": self.test_file, "eval": self.eval_file}
+        return {
+            part: train.model_copy(update={"path": path, "path_env": None, "dataset": None, "limit": None})
+            for part, path in files.items()
+            if path
+        }
 
 
 class EvalSplit(BaseModel):
@@ -96,19 +121,19 @@ def _group_split(
 
 def _assign_groups(groups: datasets.Dataset, shares: dict[str, float], seed: int) -> dict[str, str]:
     """Group value -> "train", "eval" or "test": first train vs. held out, then the held out into eval vs. test."""
-    held_out = sum(v for k, v in shares.items() if k != "train")
+    held = {name: share for name, share in shares.items() if name != "train" and share}
     assignment: dict[str, str] = {}
     if shares.get("train"):
-        parts = groups.train_test_split(test_size=held_out, seed=seed)
+        parts = groups.train_test_split(test_size=sum(held.values()), seed=seed)
     else:
         parts = {"train": groups.select([]), "test": groups}
     assignment.update(dict.fromkeys(parts["train"]["group"], "train"))
     rest = parts["test"]
-    if shares.get("eval"):
-        rest = rest.train_test_split(test_size=shares["test"] / held_out, seed=seed)
+    if len(held) == 2:
+        rest = rest.train_test_split(test_size=held["test"] / sum(held.values()), seed=seed)
         assignment.update(dict.fromkeys(rest["train"]["group"], "eval"))
         rest = rest["test"]
-    assignment.update(dict.fromkeys(rest["group"], "test"))
+    assignment.update(dict.fromkeys(rest["group"], "test" if "test" in held else "eval"))
     return assignment
 
 
@@ -119,30 +144,39 @@ def _write(parts: dict[str, datasets.Dataset], out: Path) -> dict[str, str]:
     return {name: str(out / f"{name}.parquet") for name in parts}
 
 
-def _held_out(config: SplitConfig, train: IngestReport, evaluation: list[IngestReport]):
-    """(training rows, [(report, its eval/test parts)]): from separate sources when there are any."""
+def _held_out(config: SplitConfig, train: IngestReport, evaluation: list[IngestReport], files: dict[str, IngestReport]):
+    """(training rows, [(report, its eval/test parts)]): from separate sources or files when there are any."""
     data = datasets.Dataset.from_parquet(train.path)
     if evaluation:
         shares = {"eval": config.eval_size, "test": config.test_size}
-        return data, [
-            (
-                report,
-                _group_split(
-                    datasets.Dataset.from_parquet(report.path), shares, DEFAULT_GROUP[report.kind], config.seed
-                ),
-            )
-            for report in evaluation
+        group = {report.path: DEFAULT_GROUP[report.kind] for report in evaluation}
+        held = [
+            _group_split(datasets.Dataset.from_parquet(r.path), shares, group[r.path], config.seed) for r in evaluation
         ]
-    shares = {"train": 1 - config.eval_size - config.test_size, "eval": config.eval_size, "test": config.test_size}
-    parts = _group_split(data, shares, config.group_by or DEFAULT_GROUP[train.kind], config.seed)
+        return data, list(zip(evaluation, held))
+    shares = config.shares()
+    parts = {"train": data}
+    if sum(shares.values()):
+        shares["train"] = 1 - sum(shares.values())
+        parts = _group_split(data, shares, config.group_by or DEFAULT_GROUP[train.kind], config.seed)
+    parts.update({part: datasets.Dataset.from_parquet(report.path) for part, report in files.items()})
     return parts.pop("train"), [(train, parts)]
 
 
 @task(name="split-dataset", cache_policy=INPUTS, persist_result=True)
-def split_dataset(config: SplitConfig, train: IngestReport, evaluation: list[IngestReport], out_dir: str) -> Splits:
-    """Write the training rows and every evaluation dataset's eval/test parts; return where they are."""
+def split_dataset(
+    config: SplitConfig,
+    train: IngestReport,
+    evaluation: list[IngestReport],
+    files: dict[str, IngestReport],
+    out_dir: str,
+) -> Splits:
+    """Write the training rows and every evaluation dataset's eval/test parts; return where they are.
+
+    Only what has no data of its own is split: a test or eval file (``files``) is used whole.
+    """
     out = Path(out_dir)
-    train_part, held_out = _held_out(config, train, evaluation)
+    train_part, held_out = _held_out(config, train, evaluation, files)
     (train_path,) = _write({"train": train_part}, out).values()
     result = Splits(train=train_path, train_name=train.label, train_kind=train.kind, evaluation={})
     for report, parts in held_out:

@@ -168,3 +168,26 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
     summary = output[output.index("Run directory: ") :].splitlines()
     assert summary[1].startswith("tiny_validation_cosine_ndcg@10: base ") and " -> fine-tuned " in summary[1]
     assert summary[2].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[3])
+
+
+def test_separate_train_and_test_files_run_as_given(recipe_dict, tmp_path, write_recipe):
+    import pandas as pd
+
+    rows = make_pairs(130)
+    recipe_dict["ingest"]["path"] = str(write_jsonl(tmp_path / "train.jsonl", rows[:100]))
+    recipe_dict["split"] = {"test_file": str(write_jsonl(tmp_path / "test.jsonl", rows[100:])), "eval_size": 0.0}
+    recipe_dict["train"]["args"]["num_train_epochs"] = 1
+    result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    run_dir = next((tmp_path / "runs" / "tiny-test").iterdir())
+    assert len(pd.read_parquet(run_dir / "data" / "splits" / "train.parquet")) == 100
+    test = pd.read_parquet(run_dir / "data" / "splits" / "tiny_validation" / "test.parquet")
+    assert sorted(test["anchor"]) == sorted(row["question"] for row in rows[100:])  # every row, nothing else
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # 30 queries, one relevant passage each: accuracy@1 counts whole queries out of 30.
+    hits = metrics["finetuned"]["tiny_validation_cosine_accuracy@1"] * 30
+    assert abs(hits - round(hits)) < 1e-9
+    assert (
+        "tiny_validation (test file)"
+        in json.loads((tmp_path / "published" / "latest" / "training_meta.json").read_text())["data_fingerprint"]
+    )

@@ -38,9 +38,9 @@ def test_no_group_crosses_splits_and_seed_repeats(tmp_path):
     for i, row in enumerate(rows):  # every passage answers two questions
         row["context"] = rows[i - i % 2]["context"] if i % 2 else row["context"]
     data = _ingested(tmp_path, rows)
-    first = _parts(split(SplitConfig(seed=3), data, [], str(tmp_path / "s1")))
-    again = _parts(split(SplitConfig(seed=3), data, [], str(tmp_path / "s2")))
-    other = _parts(split(SplitConfig(seed=4), data, [], str(tmp_path / "s3")))
+    first = _parts(split(SplitConfig(seed=3), data, [], {}, str(tmp_path / "s1")))
+    again = _parts(split(SplitConfig(seed=3), data, [], {}, str(tmp_path / "s2")))
+    other = _parts(split(SplitConfig(seed=4), data, [], {}, str(tmp_path / "s3")))
     passages = {name: set(frame["positive"]) for name, frame in first.items()}
     assert (
         not passages["train"] & passages["test"]
@@ -54,7 +54,9 @@ def test_no_group_crosses_splits_and_seed_repeats(tmp_path):
 
 def test_group_column(tmp_path):
     data = _ingested(tmp_path, make_pairs(120))
-    parts = _parts(split(SplitConfig(group_by="topic", eval_size=0.2, test_size=0.2), data, [], str(tmp_path / "s")))
+    parts = _parts(
+        split(SplitConfig(group_by="topic", eval_size=0.2, test_size=0.2), data, [], {}, str(tmp_path / "s"))
+    )
     topics = {name: set(frame["topic"]) for name, frame in parts.items()}
     assert topics["train"].isdisjoint(topics["test"]) and topics["train"].isdisjoint(topics["eval"])
 
@@ -72,7 +74,7 @@ def test_separate_eval_source_keeps_all_training_rows(tmp_path):
     sts_config = IngestConfig(name="sts-dev", kind="similarity", path=str(tmp_path / "sts.csv"))
     source = ingest(sts_config, str(tmp_path / "in"))
     result = split(
-        SplitConfig(eval_size=0.5, test_size=0.5, eval_sources=[sts_config]), train, [source], str(tmp_path / "s")
+        SplitConfig(eval_size=0.5, test_size=0.5, eval_sources=[sts_config]), train, [source], {}, str(tmp_path / "s")
     )
     assert len(pd.read_parquet(result.train)) == 60
     entry = result.evaluation["sts-dev"]
@@ -110,3 +112,34 @@ def test_too_few_groups_and_missing_group_column_are_named():
         match=r"group column 'module' is not in the data \(\['doc', 'row'\]\); keep it with ingest.keep",
     ):
         _group_split(data, {"train": 0.8, "test": 0.2}, "module", seed=1)
+
+
+def test_test_file_is_used_whole_and_eval_is_carved_from_training(tmp_path):
+    train = _ingested(tmp_path, make_pairs(100))
+    config = SplitConfig(test_file=str(write_jsonl(tmp_path / "test.jsonl", make_pairs(30, seed=9))), eval_size=0.2)
+    (test_source,) = config.files(IngestConfig(path="x", columns=MAPPING, keep=["topic"])).values()
+    test = ingest(test_source, str(tmp_path / "in" / "test"))
+    parts = _parts(split(config, train, [], {"test": test}, str(tmp_path / "s")))
+    assert len(parts["test"]) == 30 and len(parts["train"]) + len(parts["eval"]) == 100
+    assert 10 <= len(parts["eval"]) <= 30  # a fifth of the passages, give or take the group sizes
+
+
+def test_eval_and_test_files_leave_the_training_data_whole(tmp_path):
+    train = _ingested(tmp_path, make_pairs(100))
+    own = {
+        part: ingest(
+            IngestConfig(path=str(write_jsonl(tmp_path / f"{part}.jsonl", make_pairs(n, seed=n))), columns=MAPPING),
+            str(tmp_path / "in" / part),
+        )
+        for part, n in (("test", 30), ("eval", 20))
+    }
+    config = SplitConfig(test_file="t.jsonl", eval_file="e.jsonl")
+    parts = _parts(split(config, train, [], own, str(tmp_path / "s")))
+    assert {name: len(part) for name, part in parts.items()} == {"train": 100, "eval": 20, "test": 30}
+
+
+def test_files_and_eval_sources_are_refused_together():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="test_file/eval_file: give these or eval_sources, not both"):
+        SplitConfig(test_file="t.jsonl", eval_sources=[IngestConfig(path="x")])
