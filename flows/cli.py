@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from typing import Annotated
 
@@ -39,49 +38,70 @@ def run(
     ] = None,
 ) -> None:
     """Run the fine-tuning flow locally (Prefect's embedded API unless PREFECT_API_URL is set)."""
+    _run_flow(recipe, set_ or [], output_dir=output_dir)
+
+
+@app.command()
+def resume(run_dir: Annotated[str, typer.Argument(help="A run directory, e.g. runs/demo-minilm/20261124-...")]) -> None:
+    """Continue a failed or killed run in its own directory: a trained model is not trained again,
+    a killed training goes on from its newest complete checkpoint."""
+    from pathlib import Path
+
+    folder = Path(run_dir)
+    if not (folder / "recipe.yaml").is_file():
+        _fail(EmbedforgeError(f"{run_dir}: not a run directory (it has no recipe.yaml)"), 1)
+    _run_flow(str(folder / "recipe.yaml"), [], output_dir=str(folder.parent.parent), resume_dir=str(folder))
+
+
+def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
+    from flows.local import check_api, one_line_errors, start_embedded_api
+
     started = time.monotonic()
-    api = _start_embedded_api()
+    api = start_embedded_api()
     from flows.finetune import finetune
+    from flows.preflight import preflight
     from flows.recipe import load_recipe
 
     try:
-        parsed = load_recipe(recipe, set_)
+        parsed = load_recipe(recipe, overrides)
+        preflight(parsed, recipe, flow_options["output_dir"])
         if api:
             api.join()
-        result = finetune(recipe=parsed, output_dir=output_dir)
+        else:
+            check_api()
+        one_line_errors()
+        result = finetune(recipe=parsed, **flow_options)
     except EmbedforgeError as exc:
         _fail(exc, 1)
+    _summary(result, time.monotonic() - started)
+
+
+def _summary(result, seconds: float) -> None:
     typer.echo(f"\nRun directory: {result.run_dir}")
     typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
     push = result.push
     typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
-    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    minutes, seconds = divmod(round(seconds), 60)
     typer.echo(f"Wall time: {minutes} min {seconds:02d} s")
 
 
-def _start_embedded_api() -> threading.Thread | None:
-    """Start Prefect's temporary server while torch and the model load: each takes seconds, on its own core."""
-    from prefect.settings import get_current_settings
-
-    settings = get_current_settings()
-    if settings.api.url or not settings.server.ephemeral.enabled:
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
-
-    thread = threading.Thread(target=SubprocessASGIServer().start, name="embedded-prefect-api", daemon=True)
-    thread.start()
-    return thread
-
-
 @app.command()
-def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files to check.")]) -> None:
-    """Check recipes without training; exit non-zero naming every bad field."""
+def validate(
+    recipes: Annotated[list[str], typer.Argument(help="Recipe files to check.")],
+    recipe_only: Annotated[
+        bool, typer.Option("--recipe-only", help="Check the files alone, not the data, model or push target.")
+    ] = False,
+) -> None:
+    """Check recipes without training: the file, and what the run would find (data, base model, metrics, push)."""
+    from flows.preflight import preflight
     from flows.recipe import load_recipe
 
     failed = False
     for path in recipes:
         try:
-            load_recipe(path)
+            recipe = load_recipe(path)
+            if not recipe_only:
+                preflight(recipe, path)
             typer.echo(f"{path}: ok")
         except EmbedforgeError as exc:
             typer.secho(str(exc), fg=typer.colors.RED, err=True)

@@ -49,10 +49,13 @@ def artifact_key(recipe: Recipe, what: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{recipe.name}-{what}")
 
 
-def start_run(recipe: Recipe, output_dir: str) -> Path:
-    """runs/<recipe>/<run-id>/, with the resolved recipe saved first so even a failed run says how it was made."""
+def start_run(recipe: Recipe, output_dir: str, resume_dir: str | None) -> Path:
+    """runs/<recipe>/<run-id>/ (or the run being resumed), with the resolved recipe saved first.
+
+    Saved first, so even a failed run says how it was made, and `embedforge resume` can continue it.
+    """
     quiet_libraries()
-    run_dir = Path(output_dir) / recipe.name / run_id()
+    run_dir = Path(resume_dir) if resume_dir else Path(output_dir) / recipe.name / run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     run_logger().info("Run directory: %s", run_dir)
@@ -75,9 +78,9 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: d
 
 
 @flow(name="finetune", flow_run_name=flow_run_name)
-def finetune(recipe: Recipe, output_dir: str = "runs") -> RunResult:
+def finetune(recipe: Recipe, output_dir: str = "runs", resume_dir: str | None = None) -> RunResult:
     """Fine-tune one embedding model from its recipe and publish it if it earns it."""
-    run_dir = start_run(recipe, output_dir)
+    run_dir = start_run(recipe, output_dir, resume_dir)
     ingested = str(run_dir / "data" / "ingested")
     data = [ingest_dataset(source, ingested) for source in recipe.sources]
     files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}

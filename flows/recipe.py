@@ -31,6 +31,19 @@ class ScheduleConfig(BaseModel):
     cron: str = Field(description="Cron expression, e.g. '0 3 * * 1' for Mondays at 03:00.")
     timezone: str = Field("UTC", description="IANA timezone the cron expression is read in.")
 
+    @model_validator(mode="after")
+    def _prefect_accepts_it(self) -> ScheduleConfig:
+        # Prefect's own schedule model: what it refuses at deploy time is refused here, by field.
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=self.cron, timezone=self.timezone)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = error["loc"][0] if error["loc"] else "cron"
+            raise ValueError(f"{field}: {error['msg'].removeprefix('Value error, ')}") from None
+        return self
+
 
 class DeploymentConfig(BaseModel):
     """How the model's Prefect deployment runs: where, when, and with which labels."""
@@ -142,6 +155,14 @@ def format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _yaml_value(raw: str):
+    """A --set value as YAML 1.2 reads it: only true/false are booleans, so `no` stays the word the user typed."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        return raw.strip()
+    return value
+
+
 def _apply_override(data: dict, assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
@@ -152,7 +173,7 @@ def _apply_override(data: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise EmbedforgeError(f"--set {assignment!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    node[leaf] = _yaml_value(raw)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -162,6 +183,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise EmbedforgeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise EmbedforgeError(f"{path}: is a folder; give a recipe file, e.g. {path}/<name>.yaml") from None
+    except UnicodeDecodeError as exc:
+        raise EmbedforgeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+    except OSError as exc:
+        raise EmbedforgeError(f"{path}: cannot read the recipe: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise EmbedforgeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

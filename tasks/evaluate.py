@@ -7,13 +7,14 @@ measurement; the card names the library's own evaluators (``card_evaluators``).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from pathlib import Path
 
 import datasets
 from prefect import task
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sentence_transformers.sentence_transformer.evaluation import (
     BinaryClassificationEvaluator,
     EmbeddingSimilarityEvaluator,
@@ -51,11 +52,19 @@ class EvaluateConfig(BaseModel):
         description="Metric used by gates and the champion/challenger check (default: the first evaluator's "
         "primary metric).",
     )
+
     gates: dict[str, float] = Field(
         default_factory=dict,
         description="Minimum values, e.g. {cosine_ndcg@10: 0.6, gain: 0.0}; 'gain' is the headline's fine-tuned "
         "minus base.",
     )
+
+    @model_validator(mode="after")
+    def _descending(self) -> EvaluateConfig:
+        dims = self.matryoshka_dims or []
+        if any(a <= b for a, b in zip(dims, dims[1:])) or any(d <= 0 for d in dims):
+            raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
+        return self
 
 
 class EvaluatorInfo(BaseModel):
@@ -271,6 +280,51 @@ def resolve_metric(name: str, metrics: dict) -> str:
         return matches[0]
     hint = f"it matches {matches}" if matches else f"known metrics: {', '.join(sorted(metrics))}"
     raise EmbedforgeError(f"evaluate: metric {name!r} is not unique or unknown; {hint}")
+
+
+# What each kind of evaluator reports, per similarity function, before the dataset (and dim) prefix.
+RETRIEVAL_METRICS = [f"{m}@{k}" for m in ("accuracy", "precision", "recall") for k in (1, 3, 5, 10)]
+RETRIEVAL_METRICS += ["ndcg@10", "mrr@10", "map@100"]
+PAIR_METRICS = {
+    "similarity": [f"{c}_{fn}" for c in ("pearson", "spearman") for fn in ALL_SIMILARITIES],
+    "classification": [
+        f"{fn}_{m}"
+        for fn in ALL_SIMILARITIES
+        for m in ("accuracy", "accuracy_threshold", "f1", "f1_threshold", "precision", "recall", "ap", "mcc")
+    ],
+}
+
+
+def metric_names(datasets_by_name: dict[str, str], config: EvaluateConfig) -> list[str]:
+    """Every metric key the test evaluators will report for these datasets ({evaluator name: kind})."""
+    names = []
+    for name, kind in datasets_by_name.items():
+        prefix = f"{name}_" if name else ""
+        if kind != "retrieval":
+            names += [prefix + metric for metric in PAIR_METRICS[kind]]
+            continue
+        dims = [f"dim_{d}_" for d in config.matryoshka_dims or []] or [""]
+        names += [prefix + dim + f"{fn}_{m}" for dim in dims for fn in ALL_SIMILARITIES for m in RETRIEVAL_METRICS]
+        names += [f"{prefix}triplet_{fn}_accuracy" for fn in ALL_SIMILARITIES]
+    return names
+
+
+def check_metric_names(config: EvaluateConfig, datasets_by_name: dict[str, str]) -> list[tuple[str, str]]:
+    """(field, problem) for every headline or gate metric the evaluators will not report."""
+    known = dict.fromkeys(metric_names(datasets_by_name, config))
+    asked = [("evaluate.headline", config.headline)] if config.headline else []
+    asked += [(f"evaluate.gates.{name}", name) for name in config.gates if name != "gain"]
+    problems = []
+    for field, name in asked:
+        try:
+            resolve_metric(name, known)
+        except EmbedforgeError:
+            short = [m for kind in set(datasets_by_name.values()) for m in metric_names({"": kind}, config)]
+            close = difflib.get_close_matches(name, short + list(known), n=1)
+            problems.append(
+                (field, f"no evaluator reports {name!r}" + (f"; did you mean {close[0]}?" if close else ""))
+            )
+    return problems
 
 
 def gain_table(metrics: Metrics) -> list[dict]:

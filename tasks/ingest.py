@@ -137,6 +137,49 @@ def _local_files(location: str) -> list[str]:
     return files
 
 
+def source_columns(config: IngestConfig) -> list[str] | None:
+    """The columns of a local source, from its first file's header or first row only; None for a Hub dataset.
+
+    Raises EmbedforgeError naming the file (and row) when the source is missing or unreadable.
+    """
+    source_type, location = _resolve_source(config)
+    if source_type == "dataset":
+        return None
+    first = _local_files(location)[0]
+    try:
+        if first.endswith(".csv"):
+            return list(pd.read_csv(first, nrows=0).columns)
+        if first.endswith(".parquet"):
+            import pyarrow.parquet
+
+            return pyarrow.parquet.read_schema(first).names
+        with open(first, "rb") as handle:  # bytes: only the first row is decoded, not a whole buffer
+            line = next((line for line in handle if line.strip()), b"{}")
+        return list(json.loads(line.decode("utf-8")))
+    except UnicodeDecodeError:
+        raise EmbedforgeError(f"ingest: {first}, row 1: not UTF-8 text; save it as UTF-8") from None
+    except (ValueError, OSError) as exc:
+        raise EmbedforgeError(f"ingest: could not read {first}: {exc}") from None
+
+
+def required_columns(config: IngestConfig) -> list[str]:
+    """Source columns the recipe names: the mapped standard columns, ingest.where and ingest.keep."""
+    required, _ = STANDARD_COLUMNS[config.kind]
+    return [config.columns.get(c, c) for c in required] + [c for c in [*config.where, *config.keep]]
+
+
+def _check_utf8(file: str) -> None:
+    """A text file that is not UTF-8 would be read as garbled text without an error: name the row instead."""
+    if Path(file).suffix not in (".jsonl", ".json", ".csv"):
+        return
+    with open(file, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise EmbedforgeError(f"ingest: {file}, row {number}: not UTF-8 text; save the file as UTF-8") from None
+
+
 def _load(config: IngestConfig) -> tuple[datasets.Dataset, str]:
     source_type, location = _resolve_source(config)
     if source_type == "dataset":
@@ -151,6 +194,8 @@ def _load(config: IngestConfig) -> tuple[datasets.Dataset, str]:
     formats = {FORMATS.get(Path(f).suffix) for f in files}
     if None in formats or len(formats) > 1:
         raise EmbedforgeError(f"ingest: {location} mixes or holds unknown formats; use one of {', '.join(FORMATS)}")
+    for file in files:
+        _check_utf8(file)
     try:
         data = datasets.load_dataset(formats.pop(), data_files=files, split="train")
     except Exception as exc:

@@ -36,5 +36,7 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    # datasets logs an ERROR for a JSON file it cannot parse; ingest reports it, naming the row datasets does not.
+    logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
     # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")

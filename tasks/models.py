@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import pickle
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -15,6 +17,8 @@ from pydantic import BaseModel, Field
 from tasks.errors import EmbedforgeError
 
 PACKAGE_SCHEME = "pkg:"
+# A Hub model id: optional owner, then a name; anything else that is no folder is a path that does not exist.
+HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
 
 
 class TrainedModel(BaseModel):
@@ -77,3 +81,43 @@ def load_model(ref: str, revision: str | None = None, max_seq_length: int | None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
+
+
+def _config_folder(ref: str, revision: str | None) -> Path:
+    """A folder with the model's JSON configs: the local folder, or only the *.json files of a Hub snapshot."""
+    path = Path(resolve_model_ref(ref))
+    if path.is_dir():
+        return path
+    if not HUB_ID.match(ref):
+        raise EmbedforgeError(f"model {ref!r}: no such folder")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(ref, revision=revision, allow_patterns=["*.json"]))
+    except LocalEntryNotFoundError:
+        raise EmbedforgeError(
+            f"model {ref!r}: not in the local Hugging Face cache, and the Hub cannot be asked "
+            "(HF_HUB_OFFLINE or no network)"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise EmbedforgeError(
+            f"model {ref!r}: the Hub has no such model or revision ({exc.response.status_code})"
+        ) from None
+
+
+def embedding_dimension(ref: str, revision: str | None = None) -> int | None:
+    """The model's output dimension from its config files alone (no weights loaded); None when they do not say."""
+    folder = _config_folder(ref, revision)
+    dimension = None
+    config = folder / "config.json"
+    if config.exists():
+        data = json.loads(config.read_text())
+        dimension = data.get("hidden_size") or data.get("d_model")
+    modules = folder / "modules.json"
+    for module in json.loads(modules.read_text()) if modules.exists() else []:
+        settings = folder / module["path"] / "config.json"
+        if module["path"] and settings.exists():
+            data = json.loads(settings.read_text())
+            dimension = data.get("out_features") or data.get("word_embedding_dimension") or dimension
+    return dimension

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -230,6 +231,47 @@ def measure_champion(
     metrics, _ = measure(champion_dir, splits, evaluate, max_seq_length=model.max_seq_length)
     (run_dir / "champion-metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def writable(folder: Path) -> str | None:
+    """Why files cannot be written under this folder (created if missing), or None when they can."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        return f"cannot write to {existing} ({exc.strerror})"
+    return None
+
+
+def check_target(config: PushConfig) -> list[tuple[str, str]]:
+    """(field, problem) for a target this run could not publish to: checked before any training."""
+    if not config.active:
+        return []
+    if config.local_dir:
+        problem = writable(Path(config.local_dir))
+        return [("push.local_dir", problem)] if problem else []
+    try:
+        token = _token(config)
+    except EmbedforgeError as exc:
+        return [("push.token_secret", str(exc).removeprefix("push.token_secret: "))]
+    if not token:
+        return [("push.repo_id", "publishing to the Hub needs a token: set HF_TOKEN or push.token_secret")]
+    if hub_constants.HF_HUB_OFFLINE:
+        return [
+            (
+                "push.repo_id",
+                "HF_HUB_OFFLINE is set, so nothing can be published to the Hub; unset it, or publish to push.local_dir",
+            )
+        ]
+    try:
+        _api(config, token).whoami()
+    except HfHubHTTPError as exc:
+        return [("push.repo_id", _hub_error(exc, config.full_repo_id, token).args[0].removeprefix("push: "))]
+    except httpx.TransportError as exc:
+        return [("push.endpoint", f"the Hub at {config.endpoint or hub_constants.ENDPOINT} cannot be reached ({exc})")]
+    return []
 
 
 def decide(config: PushConfig, headline: str, challenger: float, champion: float | None) -> tuple[bool, str]:

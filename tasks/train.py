@@ -6,6 +6,7 @@ the card stage renders from, see ``TrainedModel``). Runs in-process, or under to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -15,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,11 @@ from sentence_transformers import (
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators
 from tasks.logs import run_logger
-from tasks.models import TrainedModel, load_model
+from tasks.models import TrainedModel, embedding_dimension, load_model
 from tasks.progress import PrefectProgress, TrainingBar
 from tasks.split import Splits
 
@@ -46,6 +47,17 @@ RESERVED_ARGS = {"output_dir"}
 # Arguments older seed cards list that transformers 5 no longer has: accepted, so a card's list
 # still copies in, and dropped at training time with this reason logged.
 RETIRED_ARGS = {"save_safetensors": "transformers 5 always saves safetensors"}
+# Arguments whose zero or negative value the trainer accepts and then trains nonsense with (or divides by).
+POSITIVE_ARGS = {
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "logging_steps",
+    "save_steps",
+    "eval_steps",
+}
 LOSS_INPUTS = {
     "retrieval": ["anchor", "positive", "negative"],
     "similarity": ["sentence1", "sentence2", "score"],
@@ -91,6 +103,10 @@ class LossConfig(BaseModel):
                 )
         if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims or []):
             raise ValueError("matryoshka_weights needs one weight per matryoshka_dims entry")
+        dims = self.matryoshka_dims or []
+        # The first dim is the model's full size and the headline's; an ascending list would make the smallest one it.
+        if any(a <= b for a, b in zip(dims, dims[1:])) or any(d <= 0 for d in dims):
+            raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
         return self
 
 
@@ -139,6 +155,8 @@ class TrainConfig(BaseModel):
             except (ValidationError, TypeError) as exc:
                 message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
                 raise ValueError(f"{key}: {message} (got {value!r})") from None
+            if key in POSITIVE_ARGS and isinstance(value, (int, float)) and value <= 0:
+                raise ValueError(f"{key}: must be greater than 0 (got {value!r})")
         return args
 
 
@@ -177,6 +195,35 @@ def _training_args(config: TrainConfig, checkpoints: Path, has_eval: bool) -> Se
         return SentenceTransformerTrainingArguments(output_dir=str(checkpoints), **args)
     except (ValueError, ImportError) as exc:
         raise EmbedforgeError(f"train.args: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _quiet():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]:
+    """(field, problem) for what would stop training before its first step: arguments, base model, dims."""
+    problems = []
+    try:
+        # Building the arguments only to check them: their warnings belong to the training run.
+        with tempfile.TemporaryDirectory() as scratch, _quiet():
+            _training_args(config, Path(scratch), has_eval)
+    except EmbedforgeError as exc:
+        field, _, message = str(exc).partition(": ")
+        problems.append((field, message))
+    try:
+        dimension = embedding_dimension(config.base_model, config.base_model_revision)
+    except EmbedforgeError as exc:
+        return [*problems, ("train.base_model", str(exc))]
+    too_large = [d for d in config.loss.matryoshka_dims or [] if dimension and d > dimension]
+    if too_large:
+        problems.append(("train.loss.matryoshka_dims", f"{too_large} exceed the model's dimension {dimension}"))
+    return problems
 
 
 def _evaluation(args, splits: Splits, evaluate: EvaluateConfig):
@@ -223,8 +270,7 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
     trainer = _trainer(
         model, config, _training_args(config, run_dir / "checkpoints", bool(splits.parts("eval"))), splits, evaluate
     )
-    checkpoints = run_dir / "checkpoints"
-    checkpoint = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
+    checkpoint = newest_checkpoint(run_dir / "checkpoints") if config.resume else None
     if checkpoint:
         run_logger().info("Resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -232,6 +278,23 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
         model.save(trained.model_dir)
         trained.save_card_data(model)
     return trained
+
+
+def newest_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint that was saved whole; one cut off mid-save is skipped with a log line.
+
+    The trainer writes trainer_state.json last, so a checkpoint without a readable one was killed while saving.
+    """
+    if not checkpoints.is_dir():
+        return None
+    found = [p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for folder in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            return str(folder)
+        except (OSError, ValueError):
+            run_logger().warning("Skipping %s: it was not saved whole (killed while saving?)", folder)
+    return None
 
 
 def _trained(config: TrainConfig, run_dir: Path) -> TrainedModel:
@@ -272,7 +335,15 @@ def _launch_distributed(config: TrainConfig, splits: Splits, evaluate: EvaluateC
 # No retries: a failed training is a bug or bad recipe, and a blind retry burns GPU hours.
 @task(name="train-model", retries=0)
 def train_model(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, run_dir: str) -> TrainedModel:
-    """Fine-tune and save the model in the run directory; evaluate settings serve evaluation during training."""
+    """Fine-tune and save the model in the run directory; evaluate settings serve evaluation during training.
+
+    A run directory whose model was saved whole is not trained again: a retry or `embedforge resume`
+    after a later stage failed goes straight on to evaluation.
+    """
+    trained = _trained(config, Path(run_dir))
+    if Path(trained.card_data).exists():  # written after the model, so the model is complete
+        run_logger().info("%s already holds this run's trained model; not training again", trained.model_dir)
+        return trained
     if config.devices > 1:
         return _launch_distributed(config, splits, evaluate, Path(run_dir))
     return run_training(config, splits, evaluate, Path(run_dir))

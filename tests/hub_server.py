@@ -108,6 +108,10 @@ def make_handler(state: HubState, base_url_holder: list[str]):
                 return self._create_repo(json.loads(body))
             if self.command == "POST" and path == "/api/validate-yaml":
                 return self._validate_yaml(json.loads(body))
+            if path == "/api/whoami-v2":  # what embedforge's check before training asks
+                if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+                    return self._error(401, "Invalid credentials in Authorization header")
+                return self._send(200, {"type": "user", "name": "embedforge-test", "auth": {"type": "access_token"}})
             if m := re.fullmatch(r"/api/models/(.+?)/(preupload|commit|branch|tag)/(.+)", path):
                 return self._repo_write(m.group(1), m.group(2), m.group(3), body)
             if m := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(/.*)?", path):

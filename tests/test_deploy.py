@@ -119,3 +119,16 @@ def test_deploy_checks_every_pool_before_registering_any(deployed, tmp_path, wri
     with get_client(sync_client=True) as client:
         with pytest.raises(ObjectNotFound):
             client.read_deployment_by_name("finetune/aaa-first")
+
+
+def test_a_bad_second_recipe_registers_nothing(deployed, write_recipe, recipe_dict):
+    from prefect.exceptions import ObjectNotFound
+
+    good = write_recipe({**recipe_dict, "name": "aaa-good", "deployment": {"work_pool": "test-gpu"}}, "aaa-good.yaml")
+    bad = write_recipe(
+        {**recipe_dict, "name": "zzz-bad", "deployment": {"work_pool": "test-gpu", "pool": "x"}}, "zzz-bad.yaml"
+    )
+    result = CliRunner().invoke(app, ["deploy", str(good), str(bad)])
+    assert result.exit_code == 1 and f"{bad}: deployment.pool: unknown key" in result.output
+    with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
+        client.read_deployment_by_name("finetune/aaa-good")

@@ -97,12 +97,21 @@ def test_push_disabled_says_where_the_model_is(recipe_dict, tmp_path, write_reci
     assert "Run directory: " + str(tmp_path / "runs" / "tiny-test") in result.output
 
 
-def test_bad_data_fails_with_message_and_keeps_the_run_directory(recipe_dict, tmp_path, write_recipe):
+def test_a_mapped_column_missing_is_refused_before_any_run(recipe_dict, tmp_path, write_recipe):
     recipe_dict["ingest"]["columns"] = {"anchor": "query", "positive": "context"}
+    path = write_recipe(recipe_dict)
+    result = CliRunner().invoke(app, ["run", str(path), "--output-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert f"{path}: ingest.columns: the data has no column 'query'" in result.output
+    assert not (tmp_path / "runs").exists()  # found from the file's first row, before anything started
+
+
+def test_bad_data_found_during_the_run_keeps_the_run_directory(recipe_dict, tmp_path, write_recipe):
+    with open(recipe_dict["ingest"]["path"], "a") as handle:
+        handle.write('{"question": "broken", \n')
     result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
-    assert "missing column anchor (from 'query')" in result.output
-    assert "Traceback" not in result.output
+    assert "pairs.jsonl, row 121: not valid JSON" in result.output
     assert list((tmp_path / "runs" / "tiny-test").glob("*/recipe.yaml"))
 
 
@@ -123,7 +132,13 @@ def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp
     train_model(config, splits, EvaluateConfig(), str(run_dir))
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-4"]
 
-    # The same run again, asked for two epochs: it continues after step 4 instead of starting over.
+    # A finished model is never trained again in its run directory.
+    train_model(config, splits, EvaluateConfig(), str(run_dir))
+    assert "already holds this run's trained model; not training again" in caplog.text
+
+    # Killed before the model was saved, asked for two epochs: it continues after step 4 instead of starting over.
+    shutil.rmtree(run_dir / "model")
+    (run_dir / "model_card_data.pkl").unlink()
     longer = config.model_copy(update={"args": {**args, "num_train_epochs": 2}})
     train_model(longer, splits, EvaluateConfig(), str(run_dir))
     assert f"Resuming from {run_dir / 'checkpoints' / 'checkpoint-4'}" in caplog.text

@@ -232,3 +232,24 @@ def test_decide_publishes_the_first_release_and_only_better_or_equal_ones():
     assert decide(config, "ndcg", 0.4, 0.5) == (False, "ndcg 0.4000 < published 0.5000: kept the published model")
     forced = PushConfig(local_dir="x", require_improvement=False)
     assert decide(forced, "ndcg", 0.4, 0.5) == (True, "require_improvement is off (ndcg: 0.4000 vs published 0.5000)")
+
+
+def test_a_failed_push_is_published_by_resume_without_training_again(recipe_dict, hub, tmp_path, write_recipe, caplog):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    recipe_dict["push"] = {"repo_id": "acme/tiny-model", "endpoint": hub.url, "retries": 1, "retry_delay_seconds": 0}
+    hub.state.fail(r"/commit/", 503, 503)  # the upload and its one retry
+    failed = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert failed.exit_code == 1 and "push: the Hub refused the request for acme/tiny-model (HTTP 503)" in failed.output
+    (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
+    assert hub.state.commits("acme/tiny-model") == [] and (run_dir / "model" / "model.safetensors").exists()
+
+    caplog.clear()
+    resumed = CliRunner().invoke(app, ["resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"Push: published to {hub.url}/acme/tiny-model/commit/" in resumed.output
+    assert len(hub.state.commits("acme/tiny-model")) == 1
+    assert "already holds this run's trained model; not training again" in caplog.text
+    assert "Training started" not in caplog.text

@@ -1,0 +1,93 @@
+"""Running the flow from a terminal: Prefect's temporary server, our errors in one line, nothing left behind.
+
+`embedforge run` and `embedforge resume` use it; a deployment's flow run on a worker needs none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from tasks.errors import EmbedforgeError
+
+
+def start_embedded_api() -> threading.Thread | None:
+    """Start Prefect's temporary server while torch and the model load: each takes seconds, on its own core."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return None
+    thread = threading.Thread(target=_start_and_watch, name="embedded-prefect-api", daemon=True)
+    thread.start()
+    return thread
+
+
+def _start_and_watch() -> None:
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    # The server is a child process: a killed `embedforge run` (SIGKILL, OOM) cannot stop it, so a
+    # watcher in its own session stops it once this process is gone.
+    subprocess.Popen(
+        [sys.executable, "-m", "flows.local", str(os.getpid()), str(server.server_process.pid)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def check_api() -> None:
+    """An operator's PREFECT_API_URL that does not answer is one line before anything runs."""
+    from prefect import get_client
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if url:
+        with get_client(sync_client=True) as client:
+            if client.api_healthcheck() is not None:
+                raise EmbedforgeError(f"PREFECT_API_URL={url} does not answer; start the server or unset it")
+
+
+class OneLineErrors(logging.Filter):
+    """On the terminal an EmbedforgeError is its message, printed once at the end: no traceback above it.
+
+    Prefect logs the failure with its traceback; the dashboard keeps that record (the API handler
+    sees it first), the console drops it. Any other exception keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], EmbedforgeError))
+
+
+def one_line_errors() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(OneLineErrors())
+
+
+def _watch(parent: int, child: int) -> None:
+    while _alive(parent):
+        time.sleep(1)
+    if _alive(child):
+        os.kill(child, 15)
+
+
+def _alive(pid: int) -> bool:
+    """Running, that is: a process that has exited but not been reaped yet (a zombie) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    _watch(int(sys.argv[1]), int(sys.argv[2]))

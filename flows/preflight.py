@@ -1,0 +1,66 @@
+"""Everything knowable before training, checked at once: data, base model, trainer arguments, metrics, push target.
+
+`embedforge validate` and `embedforge run` call it before any model is loaded for training, so a
+mistake costs seconds, not a training run. Each stage says what it can check (tasks/*); this
+module only asks them all and reports every problem, one line each, against the recipe file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.recipe import Recipe
+from tasks.errors import EmbedforgeError
+from tasks.evaluate import check_metric_names
+from tasks.ingest import IngestConfig, required_columns, source_columns
+from tasks.push import check_target, writable
+from tasks.split import DEFAULT_GROUP
+from tasks.train import check_training
+
+
+def _sources(recipe: Recipe) -> list[tuple[str, IngestConfig]]:
+    sources = [("ingest", recipe.ingest)]
+    sources += [(f"split.eval_sources[{i}]", source) for i, source in enumerate(recipe.split.eval_sources)]
+    return sources + [(f"split.{part}_file", source) for part, source in recipe.files.items()]
+
+
+def _check_source(field: str, source: IngestConfig) -> list[tuple[str, str]]:
+    try:
+        columns = source_columns(source)
+    except EmbedforgeError as exc:
+        where = "path_env" if source.path_env else "path"
+        return [(field if "_file" in field else f"{field}.{where}", str(exc).removeprefix("ingest: "))]
+    missing = [c for c in required_columns(source) if columns is not None and c not in columns]
+    if missing:
+        return [(f"{field}.columns", f"the data has no column {', '.join(map(repr, missing))}; it has {columns}")]
+    return []
+
+
+def _check_group(recipe: Recipe) -> list[tuple[str, str]]:
+    group = recipe.split.group_by
+    kept = [*recipe.ingest.columns, *DEFAULT_GROUP.values(), "anchor", "positive", "negative", *recipe.ingest.keep]
+    if group and not recipe.split.eval_sources and group not in kept:
+        return [("split.group_by", f"column {group!r} does not reach the split; add it to ingest.keep")]
+    return []
+
+
+def _evaluated(recipe: Recipe) -> dict[str, str]:
+    sources = recipe.split.eval_sources or [recipe.ingest]
+    return {source.name: source.kind for source in sources}
+
+
+def _has_eval(recipe: Recipe) -> bool:
+    return bool(recipe.split.eval_file or recipe.split.eval_size > 0)
+
+
+def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> None:
+    """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
+    problems = [problem for field, config in _sources(recipe) for problem in _check_source(field, config)]
+    problems += _check_group(recipe)
+    problems += check_training(recipe.train, _has_eval(recipe))
+    problems += check_metric_names(recipe.evaluate, _evaluated(recipe))
+    problems += check_target(recipe.push)
+    if output_dir and (problem := writable(Path(output_dir))):
+        problems.append(("--output-dir", problem))
+    if problems:
+        raise EmbedforgeError("\n".join(f"{source}: {field}: {message}" for field, message in problems))

@@ -1,0 +1,385 @@
+"""A careless user's mistakes, each through the CLI: one clear line naming the file, field or row, no traceback,
+and the release already published left exactly as it was.
+
+Most are refused by `embedforge validate` alone, before anything trains; the rest by `embedforge run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+from conftest import make_pairs, write_jsonl
+
+
+@dataclass
+class Case:
+    id: str
+    change: Callable[[dict, Path], Path | None]  # edits the recipe (or writes files); may return another recipe path
+    expected: str  # "{recipe}" stands for the recipe file's path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _set(path: str, value) -> Callable[[dict, Path], None]:
+    def change(recipe: dict, root: Path) -> None:
+        *parents, leaf = path.split(".")
+        node = recipe
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value(root) if callable(value) else value
+
+    return change
+
+
+def _both(*changes) -> Callable[[dict, Path], None]:
+    def change(recipe: dict, root: Path) -> None:
+        for one in changes:
+            one(recipe, root)
+
+    return change
+
+
+def _recipe_file(content: bytes | str | None) -> Callable[[dict, Path], Path]:
+    def change(recipe: dict, root: Path) -> Path:
+        path = root / "bad-recipe.yaml"
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return path
+
+    return change
+
+
+def _data(rows: list[dict], raw: bytes = b"") -> Callable[[dict, Path], None]:
+    def change(recipe: dict, root: Path) -> None:
+        path = write_jsonl(root / "bad.jsonl", rows)
+        with open(path, "ab") as handle:
+            handle.write(raw)
+        recipe["ingest"]["path"] = str(path)
+
+    return change
+
+
+def _latin1_first_row(recipe: dict, root: Path) -> None:
+    (root / "latin1.jsonl").write_bytes('{"question": "caf\u00e9?", "context": "x", "topic": "t"}\n'.encode("latin-1"))
+    recipe["ingest"]["path"] = str(root / "latin1.jsonl")
+
+
+VALIDATE = [
+    Case(
+        "misspelled-trainer-arg",
+        _set("train.args.learning_rat", 1e-5),
+        "{recipe}: train.args.learning_rat: unknown key — did you mean learning_rate?",
+    ),
+    Case(
+        "misspelled-section-key",
+        _set("ingest.colums", {}),
+        "{recipe}: ingest.colums: unknown key — did you mean columns?",
+    ),
+    Case("unknown-section", _set("trian", {}), "{recipe}: trian: unknown key — did you mean train?"),
+    Case(
+        "unknown-loss",
+        _set("train.loss.name", "MultipleNegativeRankingLoss"),
+        "{recipe}: train.loss: unknown loss 'MultipleNegativeRankingLoss'",
+    ),
+    Case(
+        "loss-arg-typo",
+        _set("train.loss.args", {"scal": 20}),
+        "{recipe}: train.loss.args.scal: not an argument of MultipleNegativesRankingLoss",
+    ),
+    Case(
+        "negative-learning-rate",
+        _set("train.args.learning_rate", -1e-5),
+        "{recipe}: train.args.learning_rate: must be greater than 0",
+    ),
+    Case(
+        "zero-epochs",
+        _set("train.args.num_train_epochs", 0),
+        "{recipe}: train.args.num_train_epochs: must be greater than 0",
+    ),
+    Case(
+        "epochs-not-a-number",
+        _set("train.args.num_train_epochs", "many"),
+        "{recipe}: train.args.num_train_epochs: Input should be a valid number",
+    ),
+    Case(
+        "zero-batch-size",
+        _set("train.args.per_device_train_batch_size", 0),
+        "{recipe}: train.args.per_device_train_batch_size: must be greater than 0",
+    ),
+    Case(
+        "bad-scheduler-choice",
+        _set("train.args.lr_scheduler_type", "sawtooth"),
+        "{recipe}: train.args: sawtooth is not a valid SchedulerType",
+    ),
+    Case(
+        "reserved-output-dir",
+        _set("train.args.output_dir", "/tmp/x"),
+        "{recipe}: train.args.output_dir: set by embedforge",
+    ),
+    Case(
+        "eval-strategy-without-eval-split",
+        _both(_set("train.args.eval_strategy", "steps"), _set("split.eval_size", 0.0)),
+        "{recipe}: train.args.eval_strategy: evaluation during training needs an eval split",
+    ),
+    Case(
+        "ascending-matryoshka-dims",
+        _set("train.loss.matryoshka_dims", [8, 16, 32]),
+        "{recipe}: train.loss.matryoshka_dims: [8, 16, 32] must be positive and strictly descending",
+    ),
+    Case(
+        "matryoshka-dims-above-model-size",
+        _set("train.loss.matryoshka_dims", [64, 16]),
+        "{recipe}: train.loss.matryoshka_dims: [64] exceed the model's dimension 32",
+    ),
+    Case(
+        "matryoshka-weights-count",
+        _set("train.loss", {"matryoshka_dims": [32, 16], "matryoshka_weights": [1]}),
+        "{recipe}: train.loss: matryoshka_weights needs one weight per matryoshka_dims entry",
+    ),
+    Case(
+        "ascending-evaluate-dims",
+        _set("evaluate.matryoshka_dims", [8, 32]),
+        "{recipe}: evaluate.matryoshka_dims: [8, 32] must be positive and strictly descending",
+    ),
+    Case(
+        "missing-data-file",
+        _set("ingest.path", lambda root: str(root / "absent.jsonl")),
+        "{recipe}: ingest.path: no data file at",
+    ),
+    Case(
+        "mapped-column-absent",
+        _set("ingest.columns", {"anchor": "query", "positive": "context"}),
+        "{recipe}: ingest.columns: the data has no column 'query'",
+    ),
+    Case(
+        "kept-column-absent",
+        _set("ingest.keep", ["chapter"]),
+        "{recipe}: ingest.columns: the data has no column 'chapter'",
+    ),
+    Case(
+        "where-column-absent",
+        _set("ingest.where", {"lang": "en"}),
+        "{recipe}: ingest.columns: the data has no column 'lang'",
+    ),
+    Case(
+        "group-by-not-kept",
+        _set("split.group_by", "chapter"),
+        "{recipe}: split.group_by: column 'chapter' does not reach the split; add it to ingest.keep",
+    ),
+    Case(
+        "path-env-unset",
+        _both(_set("ingest.path", None), _set("ingest.path_env", "EMBEDFORGE_NOT_SET")),
+        "{recipe}: ingest.path_env: environment variable EMBEDFORGE_NOT_SET is not set",
+    ),
+    Case(
+        "two-data-sources",
+        _set("ingest.dataset", "org/pairs"),
+        "{recipe}: ingest: give exactly one of path, path_env or dataset",
+    ),
+    Case(
+        "label-map-on-retrieval",
+        _set("ingest.label_map", {0: 1}),
+        "{recipe}: ingest.label_map: rewrites label or score values",
+    ),
+    Case(
+        "unknown-standard-column",
+        _set("ingest.columns", {"query": "question"}),
+        "{recipe}: ingest.columns: ['query'] are not retrieval columns",
+    ),
+    Case("data-not-utf8", _latin1_first_row, "latin1.jsonl, row 1: not UTF-8 text; save it as UTF-8"),
+    Case(
+        "missing-test-file",
+        _set("split.test_file", lambda root: str(root / "test.jsonl")),
+        "{recipe}: split.test_file: no data file at",
+    ),
+    Case(
+        "test-file-and-eval-sources",
+        _both(_set("split.test_file", "t.jsonl"), _set("split.eval_sources", [{"name": "x", "path": "x.jsonl"}])),
+        "{recipe}: split.test_file/eval_file: give these or eval_sources, not both",
+    ),
+    Case(
+        "same-eval-source-names",
+        _set("split.eval_sources", [{"path": "a.jsonl"}, {"path": "b.jsonl"}]),
+        "{recipe}: split.eval_sources: give each source its own name",
+    ),
+    Case("test-size-too-large", _set("split.test_size", 1.5), "{recipe}: split.test_size: Input should be less than 1"),
+    Case(
+        "no-rows-left-for-training",
+        _set("split", {"eval_size": 0.5, "test_size": 0.5}),
+        "{recipe}: split: eval_size + test_size must leave rows for training",
+    ),
+    Case(
+        "base-model-folder-missing",
+        _set("train.base_model", lambda root: str(root / "no-model")),
+        "{recipe}: train.base_model: model '",
+    ),
+    Case(
+        "base-model-package-missing",
+        _set("train.base_model", "pkg:no_such_package/model"),
+        "{recipe}: train.base_model: model 'pkg:no_such_package/model': Python package 'no_such_package' is not installed",
+    ),
+    Case(
+        "base-model-not-cached-offline",
+        _set("train.base_model", "acme/no-such-model"),
+        "{recipe}: train.base_model: model 'acme/no-such-model': not in the local Hugging Face cache",
+    ),
+    Case(
+        "unknown-gate-metric",
+        _set("evaluate.gates", {"cosine_ndgc@10": 0.5}),
+        "{recipe}: evaluate.gates.cosine_ndgc@10: no evaluator reports 'cosine_ndgc@10'; did you mean cosine_ndcg@10?",
+    ),
+    Case(
+        "unknown-headline",
+        _set("evaluate.headline", "accuracy@100"),
+        "{recipe}: evaluate.headline: no evaluator reports 'accuracy@100'",
+    ),
+    Case(
+        "local-dir-under-a-file",
+        _set("push.local_dir", lambda root: str(root / "data" / "pairs.jsonl" / "published")),
+        "{recipe}: push.local_dir: ",
+    ),
+    Case(
+        "hub-push-without-token",
+        _both(_set("push.local_dir", None), _set("push.repo_id", "acme/model")),
+        "{recipe}: push.repo_id: publishing to the Hub needs a token: set HF_TOKEN or push.token_secret",
+    ),
+    Case(
+        "hub-push-while-offline",
+        _both(_set("push.local_dir", None), _set("push.repo_id", "acme/model")),
+        "{recipe}: push.repo_id: HF_HUB_OFFLINE is set",
+        env={"HF_TOKEN": "hf_x"},
+    ),
+    Case(
+        "repo-and-local-dir", _set("push.repo_id", "acme/model"), "{recipe}: push: give repo_id or local_dir, not both"
+    ),
+    Case(
+        "bad-cron",
+        _set("deployment.schedule", {"cron": "0 25 * * *"}),
+        "{recipe}: deployment.schedule.cron: Invalid cron string",
+    ),
+    Case(
+        "bad-timezone",
+        _set("deployment.schedule", {"cron": "0 3 * * 1", "timezone": "Mars/Olympus"}),
+        "{recipe}: deployment.schedule.timezone:",
+    ),
+    Case("bad-name", _set("name", "My Model"), "{recipe}: name: String should match pattern"),
+    Case("recipe-is-a-folder", _recipe_file(None), "{recipe}: is a folder; give a recipe file"),
+    Case(
+        "recipe-not-utf8",
+        _recipe_file("name: caf\u00e9\n".encode("latin-1")),
+        "{recipe}: not UTF-8 text (byte 9); save the recipe as UTF-8",
+    ),
+    Case("recipe-not-yaml", _recipe_file("train: [unclosed\n"), "{recipe}: not valid YAML"),
+    Case("recipe-is-a-list", _recipe_file("- ingest\n- train\n"), "{recipe}: a recipe is a YAML mapping of sections"),
+    Case("recipe-missing", lambda recipe, root: root / "absent.yaml", "{recipe}: no such recipe file"),
+]
+
+
+@pytest.fixture
+def world(tiny_model, pairs_file, tmp_path, recipe_dict):
+    """A good recipe, its data, and a release published earlier that no mistake may touch."""
+    published = tmp_path / "published"
+    shutil.copytree(tiny_model, published / "tiny-test-earlier")
+    (published / "tiny-test-earlier" / "training_meta.json").write_text('{"recipe": "tiny-test"}')
+    (published / "latest").symlink_to("tiny-test-earlier")
+    return recipe_dict, tmp_path
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode() + (path.read_bytes() if path.is_file() else b"/"))
+    return digest.hexdigest() + str((folder / "latest").resolve())
+
+
+def _prepare(case: Case, recipe: dict, root: Path) -> Path:
+    path = case.change(recipe, root)
+    if path is None:
+        path = root / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("case", VALIDATE, ids=lambda c: c.id)
+def test_validate_refuses_with_one_line_per_problem(case, world, monkeypatch):
+    recipe, root = world
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
+    before = _fingerprint(root / "published")
+    path = _prepare(case, recipe, root)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1, result.output
+    assert case.expected.format(recipe=path) in result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert _fingerprint(root / "published") == before
+
+
+def test_every_seed_recipe_passes_the_recipe_only_check():
+    result = CliRunner().invoke(
+        app, ["validate", "--recipe-only", *map(str, sorted(Path("deployments").glob("*.yaml")))]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_set_keeps_a_word_the_user_typed(world, write_recipe):
+    recipe, _ = world
+    from flows.recipe import load_recipe
+
+    loaded = load_recipe(write_recipe(recipe), ["train.args.save_strategy=no", "push.private=false"])
+    assert loaded.train.args["save_strategy"] == "no" and loaded.push.private is False
+
+
+RUN = [
+    Case("bad-json-row", _data(make_pairs(30), b'{"question": "broken", \n'), "bad.jsonl, row 31: not valid JSON"),
+    Case(
+        "non-utf8-row",
+        _data(make_pairs(30), '{"question": "caf\u00e9", "context": "x", "topic": "t"}\n'.encode("latin-1")),
+        "bad.jsonl, row 31: not UTF-8 text",
+    ),
+    Case(
+        "too-few-rows-after-cleaning", _data([make_pairs(1)[0]] * 30), "1 usable rows after cleaning, need at least 10"
+    ),
+    Case("output-dir-is-a-file", lambda recipe, root: None, "--output-dir: "),
+    Case(
+        "api-url-unreachable",
+        lambda recipe, root: None,
+        "PREFECT_API_URL=http://127.0.0.1:9/api does not answer",
+        env={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", RUN, ids=lambda c: c.id)
+def test_run_refuses_with_one_line_and_no_traceback(case, world, tmp_path):
+    recipe, root = world
+    before = _fingerprint(root / "published")
+    path = _prepare(case, recipe, root)
+    output_dir = root / "data" / "pairs.jsonl" if case.id == "output-dir-is-a-file" else root / "runs"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1", **case.env}
+    if "PREFECT_API_URL" not in case.env:
+        env.pop("PREFECT_API_URL", None)
+    command = [str(Path(sys.executable).parent / "embedforge"), "run", str(path), "--output-dir", str(output_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert (
+        case.expected in output.strip().splitlines()[-2 if "Stopping temporary server" in output else -1]
+        or case.expected in output
+    )
+    assert "Traceback" not in output, output[-3000:]
+    assert _fingerprint(root / "published") == before
