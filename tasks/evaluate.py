@@ -32,6 +32,13 @@ from tasks.split import Splits
 ALL_SIMILARITIES = ["cosine", "euclidean", "manhattan", "dot"]
 
 
+def check_matryoshka_dims(dims: list[int] | None) -> None:
+    """Largest first: the first dim is the full-size one that the headline metric and the gates read."""
+    dims = dims or []
+    if any(a <= b for a, b in zip(dims, dims[1:])) or any(d <= 0 for d in dims):
+        raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
+
+
 class EvaluateConfig(BaseModel):
     """Which numbers are measured, and which ones a model must reach to be published."""
 
@@ -61,9 +68,7 @@ class EvaluateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _descending(self) -> EvaluateConfig:
-        dims = self.matryoshka_dims or []
-        if any(a <= b for a, b in zip(dims, dims[1:])) or any(d <= 0 for d in dims):
-            raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
+        check_matryoshka_dims(self.matryoshka_dims)
         return self
 
 
@@ -259,13 +264,18 @@ def run_evaluators(model, evaluators: list) -> tuple[dict[str, float], list[Eval
     return flat, leaves
 
 
-def measure(
-    ref: str, splits: Splits, config: EvaluateConfig, revision: str | None = None, max_seq_length: int | None = None
-) -> tuple[dict[str, float], list[EvaluatorInfo]]:
-    """One model's test-split metrics; the base, fine-tuned and published models are measured alike."""
+def test_split_evaluators(splits: Splits, config: EvaluateConfig) -> list:
+    """The test split's evaluators, built once for every model measured on it."""
     evaluators = build_evaluators(splits, "test", config)
     if not evaluators:
         raise EmbedforgeError("evaluate: no test split to evaluate on")
+    return evaluators
+
+
+def measure(
+    ref: str, evaluators: list, revision: str | None = None, max_seq_length: int | None = None
+) -> tuple[dict[str, float], list[EvaluatorInfo]]:
+    """One model's test-split metrics; the base, fine-tuned and published models are measured alike."""
     metrics, leaves = run_evaluators(load_model(ref, revision, max_seq_length), evaluators)
     run_logger().info("Evaluated %s on the test split", ref)
     return metrics, leaves
@@ -347,8 +357,9 @@ def evaluate_model(
     config: EvaluateConfig, model: TrainedModel, splits: Splits, out_path: str, artifact_key: str | None = None
 ) -> Metrics:
     """Measure the base and the fine-tuned model with the same test-split evaluators; write them to out_path."""
-    base, leaves = measure(model.base_model, splits, config, model.base_model_revision, model.max_seq_length)
-    finetuned, _ = measure(model.model_dir, splits, config, max_seq_length=model.max_seq_length)
+    evaluators = test_split_evaluators(splits, config)
+    base, leaves = measure(model.base_model, evaluators, model.base_model_revision, model.max_seq_length)
+    finetuned, _ = measure(model.model_dir, evaluators, max_seq_length=model.max_seq_length)
     headline = resolve_metric(config.headline or leaves[0].primary_metric, finetuned)
     metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves)
     run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])

@@ -23,7 +23,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import EmbedforgeError
-from tasks.evaluate import EvaluateConfig, Metrics, measure
+from tasks.evaluate import EvaluateConfig, Metrics, measure, test_split_evaluators
 from tasks.logs import run_logger
 from tasks.models import TrainedModel
 from tasks.record import RunRecord, release_meta
@@ -228,7 +228,7 @@ def measure_champion(
     champion_dir = _hub(config, fetch_published_model, str(run_dir / "champion"))
     if not champion_dir:
         return None
-    metrics, _ = measure(champion_dir, splits, evaluate, max_seq_length=model.max_seq_length)
+    metrics, _ = measure(champion_dir, test_split_evaluators(splits, evaluate), max_seq_length=model.max_seq_length)
     (run_dir / "champion-metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

@@ -36,7 +36,7 @@ from sentence_transformers.sentence_transformer.evaluation import SequentialEval
 from transformers.trainer_callback import ProgressCallback
 
 from tasks.errors import EmbedforgeError
-from tasks.evaluate import EvaluateConfig, build_evaluators
+from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
 from tasks.logs import run_logger
 from tasks.models import TrainedModel, embedding_dimension, load_model
 from tasks.progress import PrefectProgress, TrainingBar
@@ -103,10 +103,7 @@ class LossConfig(BaseModel):
                 )
         if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims or []):
             raise ValueError("matryoshka_weights needs one weight per matryoshka_dims entry")
-        dims = self.matryoshka_dims or []
-        # The first dim is the model's full size and the headline's; an ascending list would make the smallest one it.
-        if any(a <= b for a, b in zip(dims, dims[1:])) or any(d <= 0 for d in dims):
-            raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
+        check_matryoshka_dims(self.matryoshka_dims)
         return self
 
 
