@@ -32,13 +32,19 @@ def _fail(exc: Exception, code: int) -> None:
 @app.command()
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe file, e.g. deployments/demo-minilm.yaml")],
-    output_dir: Annotated[str, typer.Option("--output-dir", help="Where runs/<recipe>/<run-id>/ go.")] = "runs",
+    output_dir: Annotated[
+        str | None,
+        typer.Option("--output-dir", help="Where <recipe>/<run-id>/ go (default: $EMBEDFORGE_OUTPUT_DIR or runs)."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe value: key.path=value (YAML value).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even when the published release has the same data and recipe.")
+    ] = False,
 ) -> None:
     """Run the fine-tuning flow locally (Prefect's embedded API unless PREFECT_API_URL is set)."""
-    _run_flow(recipe, set_ or [], output_dir=output_dir)
+    _run_flow(recipe, set_ or [], output_dir=output_dir, force=force)
 
 
 @app.command()
@@ -50,7 +56,7 @@ def resume(run_dir: Annotated[str, typer.Argument(help="A run directory, e.g. ru
     folder = Path(run_dir)
     if not (folder / "recipe.yaml").is_file():
         _fail(EmbedforgeError(f"{run_dir}: not a run directory (it has no recipe.yaml)"), 1)
-    _run_flow(str(folder / "recipe.yaml"), [], output_dir=str(folder.parent.parent), resume_dir=str(folder))
+    _run_flow(str(folder / "recipe.yaml"), [], output_dir=str(folder.parent.parent), resume_dir=str(folder), force=True)
 
 
 def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
@@ -58,13 +64,13 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
 
     started = time.monotonic()
     api = start_embedded_api()
-    from flows.finetune import finetune
+    from flows.finetune import finetune, output_root
     from flows.preflight import preflight
     from flows.recipe import load_recipe
 
     try:
         parsed = load_recipe(recipe, overrides)
-        preflight(parsed, recipe, flow_options["output_dir"])
+        preflight(parsed, recipe, str(output_root(flow_options["output_dir"])))
         if api:
             api.join()
         else:
@@ -78,9 +84,14 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
 
 def _summary(result, seconds: float) -> None:
     typer.echo(f"\nRun directory: {result.run_dir}")
-    typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
-    push = result.push
-    typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
+    if result.up_to_date:
+        current = result.up_to_date
+        typer.echo(f"Up to date with release {current.release} at {current.location}: nothing trained (--force trains)")
+        typer.echo(f"{result.headline}: published {result.finetuned:.4f}")
+    else:
+        typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
+        push = result.push
+        typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
     minutes, seconds = divmod(round(seconds), 60)
     typer.echo(f"Wall time: {minutes} min {seconds:02d} s")
 
@@ -151,6 +162,36 @@ def serve(
 
     try:
         serve_recipes(recipe_files(recipes))
+    except EmbedforgeError as exc:
+        _fail(exc, 1)
+
+
+@app.command()
+def notify(
+    recipe: Annotated[str, typer.Argument(help="Recipe name, e.g. demo-minilm (its deployment is finetune/<name>).")],
+) -> None:
+    """Say that new data landed for a recipe: its deployment retrains now (the event embedforge.data.updated)."""
+    from flows.notify import notify_data_updated
+
+    try:
+        typer.echo(notify_data_updated(recipe))
+    except EmbedforgeError as exc:
+        _fail(exc, 1)
+
+
+@app.command()
+def alerts(
+    block: Annotated[
+        str, typer.Option("--block", help="Prefect notification block, as type/name (e.g. slack-webhook/ml-team).")
+    ],
+    stale_days: Annotated[int, typer.Option("--stale-days", min=1, help="Alert when no release for this long.")] = 14,
+) -> None:
+    """Install the alerts: a model rejected by its quality gate, and no model published for --stale-days days."""
+    from flows.notify import install_alerts
+
+    try:
+        for name in install_alerts(block, stale_days):
+            typer.echo(f"automation {name}: installed")
     except EmbedforgeError as exc:
         _fail(exc, 1)
 

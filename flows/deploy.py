@@ -9,18 +9,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
+from flows.automations import self_healing, sync_automations
 from flows.finetune import finetune
 from flows.recipe import Recipe, load_recipe
+from tasks import events
 from tasks.errors import EmbedforgeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/finetune.py:finetune"
 
 
+def data_trigger(recipe: Recipe) -> DeploymentEventTrigger:
+    """Retrain when a data pipeline says new data landed for this recipe (`embedforge notify <recipe>`)."""
+    return DeploymentEventTrigger(
+        name=f"{recipe.name}-data-updated",
+        expect={events.DATA_UPDATED},
+        match={"prefect.resource.id": events.recipe_resource(recipe.name)["prefect.resource.id"]},
+    )
+
+
 def deployment_options(recipe: Recipe) -> dict[str, Any]:
-    """What every form of the deployment shares: name, parameters, schedule, tags, concurrency."""
+    """What every form of the deployment shares: name, parameters, schedule, trigger, tags, concurrency."""
     settings = recipe.deployment
     schedule = settings.schedule
     return {
@@ -29,6 +41,7 @@ def deployment_options(recipe: Recipe) -> dict[str, Any]:
         "parameters": {"recipe": recipe.model_dump(mode="json")},
         "tags": list(dict.fromkeys(["embedforge", recipe.name, *settings.tags])),
         "schedules": [Cron(schedule.cron, timezone=schedule.timezone)] if schedule else [],
+        "triggers": [data_trigger(recipe)],
         "concurrency_limit": settings.concurrency_limit,
     }
 
@@ -83,7 +96,16 @@ def deploy_recipes(
     for path, recipe in recipes.items():
         pools.setdefault(pool or recipe.deployment.work_pool, []).append(path)
     check_server(pools)
-    return [_register(recipe, pool, job_variables or {}, source) for recipe in recipes.values()]
+    registered = [_register(recipe, pool, job_variables or {}, source) for recipe in recipes.values()]
+    install_self_healing()
+    return registered
+
+
+def install_self_healing() -> list[str]:
+    """The automations that retry crashed runs, sized to the heartbeat the workers send."""
+    from prefect.settings import get_current_settings
+
+    return sync_automations(self_healing(get_current_settings().flows.heartbeat_frequency or 180))
 
 
 def _register(recipe: Recipe, pool: str | None, job_variables: dict[str, Any], source: Path) -> tuple[str, str]:
@@ -106,4 +128,5 @@ def serve_recipes(paths: list[Path]) -> None:
     """Serve every recipe's deployment from this process: one GPU box, no work pool, schedules included."""
     from prefect import serve
 
+    install_self_healing()
     serve(*[finetune.to_deployment(**deployment_options(load_recipe(path))) for path in paths])

@@ -1,22 +1,29 @@
-"""The fine-tuning flow: ingest -> split -> train -> evaluate -> gate -> card -> push, wired as the DAG reads."""
+"""The fine-tuning flow, wired as the DAG reads.
+
+ingest -> up to date with the release? -> split -> train -> evaluate -> gate -> card -> push
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from flows.automations import check_crash_retries
 from flows.recipe import Recipe
 from tasks.card import render_model_card
-from tasks.evaluate import check_quality_gate, evaluate_model
+from tasks.evaluate import check_quality_gate, evaluate_model, measure_base_model
 from tasks.ingest import IngestReport, ingest_dataset
 from tasks.logs import quiet_libraries, run_logger
+from tasks.models import base_model_identity
 from tasks.push import PushResult, push_model
 from tasks.record import RunRecord
+from tasks.release import CurrentRelease, find_current_release
 from tasks.split import split_dataset
 from tasks.train import train_model
 
@@ -25,11 +32,12 @@ class RunResult(BaseModel):
     """What a run returns (and the CLI prints): where it is, the headline figures, and what push did."""
 
     run_dir: str
-    model_dir: str
     headline: str
-    base: float
     finetuned: float
-    push: PushResult
+    model_dir: str | None = None
+    base: float | None = None
+    push: PushResult | None = None
+    up_to_date: CurrentRelease | None = Field(None, description="The published release this run matched; no training.")
 
 
 def run_id() -> str:
@@ -49,13 +57,20 @@ def artifact_key(recipe: Recipe, what: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{recipe.name}-{what}")
 
 
-def start_run(recipe: Recipe, output_dir: str, resume_dir: str | None) -> Path:
-    """runs/<recipe>/<run-id>/ (or the run being resumed), with the resolved recipe saved first.
+def output_root(output_dir: str | None = None) -> Path:
+    """Where run directories go: the argument, else EMBEDFORGE_OUTPUT_DIR (a volume every worker sees), else runs/."""
+    return Path(output_dir or os.environ.get("EMBEDFORGE_OUTPUT_DIR") or "runs")
+
+
+def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) -> Path:
+    """<output>/<recipe>/<run-id>/ (or the run being resumed), with the resolved recipe saved first.
 
     Saved first, so even a failed run says how it was made, and `embedforge resume` can continue it.
+    The run id is the flow run's, so a crashed run that is rescheduled finds its own checkpoints.
     """
     quiet_libraries()
-    run_dir = Path(resume_dir) if resume_dir else Path(output_dir) / recipe.name / run_id()
+    check_crash_retries(recipe.deployment.crash_retries)
+    run_dir = Path(resume_dir) if resume_dir else output_root(output_dir) / recipe.name / run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     run_logger().info("Run directory: %s", run_dir)
@@ -67,6 +82,8 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: d
         recipe=recipe.name,
         recipe_yaml=recipe.to_yaml(),
         recipe_hash=recipe.fingerprint(),
+        model_hash=recipe.model_fingerprint(),
+        base_model_id=base_model_identity(recipe.train.base_model, recipe.train.base_model_revision),
         run_id=run_dir.name,
         run_dir=str(run_dir),
         flow_run_id=flow_run.id,
@@ -78,19 +95,29 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: d
 
 
 @flow(name="finetune", flow_run_name=flow_run_name)
-def finetune(recipe: Recipe, output_dir: str = "runs", resume_dir: str | None = None) -> RunResult:
-    """Fine-tune one embedding model from its recipe and publish it if it earns it."""
+def finetune(
+    recipe: Recipe, output_dir: str | None = None, resume_dir: str | None = None, force: bool = False
+) -> RunResult:
+    """Fine-tune one embedding model from its recipe and publish it if it earns it.
+
+    A run whose data, recipe and base model are those of the published release trains nothing,
+    unless `force` is set.
+    """
     run_dir = start_run(recipe, output_dir, resume_dir)
     ingested = str(run_dir / "data" / "ingested")
     data = [ingest_dataset(source, ingested) for source in recipe.sources]
     files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
+    record = run_record(recipe, run_dir, data, files)
+    current = find_current_release(recipe.push, record, force, artifact_key(recipe, "push"))
+    if current:
+        return RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
     splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
     model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir))
+    base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
     metrics = evaluate_model(
-        recipe.evaluate, model, splits, str(run_dir / "metrics.json"), artifact_key(recipe, "gain")
+        recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"), artifact_key(recipe, "gain")
     )
-    check_quality_gate(recipe.evaluate, metrics, model.model_dir)
-    record = run_record(recipe, run_dir, data, files)
+    check_quality_gate(recipe.evaluate, metrics, model.model_dir, recipe.name, record.run_id)
     render_model_card(recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card"))
     pushed = push_model(recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push"))
     return RunResult(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,15 @@ class DeploymentConfig(BaseModel):
     concurrency_limit: int = Field(
         1, ge=1, description="Runs of this model at once; one, so two retrains never race for the same repo."
     )
+    crash_retries: int = Field(
+        3,
+        ge=0,
+        description="Automatic retries of a run whose worker died (it resumes from its newest checkpoint).",
+    )
+
+
+# A release made with the same data, base model and these sections is what a new run would make again.
+MODEL_SECTIONS = ("ingest", "split", "train", "evaluate")
 
 
 class Recipe(BaseModel):
@@ -112,6 +122,11 @@ class Recipe(BaseModel):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
+
+    def model_fingerprint(self) -> str:
+        """The sections that decide the model's weights and numbers; card, push and deployment do not."""
+        sections = self.model_dump(mode="json", include=set(MODEL_SECTIONS))
+        return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

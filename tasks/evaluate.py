@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 from pathlib import Path
 
 import datasets
@@ -23,6 +24,7 @@ from sentence_transformers.sentence_transformer.evaluation import (
     TripletEvaluator,
 )
 
+from tasks import events
 from tasks.errors import EmbedforgeError
 from tasks.logs import run_logger
 from tasks.models import TrainedModel, load_model
@@ -352,14 +354,44 @@ def gain_table(metrics: Metrics) -> list[dict]:
     ]
 
 
+def _base_metrics_key(context, parameters) -> str:
+    """What the base model's numbers depend on: the base as it is today, the test data, the evaluator settings."""
+    config, splits, model = parameters["config"], parameters["splits"], parameters["model"]
+    files = [(name, path) for name, (_, path) in splits.parts("test").items()]
+    if config.distractors:
+        files.append(("distractors", splits.train))
+    settings = config.model_dump(mode="json", exclude={"gates", "headline"})
+    digest = hashlib.sha256()
+    digest.update(json.dumps([parameters["base_model_id"], model.max_seq_length, settings], sort_keys=True).encode())
+    for name, path in files:
+        digest.update(name.encode())
+        with open(path, "rb") as content:
+            digest.update(hashlib.file_digest(content, "sha256").digest())
+    return f"base-metrics-{digest.hexdigest()}"
+
+
+@task(name="measure-base-model", cache_key_fn=_base_metrics_key, persist_result=True)
+def measure_base_model(config: EvaluateConfig, model: TrainedModel, splits: Splits, base_model_id: str) -> dict:
+    """The base model's test-split metrics, cached: a retrain on the same test split does not measure it again."""
+    base, _ = measure(
+        model.base_model, test_split_evaluators(splits, config), model.base_model_revision, model.max_seq_length
+    )
+    return base
+
+
 @task(name="evaluate-model")
 def evaluate_model(
-    config: EvaluateConfig, model: TrainedModel, splits: Splits, out_path: str, artifact_key: str | None = None
+    config: EvaluateConfig,
+    model: TrainedModel,
+    splits: Splits,
+    base: dict[str, float],
+    out_path: str,
+    artifact_key: str | None = None,
 ) -> Metrics:
-    """Measure the base and the fine-tuned model with the same test-split evaluators; write them to out_path."""
-    evaluators = test_split_evaluators(splits, config)
-    base, leaves = measure(model.base_model, evaluators, model.base_model_revision, model.max_seq_length)
-    finetuned, _ = measure(model.model_dir, evaluators, max_seq_length=model.max_seq_length)
+    """Measure the fine-tuned model as the base was measured; write both to out_path."""
+    finetuned, leaves = measure(
+        model.model_dir, test_split_evaluators(splits, config), max_seq_length=model.max_seq_length
+    )
     headline = resolve_metric(config.headline or leaves[0].primary_metric, finetuned)
     metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves)
     run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])
@@ -374,7 +406,7 @@ def evaluate_model(
 
 
 @task(name="check-quality-gate")
-def check_quality_gate(config: EvaluateConfig, metrics: Metrics, model_dir: str) -> None:
+def check_quality_gate(config: EvaluateConfig, metrics: Metrics, model_dir: str, recipe: str, run_id: str) -> None:
     """Stop the run before anything is published when a metric misses its minimum; the model stays on disk."""
     failures = []
     for name, minimum in config.gates.items():
@@ -385,8 +417,10 @@ def check_quality_gate(config: EvaluateConfig, metrics: Metrics, model_dir: str)
         if value < minimum:
             failures.append(f"{name} = {value:.4f} < {minimum} (short by {minimum - value:.4f})")
     if failures:
-        raise EmbedforgeError(
-            f"quality gate failed: {'; '.join(failures)}. Nothing was pushed; the model is kept at {model_dir}"
+        reason = f"quality gate failed: {'; '.join(failures)}"
+        events.emit_outcome(
+            events.REJECTED, recipe, run_id, metrics.headline, metrics.finetuned[metrics.headline], reason
         )
+        raise EmbedforgeError(f"{reason}. Nothing was pushed; the model is kept at {model_dir}")
     if config.gates:
         run_logger().info("Quality gate passed: %s", ", ".join(config.gates))

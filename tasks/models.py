@@ -6,6 +6,7 @@ A reference is a Hub id, a local folder, or a folder shipped inside a Python pac
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import pickle
@@ -81,6 +82,36 @@ def load_model(ref: str, revision: str | None = None, max_seq_length: int | None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode())
+        with file.open("rb") as content:
+            digest.update(hashlib.file_digest(content, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def base_model_identity(ref: str, revision: str | None = None) -> str:
+    """The base model as it is today: a local folder's content hash, or the Hub commit the reference resolves to.
+
+    Replaced weights or a moved Hub branch change it, so the up-to-date check notices a new base.
+    When the Hub cannot be asked, the reference itself is all that is known.
+    """
+    path = Path(resolve_model_ref(ref))
+    if path.is_dir():
+        return f"{ref}@sha256:{_folder_digest(path)}"
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return f"{ref}@{revision}"
+    from httpx import HTTPError
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        return f"{ref}@{HfApi().model_info(ref, revision=revision).sha}"
+    except (HfHubHTTPError, OfflineModeIsEnabled, HTTPError):
+        return f"{ref}@{revision or 'main'}"
 
 
 def _config_folder(ref: str, revision: str | None) -> Path:

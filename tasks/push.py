@@ -14,22 +14,21 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+from huggingface_hub import CommitOperationAdd
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks import events, hub
 from tasks.errors import EmbedforgeError
-from tasks.evaluate import EvaluateConfig, Metrics, measure, test_split_evaluators
+from tasks.evaluate import EvaluateConfig, Metrics
 from tasks.logs import run_logger
 from tasks.models import TrainedModel
-from tasks.record import RunRecord, release_meta
+from tasks.record import META_FILE, RunRecord, release_meta
+from tasks.release import measure_champion
 from tasks.split import Splits
-
-META_FILE = "training_meta.json"
 
 
 class PushConfig(BaseModel):
@@ -91,81 +90,6 @@ class PushResult(BaseModel):
     location: str | None = None
 
 
-def _token(config: PushConfig) -> str | None:
-    if config.token_secret:
-        from prefect.blocks.system import Secret
-
-        try:
-            return Secret.load(config.token_secret).get()
-        except ValueError as exc:
-            raise EmbedforgeError(f"push.token_secret: no Prefect Secret block named {config.token_secret!r}") from exc
-    return os.environ.get("HF_TOKEN") or None
-
-
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
-def _hub_error(exc: HfHubHTTPError, repo_id: str, token: str | None) -> EmbedforgeError:
-    """A clear, token-free message for a Hub call that failed for good."""
-    status = exc.response.status_code if exc.response is not None else None
-    if status in (401, 403):
-        return EmbedforgeError(
-            f"push: token lacks write access to {repo_id} (HTTP {status}); check HF_TOKEN or push.token_secret"
-        )
-    return EmbedforgeError(
-        f"push: the Hub refused the request for {repo_id} (HTTP {status}): "
-        f"{_scrub(exc.server_message or str(exc), token)}"
-    )
-
-
-def retry_on_hub_outage(task, task_run, state) -> bool:
-    """Prefect retry condition: connection errors and 5xx answers can pass; anything else fails the same again."""
-    try:
-        state.result()
-    except HfHubHTTPError as exc:
-        return exc.response is None or exc.response.status_code >= 500
-    except httpx.TransportError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
-def _with_hub_retries(hub_task, config: PushConfig):
-    """The recipe's retry settings, the one place they are read."""
-    delay = exponential_backoff(config.retry_delay_seconds) if config.retries else 0
-    return hub_task.with_options(
-        retries=config.retries, retry_delay_seconds=delay, retry_condition_fn=retry_on_hub_outage
-    )
-
-
-def _api(config: PushConfig, token: str | None) -> HfApi:
-    return HfApi(endpoint=config.endpoint, token=token)
-
-
-@task(name="fetch-published-model")
-def fetch_published_model(config: PushConfig, dest: str) -> str | None:
-    """Download the currently published model (the champion); None when nothing is published yet."""
-    if config.local_dir:
-        latest = Path(config.local_dir) / "latest"
-        return str(latest.resolve()) if latest.exists() else None
-    token, repo_id = _token(config), config.full_repo_id
-    api = _api(config, token)
-    try:
-        # A repo without a sentence-transformers model in it (just created, or holding something else) has no champion.
-        if not api.repo_exists(repo_id):
-            return None
-        files = api.model_info(repo_id, revision=config.revision).siblings or []
-    except HfHubHTTPError as exc:
-        if exc.response is not None and exc.response.status_code == 404:
-            return None  # the branch does not exist yet: first release
-        raise
-    if not any(f.rfilename == "modules.json" for f in files):
-        return None
-    return snapshot_download(repo_id, revision=config.revision, local_dir=dest, token=token, endpoint=config.endpoint)
-
-
 def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str) -> str:
     """Copy the release in under a temporary name and rename it, so a reader never sees half a release."""
     root = Path(config.local_dir)
@@ -186,11 +110,11 @@ def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str
 @task(name="upload-release")
 def upload_release(config: PushConfig, model_dir: str, meta: dict, release: str) -> str:
     """One Hub commit holding the model folder and training_meta.json, tagged with the release."""
-    token, repo_id = _token(config), config.full_repo_id
-    api = _api(config, token)
-    api.create_repo(repo_id, private=config.private, exist_ok=True)
+    client = hub.api(config, hub.token(config))
+    repo_id = config.full_repo_id
+    client.create_repo(repo_id, private=config.private, exist_ok=True)
     if config.revision:
-        api.create_branch(repo_id, branch=config.revision, exist_ok=True)
+        client.create_branch(repo_id, branch=config.revision, exist_ok=True)
     folder = Path(model_dir)
     operations = [
         CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
@@ -202,35 +126,10 @@ def upload_release(config: PushConfig, model_dir: str, meta: dict, release: str)
         f"embedforge {meta['recipe']} run {meta['run_id']}: {meta['headline']} = "
         f"{meta['metrics'][meta['headline']]:.4f}"
     )
-    commit = api.create_commit(repo_id, operations, commit_message=message, revision=config.revision)
+    commit = client.create_commit(repo_id, operations, commit_message=message, revision=config.revision)
     if config.tag_releases:
-        api.create_tag(repo_id, tag=release, revision=commit.oid, exist_ok=True)
+        client.create_tag(repo_id, tag=release, revision=commit.oid, exist_ok=True)
     return commit.commit_url
-
-
-def _hub(config: PushConfig, hub_task, *args):
-    """Run a Hub task with the recipe's retries; a failure that outlasts them becomes one clear line."""
-    try:
-        return _with_hub_retries(hub_task, config)(config, *args)
-    except HfHubHTTPError as exc:
-        raise _hub_error(exc, config.full_repo_id, _token(config)) from None
-    except httpx.TransportError as exc:
-        raise EmbedforgeError(
-            f"push: the Hub at {config.endpoint or 'huggingface.co'} cannot be reached "
-            f"after {config.retries} retries: {exc}"
-        ) from None
-
-
-def measure_champion(
-    config: PushConfig, splits: Splits, evaluate: EvaluateConfig, model: TrainedModel, run_dir: Path
-) -> dict[str, float] | None:
-    """The published model's metrics on this run's test split; None when nothing is published yet."""
-    champion_dir = _hub(config, fetch_published_model, str(run_dir / "champion"))
-    if not champion_dir:
-        return None
-    metrics, _ = measure(champion_dir, test_split_evaluators(splits, evaluate), max_seq_length=model.max_seq_length)
-    (run_dir / "champion-metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
 
 
 def writable(folder: Path) -> str | None:
@@ -253,7 +152,7 @@ def check_target(config: PushConfig) -> list[tuple[str, str]]:
         problem = writable(Path(config.local_dir))
         return [("push.local_dir", problem)] if problem else []
     try:
-        token = _token(config)
+        token = hub.token(config)
     except EmbedforgeError as exc:
         return [("push.token_secret", str(exc).removeprefix("push.token_secret: "))]
     if not token:
@@ -266,9 +165,9 @@ def check_target(config: PushConfig) -> list[tuple[str, str]]:
             )
         ]
     try:
-        _api(config, token).whoami()
+        hub.api(config, token).whoami()
     except HfHubHTTPError as exc:
-        return [("push.repo_id", _hub_error(exc, config.full_repo_id, token).args[0].removeprefix("push: "))]
+        return [("push.repo_id", hub.hub_error(exc, config.full_repo_id, token).args[0].removeprefix("push: "))]
     except httpx.TransportError as exc:
         return [("push.endpoint", f"the Hub at {config.endpoint or hub_constants.ENDPOINT} cannot be reached ({exc})")]
     return []
@@ -288,7 +187,7 @@ def decide(config: PushConfig, headline: str, challenger: float, champion: float
 def _publish(config: PushConfig, model: TrainedModel, meta: dict, release: str) -> str:
     if config.local_dir:
         return _publish_local(config, Path(model.model_dir), meta, release)
-    return _hub(config, upload_release, model.model_dir, meta, release)
+    return hub.call(config, upload_release, model.model_dir, meta, release)
 
 
 def _push_artifact(result: PushResult, release: str, key: str) -> None:
@@ -330,4 +229,6 @@ def push_model(
         run_logger().warning("Push skipped: %s. The model stays at %s", result.reason, model.model_dir)
     if artifact_key:
         _push_artifact(result, record.release, artifact_key)
+    outcome = events.PUBLISHED if result.pushed else events.KEPT
+    events.emit_outcome(outcome, record.recipe, record.run_id, result.headline, result.challenger, result.reason)
     return result

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tasks.evaluate import Metrics
 from tasks.ingest import IngestReport
 from tasks.models import TrainedModel
+
+META_FILE = "training_meta.json"
 
 
 class RunRecord(BaseModel):
@@ -15,6 +17,8 @@ class RunRecord(BaseModel):
     recipe: str
     recipe_yaml: str
     recipe_hash: str
+    model_hash: str = Field(description="Fingerprint of the recipe sections that make the model (not card or push).")
+    base_model_id: str = Field(description="The base model as it is today: Hub commit, or content hash of a folder.")
     run_id: str
     run_dir: str
     flow_run_id: str | None = None
@@ -40,6 +44,8 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
     return {
         "recipe": record.recipe,
         "recipe_hash": record.recipe_hash,
+        "model_hash": record.model_hash,
+        "base_model_id": record.base_model_id,
         "run_id": record.run_id,
         "flow_run_id": record.flow_run_id,
         "base_model": model.base_model,
@@ -48,3 +54,17 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
         "headline": metrics.headline,
         "metrics": metrics.finetuned,
     }
+
+
+def changes(record: RunRecord, meta: dict) -> list[str]:
+    """What makes this run's model differently from the release's training_meta.json; empty when nothing does."""
+    found = []
+    if meta.get("model_hash") != record.model_hash:
+        found.append("the recipe's ingest, split, train or evaluate settings")
+    if meta.get("base_model_id") != record.base_model_id:
+        found.append(f"the base model ({meta.get('base_model_id')} -> {record.base_model_id})")
+    published = meta.get("data_fingerprint") or {}
+    for label in sorted(set(published) | set(record.fingerprints)):
+        if published.get(label) != record.fingerprints.get(label):
+            found.append(f"data {label}")
+    return found

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 from huggingface_hub import constants as hub_constants
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -270,11 +271,24 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
     checkpoint = newest_checkpoint(run_dir / "checkpoints") if config.resume else None
     if checkpoint:
         run_logger().info("Resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except torch.OutOfMemoryError:
+        raise EmbedforgeError(out_of_memory_message(config)) from None
     if trainer.is_world_process_zero():
         model.save(trained.model_dir)
         trained.save_card_data(model)
     return trained
+
+
+def out_of_memory_message(config: TrainConfig) -> str:
+    """Out of GPU memory fails the run (a Failed run is not retried: it would run out again) with what to change."""
+    batch = config.args.get("per_device_train_batch_size", 8)
+    return (
+        f"train: out of GPU memory at per_device_train_batch_size = {batch}. Lower train.args."
+        "per_device_train_batch_size, or keep the batch's in-batch negatives with train.loss.name: "
+        "CachedMultipleNegativesRankingLoss and train.loss.args.mini_batch_size: 32 (memory of a 32-row batch)"
+    )
 
 
 def newest_checkpoint(checkpoints: Path) -> str | None:

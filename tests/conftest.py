@@ -6,7 +6,11 @@ import json
 import os
 import random
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 # Before prefect and huggingface_hub read their settings: no Hub, and cached task results in a
@@ -107,6 +111,45 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """`prefect server start`, the command the README gives: UI, events and automations (the harness has no
+    trigger service), on a free port with its own database. Yields its URL; the API is at <url>/api."""
+    import httpx
+
+    home, port = tmp_path_factory.mktemp("prefect-home"), _free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The UI asks the API at PREFECT_UI_API_URL, which would otherwise say the default port 4200.
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"{url}/api",
+    }
+    env.pop("PREFECT_API_URL", None)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(120):
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

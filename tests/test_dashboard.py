@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,40 +24,9 @@ pytestmark = [
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`prefect server start`, the command the README gives, on a free port with its own database."""
-    home, port = tmp_path_factory.mktemp("prefect-home"), _free_port()
-    url = f"http://127.0.0.1:{port}"
-    # The UI asks the API at PREFECT_UI_API_URL, which would otherwise say the default port 4200.
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"{url}/api",
-    }
-    env.pop("PREFECT_API_URL", None)
-    process = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    for _ in range(120):
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(1)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+def server(live_server):
+    return live_server
 
 
 @pytest.fixture(scope="module")

@@ -127,9 +127,13 @@ def test_gain_table_rows_are_base_finetuned_and_delta():
 
 
 def test_gate_on_gain_and_on_a_metric_by_its_short_name():
-    check_quality_gate.fn(EvaluateConfig(gates={"gain": 0.0, "cosine_mrr@10": 0.35}), _metrics(0.5, 0.6), "m")
+    check_quality_gate.fn(
+        EvaluateConfig(gates={"gain": 0.0, "cosine_mrr@10": 0.35}), _metrics(0.5, 0.6), "m", "demo", "run-1"
+    )
     with pytest.raises(EmbedforgeError) as error:
-        check_quality_gate.fn(EvaluateConfig(gates={"gain": 0.2, "cosine_mrr@10": 0.4}), _metrics(0.5, 0.6), "m")
+        check_quality_gate.fn(
+            EvaluateConfig(gates={"gain": 0.2, "cosine_mrr@10": 0.4}), _metrics(0.5, 0.6), "m", "demo", "run-1"
+        )
     assert str(error.value) == (
         "quality gate failed: gain in docs_cosine_ndcg@10 = 0.1000 < 0.2 (short by 0.1000); "
         "cosine_mrr@10 = 0.3500 < 0.4 (short by 0.0500). Nothing was pushed; the model is kept at m"

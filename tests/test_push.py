@@ -72,7 +72,14 @@ def release(prefect_server, tiny_model, tmp_path):
             headline="cosine_ndcg@10", base={"cosine_ndcg@10": 0.1}, finetuned={"cosine_ndcg@10": score}, evaluators=[]
         )
         record = RunRecord(
-            recipe="tiny", recipe_yaml="", recipe_hash="0", run_id=run_id, run_dir=str(tmp_path), data=[]
+            recipe="tiny",
+            recipe_yaml="",
+            recipe_hash="0",
+            model_hash="0",
+            base_model_id="tiny@0",
+            run_id=run_id,
+            run_dir=str(tmp_path),
+            data=[],
         )
         return push_model(config, model, splits, EvaluateConfig(), metrics, record)
 
@@ -116,6 +123,15 @@ def test_one_commit_with_model_card_and_meta_and_no_token_anywhere(recipe_dict, 
         assert logs and not any(TOKEN in log.message for log in logs)
         assert not any(TOKEN in json.dumps(a.data) for a in client.read_artifacts())
         assert flow_run.state.is_completed()
+
+    # The same inputs again: only training_meta.json is read from the Hub, nothing trained or uploaded.
+    hub.state.requests.clear()
+    again = finetune(recipe=_hub_recipe(recipe_dict, hub), output_dir=str(tmp_path / "runs"))
+    assert again.up_to_date.release == f"tiny-test-{run_id}" and again.up_to_date.location == "acme/tiny-model"
+    assert [r["path"] for r in hub.state.requests if r["method"] == "GET" and "/resolve/" in r["path"]] == [
+        "/acme/tiny-model/resolve/main/training_meta.json"
+    ]
+    assert not [r for r in hub.state.requests if r["method"] == "POST"] and len(repo.branches["main"]) == 1
 
 
 def test_retries_after_server_errors_then_succeeds(release, hub):

@@ -1,0 +1,148 @@
+"""Prefect automations that keep retraining running without a human: crashed runs retried, silence noticed, alerts.
+
+`embedforge deploy` (and `serve`) install the self-healing pair for every run tagged ``embedforge``:
+
+- a flow run that goes silent (its worker or pod died, so no heartbeat arrives) is marked Crashed;
+- a Crashed run is rescheduled as the same flow run, so it keeps its run id and run directory, and
+  training resumes from the newest complete checkpoint on the next worker that sees that directory.
+
+Flow-level retries cannot do this: they live in the process that died. A run that keeps crashing
+stops after ``deployment.crash_retries`` automatic retries. `embedforge alerts` adds notifications.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from prefect.automations import Automation
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, SendNotification
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.runtime import flow_run
+
+from tasks import events
+from tasks.errors import EmbedforgeError
+
+CRASH_RETRY_MESSAGE = "embedforge: rescheduled after a crash; training resumes from the newest complete checkpoint"
+RETRY_AFTER = timedelta(seconds=30)
+# Any of these after a crash means someone (a person, another automation) already dealt with the run.
+AFTER_CRASH = ("Scheduled", "AwaitingRetry", "Pending", "Running", "Cancelling", "Cancelled", "Completed", "Failed")
+RUN_ENDED = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
+EMBEDFORGE_RUNS = {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.embedforge"}
+ANY_FLOW_RUN = {"prefect.resource.id": "prefect.flow-run.*"}
+ANY_RECIPE = {"prefect.resource.id": "embedforge.recipe.*"}
+
+
+def self_healing(heartbeat_seconds: int) -> list[Automation]:
+    """Silent runs become Crashed; Crashed runs are scheduled again. Three missed heartbeats mean the worker is gone."""
+    silence = 3 * heartbeat_seconds
+    return [
+        Automation(
+            name="embedforge-crashed-runs-retry",
+            description=f"Reschedule a crashed embedforge run after {RETRY_AFTER.seconds} s; "
+            "it resumes from its newest complete checkpoint.",
+            # Proactive: fire when nothing else happened to the crashed run for RETRY_AFTER. Reacting at
+            # once races the worker that is still letting go of the run, and a Prefect 3.8 process worker
+            # that is handed back a run it still holds stops with "already holding" (a CapacityLimiter
+            # error). The wait also leaves a human's own retry alone.
+            trigger=EventTrigger(
+                after={"prefect.flow-run.Crashed"},
+                expect={f"prefect.flow-run.{state}" for state in AFTER_CRASH},
+                match=ANY_FLOW_RUN,
+                match_related=EMBEDFORGE_RUNS,
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=RETRY_AFTER,
+            ),
+            actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=CRASH_RETRY_MESSAGE)],
+        ),
+        Automation(
+            name="embedforge-silent-runs-crash",
+            description=f"Mark an embedforge run Crashed when no heartbeat arrived for {silence} s.",
+            trigger=EventTrigger(
+                after={"prefect.flow-run.heartbeat"},
+                expect={"prefect.flow-run.heartbeat", *RUN_ENDED},
+                match=ANY_FLOW_RUN,
+                match_related=EMBEDFORGE_RUNS,
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=silence),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED, message=f"embedforge: no heartbeat for {silence} s; its worker is gone"
+                )
+            ],
+        ),
+    ]
+
+
+def alerts(block_document_id: UUID, stale_days: int) -> list[Automation]:
+    """Notify when a quality gate rejects a model, and when a model has not been published for `stale_days` days."""
+    return [
+        Automation(
+            name="embedforge-model-rejected",
+            description="Notify when a quality gate rejects a retrained model.",
+            trigger=EventTrigger(expect={events.REJECTED}, match=ANY_RECIPE, posture=Posture.Reactive, threshold=1),
+            actions=[
+                SendNotification(
+                    block_document_id=block_document_id,
+                    subject="embedforge: {{ event.resource.name }} rejected by its quality gate",
+                    body="Run {{ event.payload.run_id }} of {{ event.resource.name }}: {{ event.payload.reason }}.",
+                )
+            ],
+        ),
+        Automation(
+            name="embedforge-no-release",
+            description=f"Notify when a model has not been published for {stale_days} days.",
+            trigger=EventTrigger(
+                after={events.PUBLISHED},
+                expect={events.PUBLISHED},
+                match=ANY_RECIPE,
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(days=stale_days),
+            ),
+            actions=[
+                SendNotification(
+                    block_document_id=block_document_id,
+                    subject=f"embedforge: no model published for {stale_days} days",
+                    body="An embedforge model has not been published for "
+                    f"{stale_days} days; look at its deployment's recent runs.",
+                )
+            ],
+        ),
+    ]
+
+
+def sync_automations(automations: list[Automation]) -> list[str]:
+    """Create each automation, replacing one of the same name, so running deploy again changes nothing twice."""
+    for automation in automations:
+        try:
+            Automation.read(name=automation.name).delete()
+        except ValueError:
+            pass  # not there yet
+        automation.create()
+    return [automation.name for automation in automations]
+
+
+def check_crash_retries(limit: int) -> None:
+    """Stop the automatic retry loop of a run that keeps crashing (out of host memory, a broken node)."""
+    if not flow_run.id:
+        return
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        states = sorted(client.read_flow_run_states(flow_run.id), key=lambda state: state.timestamp)
+    scheduled = [state for state in states if state.type == StateType.SCHEDULED]
+    automatic = [state for state in scheduled if state.message == CRASH_RETRY_MESSAGE]
+    if automatic and scheduled[-1] is automatic[-1] and len(automatic) > limit:
+        raise EmbedforgeError(
+            f"this run crashed {len(automatic)} times and was retried automatically each time "
+            f"(deployment.crash_retries = {limit}); not again. Look at the worker's log "
+            "(host memory, preemption), then retry the flow run by hand"
+        )

@@ -1,0 +1,51 @@
+"""Talking to the operator's Prefect server about retraining: new data landed, and who hears about outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from flows.automations import alerts, sync_automations
+from flows.deploy import check_server
+from tasks import events
+from tasks.errors import EmbedforgeError
+
+
+async def _emit(event) -> None:
+    from prefect.events.clients import get_events_client
+
+    async with get_events_client(reconnection_attempts=2) as client:
+        await client.emit(event)
+
+
+def notify_data_updated(recipe: str) -> str:
+    """Emit embedforge.data.updated for one recipe; its deployment's trigger starts a run."""
+    from prefect import get_client
+    from prefect.events import Event
+    from prefect.exceptions import ObjectNotFound
+
+    check_server({})
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(f"finetune/{recipe}")
+        except ObjectNotFound:
+            raise EmbedforgeError(
+                f"notify: no deployment finetune/{recipe} on this server; register it with "
+                f"`embedforge deploy deployments/{recipe}.yaml`"
+            ) from None
+    event = Event(event=events.DATA_UPDATED, resource=events.recipe_resource(recipe))
+    asyncio.run(_emit(event))
+    return f"{events.DATA_UPDATED} sent for {recipe}: deployment finetune/{recipe} starts a run"
+
+
+def install_alerts(block: str, stale_days: int) -> list[str]:
+    """Create (or replace) the rejected-model and no-release alerts, sent through a notification block."""
+    from prefect.blocks.core import Block
+
+    check_server({})
+    if "/" not in block:
+        raise EmbedforgeError(f"alerts: --block {block!r} must be type/name, e.g. slack-webhook/ml-team")
+    try:
+        document_id = Block.load(block)._block_document_id
+    except ValueError as exc:
+        raise EmbedforgeError(f"alerts: no notification block {block!r} on this server ({exc})") from None
+    return sync_automations(alerts(document_id, stale_days))

@@ -1,0 +1,30 @@
+"""Prefect events embedforge emits and listens for: what automations and deployment triggers match on.
+
+Each recipe is one event resource, ``embedforge.recipe.<name>``: a data pipeline announces new data
+for it, and each run announces its outcome for it (published, kept, rejected).
+"""
+
+from __future__ import annotations
+
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+
+DATA_UPDATED = "embedforge.data.updated"
+PUBLISHED = "embedforge.model.published"
+KEPT = "embedforge.model.kept"
+REJECTED = "embedforge.model.rejected"
+
+
+def recipe_resource(recipe: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"embedforge.recipe.{recipe}", "prefect.resource.name": recipe}
+
+
+def emit_outcome(event: str, recipe: str, run_id: str, headline: str, value: float | None, reason: str) -> None:
+    """Say how a run ended for its model; the run's flow run and task run are attached as related resources."""
+    if not flow_run.id:  # a stage called outside a flow run (a script, a unit test) has no run to report
+        return
+    emit_event(
+        event=event,
+        resource=recipe_resource(recipe),
+        payload={"recipe": recipe, "run_id": run_id, "headline": headline, "value": value, "reason": reason},
+    )

@@ -1,0 +1,114 @@
+"""Retraining that costs nothing when nothing changed: the run ends at the up-to-date check, naming the release."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.finetune import finetune
+from flows.recipe import Recipe
+from tasks.record import RunRecord, changes
+
+from conftest import make_pairs, write_jsonl
+
+
+def _recipe(data: dict) -> Recipe:
+    return Recipe.model_validate(copy.deepcopy(data))
+
+
+def _record(recipe: Recipe, fingerprint: str = "f1") -> RunRecord:
+    return RunRecord(
+        recipe=recipe.name,
+        recipe_yaml="",
+        recipe_hash=recipe.fingerprint(),
+        model_hash=recipe.model_fingerprint(),
+        base_model_id="base@1",
+        run_id="r1",
+        run_dir="/tmp/r1",
+        data=[],
+    )
+
+
+def test_only_what_makes_the_model_counts_as_a_change(recipe_dict):
+    published = _record(_recipe(recipe_dict)).model_dump()
+    meta = {"model_hash": published["model_hash"], "base_model_id": "base@1", "data_fingerprint": {}}
+    card_only = copy.deepcopy(recipe_dict)
+    card_only["card"]["license"] = "mit"
+    card_only["push"]["require_improvement"] = False
+    card_only["deployment"] = {"work_pool": "other", "tags": ["x"]}
+    assert changes(_record(_recipe(card_only)), meta) == []
+    new_arg = copy.deepcopy(recipe_dict)
+    new_arg["train"]["args"]["learning_rate"] = 1e-4
+    assert changes(_record(_recipe(new_arg)), meta) == ["the recipe's ingest, split, train or evaluate settings"]
+    new_base = _record(_recipe(recipe_dict)).model_copy(update={"base_model_id": "base@2"})
+    assert changes(new_base, meta) == ["the base model (base@1 -> base@2)"]
+    # A release made before embedforge recorded these fields is never taken as up to date.
+    assert changes(_record(_recipe(recipe_dict)), {"data_fingerprint": {}}) != []
+
+
+def _task_runs(flow_run_id) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+def _run(recipe: dict, runs: Path):
+    state = finetune(recipe=_recipe(recipe), output_dir=str(runs), return_state=True)
+    return state.result(), _task_runs(state.state_details.flow_run_id)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, write_recipe):
+    runs = tmp_path / "runs"
+    first, _ = _run(recipe_dict, runs)
+    assert first.push.pushed
+    release = f"tiny-test-{Path(first.run_dir).name}"
+
+    again, tasks = _run(recipe_dict, runs)
+    assert again.up_to_date.release == release and again.finetuned == first.finetuned
+    assert set(tasks) == {"ingest-dataset", "check-release", "fetch-release-meta"}, tasks
+    run_dir = Path(again.run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["data", "recipe.yaml"]  # no split, model or metrics
+    with get_client(sync_client=True) as client:
+        pushes = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-push"])))
+    artifact = max(pushes, key=lambda a: a.created)
+    assert artifact.data.startswith(f"## Up to date: {release}")
+
+    # A card-only change is still the same model; the CLI says which release it matched.
+    card_only = copy.deepcopy(recipe_dict)
+    card_only["card"]["license"] = "mit"
+    result = CliRunner().invoke(app, ["run", str(write_recipe(card_only)), "--output-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert f"Up to date with release {release} at {tmp_path / 'published'}: nothing trained" in result.output
+
+    forced = CliRunner().invoke(app, ["run", str(write_recipe(card_only)), "--output-dir", str(runs), "--force"])
+    assert forced.exit_code == 0 and "fine-tuned" in forced.output, forced.output
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_changed_data_or_arguments_retrain_and_reuse_the_base_numbers(recipe_dict, tmp_path):
+    runs = tmp_path / "runs"
+    first, tasks = _run(recipe_dict, runs)
+    assert tasks["measure-base-model"] == "Completed"
+
+    new_arg = copy.deepcopy(recipe_dict)
+    new_arg["train"]["args"]["learning_rate"] = 4e-4
+    retrained, tasks = _run(new_arg, runs)
+    assert retrained.up_to_date is None and tasks["train-model"] == "Completed"
+    # Same base model, test split and evaluator settings: the base model is not measured again.
+    assert tasks["measure-base-model"] == "Cached" and retrained.base == first.base
+
+    rows = make_pairs()
+    rows[0]["context"] += " Reopened after repairs."  # one changed row changes the data fingerprint
+    write_jsonl(Path(recipe_dict["ingest"]["path"]), rows)
+    retrained, tasks = _run(recipe_dict, runs)
+    assert retrained.up_to_date is None and tasks["train-model"] == "Completed"
+    meta = json.loads((tmp_path / "published" / "latest" / "training_meta.json").read_text())
+    assert set(meta) >= {"model_hash", "base_model_id", "data_fingerprint"}

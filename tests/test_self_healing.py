@@ -1,0 +1,140 @@
+"""The retraining loop against `prefect server start` (events, triggers and automations running), as an operator
+runs it: new data starts the right deployment, and a run whose worker process is killed finishes on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(server: str, **extra) -> dict:
+    env = {**os.environ, "PREFECT_API_URL": f"{server}/api", "HF_HUB_OFFLINE": "1", **extra}
+    return env
+
+
+def _cli(server: str, *args: str) -> str:
+    done = subprocess.run([str(BIN / args[0]), *args[1:]], env=_env(server), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _api(server: str, path: str, body: dict | None = None):
+    if body is None:
+        return httpx.get(f"{server}/api/{path}", timeout=10).json()
+    return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
+
+
+def _runs_of(server: str, deployment: str) -> list[dict]:
+    (found,) = _api(server, "deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
+    runs = _api(server, "flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [found["id"]]}}})
+    return [run for run in runs if not run["auto_scheduled"]]  # not the cron schedule's upcoming runs
+
+
+def _wait(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_notify_starts_a_run_of_that_deployment_and_no_other(live_server):
+    _cli(live_server, "prefect", "work-pool", "create", "notify-pool", "--type", "process")
+    demo, other = REPO / "deployments" / "demo-minilm.yaml", REPO / "deployments" / "deberta-v3-xsmall-snli.yaml"
+    _cli(live_server, "embedforge", "deploy", str(demo), str(other), "--pool", "notify-pool")
+    assert _runs_of(live_server, "demo-minilm") == []
+
+    out = _cli(live_server, "embedforge", "notify", "demo-minilm")
+    assert "embedforge.data.updated sent for demo-minilm" in out
+    (run,) = _wait(lambda: _runs_of(live_server, "demo-minilm"), 60, "the triggered run")
+    assert run["created_by"]["type"] == "AUTOMATION"
+    time.sleep(3)  # time enough for a wrong trigger to have fired too
+    assert len(_runs_of(live_server, "demo-minilm")) == 1 and _runs_of(live_server, "deberta-v3-xsmall-snli") == []
+
+
+def test_notify_names_a_recipe_without_a_deployment(live_server):
+    done = subprocess.run(
+        [str(BIN / "embedforge"), "notify", "no-such-model"], env=_env(live_server), capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "notify: no deployment finetune/no-such-model on this server" in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _complete_checkpoints(runs: Path) -> list[Path]:
+    found = [p.parent for p in runs.glob("tiny-crash/*/checkpoints/checkpoint-*/trainer_state.json")]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _state(server: str, flow_run_id: str) -> str:
+    return _api(server, f"flow_runs/{flow_run_id}")["state"]["type"]
+
+
+def test_a_run_whose_process_is_killed_is_retried_and_resumes(live_server, recipe_dict, tmp_path, write_recipe):
+    recipe_dict["name"] = "tiny-crash"
+    recipe_dict["train"]["args"].update(
+        {"max_steps": 400, "save_strategy": "steps", "save_steps": 2, "save_total_limit": 3, "logging_steps": 50}
+    )
+    recipe_dict["deployment"] = {"work_pool": "crash-pool"}
+    _cli(live_server, "prefect", "work-pool", "create", "crash-pool", "--type", "process")
+    _cli(live_server, "embedforge", "deploy", str(write_recipe(recipe_dict)))
+    started = _cli(live_server, "prefect", "deployment", "run", "finetune/tiny-crash")
+    flow_run_id = next(line.split()[-1] for line in started.splitlines() if "UUID" in line)
+
+    runs = tmp_path / "runs"  # where every worker finds the run directory (a shared volume in production)
+    env = _env(live_server, EMBEDFORGE_OUTPUT_DIR=str(runs), PREFECT_WORKER_QUERY_SECONDS="2")
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "crash-pool", "--limit", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait(lambda: _complete_checkpoints(runs), 240, "a complete checkpoint")
+        (flow_process,) = _children(worker.pid)
+        os.kill(flow_process, signal.SIGKILL)  # the training process dies: no clean-up of any kind
+        killed_at = _complete_checkpoints(runs)[-1]
+        torn = killed_at.parent / f"checkpoint-{int(killed_at.name.split('-')[1]) + 1}"
+        torn.mkdir()
+        (torn / "model.safetensors").write_bytes(b"\0" * 100)  # killed while saving: no trainer_state.json
+        _wait(lambda: _state(live_server, flow_run_id) == "COMPLETED", 300, "the retried run to complete")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+    states = [s["type"] for s in _api(live_server, f"flow_run_states/?flow_run_id={flow_run_id}")]
+    assert "CRASHED" in states and states.count("RUNNING") == 2, states
+    (run_dir,) = (runs / "tiny-crash").iterdir()  # the retry found the same run directory
+    logs = _api(live_server, "logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    messages = "\n".join(entry["message"] for entry in logs)
+    resumed_at = int(messages.split("Resuming from ")[1].split("checkpoint-")[1].split()[0])
+    assert resumed_at == int(killed_at.name.split("-")[1])
+    assert f"Skipping {torn}: it was not saved whole" in messages
+    final = json.loads((_complete_checkpoints(runs)[-1] / "trainer_state.json").read_text())
+    assert final["global_step"] == 400  # the same total as an uninterrupted run
+    assert (run_dir / "model" / "README.md").exists()
