@@ -1,6 +1,6 @@
 """The fine-tuning flow, wired as the DAG reads.
 
-ingest -> up to date with the release? -> split -> train -> evaluate -> gate -> card -> push
+ingest -> up to date with the release? -> split -> (mine) -> train -> evaluate -> gate -> card -> push
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tasks.card import render_model_card
 from tasks.evaluate import check_quality_gate, evaluate_model, measure_base_model
 from tasks.ingest import IngestReport, ingest_dataset
 from tasks.logs import quiet_libraries, run_logger
+from tasks.mine import mine_hard_negatives
 from tasks.models import base_model_identity
 from tasks.push import PushResult, push_model
 from tasks.record import RunRecord
@@ -112,7 +113,10 @@ def finetune(
     if current:
         return RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
     splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
-    model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir))
+    if recipe.mine:
+        mined = str(run_dir / "data" / "mined")
+        splits = mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, mined, artifact_key(recipe, "mining"))
+    model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
     base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
     metrics = evaluate_model(
         recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"), artifact_key(recipe, "gain")

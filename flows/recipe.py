@@ -19,6 +19,7 @@ from tasks.card import CardConfig
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig
 from tasks.ingest import IngestConfig
+from tasks.mine import MineConfig
 from tasks.push import PushConfig
 from tasks.split import SplitConfig
 from tasks.train import TrainConfig
@@ -70,7 +71,7 @@ class DeploymentConfig(BaseModel):
 
 
 # A release made with the same data, base model and these sections is what a new run would make again.
-MODEL_SECTIONS = ("ingest", "split", "train", "evaluate")
+MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
 
 
 class Recipe(BaseModel):
@@ -85,6 +86,7 @@ class Recipe(BaseModel):
     description: str = Field("", description="What this model is for.")
     ingest: IngestConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
+    mine: MineConfig | None = Field(None, description="Mine hard negatives from the training split before training.")
     train: TrainConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     card: CardConfig = Field(default_factory=CardConfig)
@@ -96,6 +98,31 @@ class Recipe(BaseModel):
         # A Matryoshka model is judged at the dims it was trained for unless the recipe says otherwise.
         if self.evaluate.matryoshka_dims is None and self.train.loss.matryoshka_dims:
             self.evaluate.matryoshka_dims = list(self.train.loss.matryoshka_dims)
+        return self
+
+    @model_validator(mode="after")
+    def _evaluate_with_the_training_prompts(self) -> Recipe:
+        # Base and fine-tuned models are measured with the prompts the model is trained to expect.
+        prompts = self.train.args.get("prompts")
+        if self.evaluate.prompts is None and prompts:
+            if isinstance(prompts, str):
+                prompts = {"anchor": prompts, "positive": prompts}
+            if not all(isinstance(value, str) for value in prompts.values()):
+                raise ValueError(
+                    "train.args.prompts: per-dataset prompts cannot be matched to the evaluators; "
+                    "give column prompts (anchor: ..., positive: ...) or set evaluate.prompts"
+                )
+            self.evaluate.prompts = dict(prompts)
+        return self
+
+    @model_validator(mode="after")
+    def _mine_with_the_base_model_by_default(self) -> Recipe:
+        if self.mine and self.ingest.kind != "retrieval":
+            raise ValueError(
+                f"mine: hard negatives need retrieval pairs (anchor, positive); ingest.kind is {self.ingest.kind}"
+            )
+        if self.mine and not self.mine.model:
+            self.mine.model, self.mine.model_revision = self.train.base_model, self.train.base_model_revision
         return self
 
     @model_validator(mode="after")

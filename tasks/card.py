@@ -53,7 +53,7 @@ def _gain_markdown(metrics: Metrics) -> str:
     return "\n".join(rows)
 
 
-def _report(metrics: Metrics, record: RunRecord) -> str:
+def _report(metrics: Metrics, record: RunRecord, splits: Splits) -> str:
     lines = [
         "## Fine-tuning Report",
         "",
@@ -64,6 +64,7 @@ def _report(metrics: Metrics, record: RunRecord) -> str:
         "",
         _gain_markdown(metrics),
         "",
+        *(["### Hard Negatives", "", splits.mining.markdown()] if splits.mining else []),
         "### Data Fingerprint",
         "",
         *[f"- `{name}`: `{value}`" for name, value in record.fingerprints.items()],
@@ -134,7 +135,7 @@ def render_model_card(
         for leaf, subset in leaf_results(evaluator, metrics.finetuned):
             data.set_evaluation_metrics(leaf, subset)
     data.training_logs = training_logs  # the final test numbers are not a training-time evaluation
-    content = _insert_before(generate_model_card(st_model), "## Training Details", _report(metrics, record))
+    content = _insert_before(generate_model_card(st_model), "## Training Details", _report(metrics, record, splits))
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")
     if artifact_key:

@@ -56,6 +56,11 @@ class EvaluateConfig(BaseModel):
         "so the test queries must also beat them.",
     )
     batch_size: int = Field(32, gt=0, description="Encoding batch size for evaluation.")
+    prompts: dict[str, str] | None = Field(
+        None,
+        description="Prompts retrieval evaluation encodes with: anchor (queries) and positive (passages) "
+        "(default: train.args.prompts, so a model trained with a query prompt is measured with it).",
+    )
     headline: str | None = Field(
         None,
         description="Metric used by gates and the champion/challenger check (default: the first evaluator's "
@@ -164,7 +169,15 @@ def _retrieval_inputs(data: datasets.Dataset, distractors: list[str]):
 def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: list[str]) -> list:
     """Retrieval metrics to measure: every Matryoshka dim from one encoding, and triplets when there are negatives."""
     queries, corpus, relevant = _retrieval_inputs(data, distractors)
-    common = dict(queries=queries, corpus=corpus, relevant_docs=relevant, batch_size=config.batch_size)
+    prompts = config.prompts or {}
+    common = dict(
+        queries=queries,
+        corpus=corpus,
+        relevant_docs=relevant,
+        batch_size=config.batch_size,
+        query_prompt=prompts.get("anchor"),
+        corpus_prompt=prompts.get("positive"),
+    )
     if config.matryoshka_dims:
         prefix = f"{name}_" if name else ""
         dims = [

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tasks.errors import EmbedforgeError
 from tasks.ingest import IngestConfig, IngestReport, Kind
 from tasks.logs import run_logger
+from tasks.mine import MiningReport
 
 # A passage (or sentence pair's first side) that appears twice must stay in one split,
 # or the test numbers measure memorisation.
@@ -87,9 +88,14 @@ class EvalSplit(BaseModel):
 
 
 class Splits(BaseModel):
-    """What split hands on: the training rows and, per evaluation dataset (by evaluator name), its parts."""
+    """What split hands on: the training rows and, per evaluation dataset (by evaluator name), its parts.
+
+    After mining, ``train`` holds the pairs with their negatives and ``in_batch_only`` those without.
+    """
 
     train: str
+    in_batch_only: str | None = Field(None, description="Training pairs that train with in-batch negatives only.")
+    mining: MiningReport | None = None
     train_name: str = Field(description="The training data's label, as the card names the dataset.")
     train_kind: Kind
     evaluation: dict[str, EvalSplit]

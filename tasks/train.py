@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import importlib.util
 import inspect
 import json
 import logging
@@ -36,12 +37,14 @@ from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
 from transformers.trainer_callback import ProgressCallback
 
+from tasks.adapters import AdapterConfig, add_adapter, merge_adapter
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
 from tasks.logs import run_logger
 from tasks.models import TrainedModel, embedding_dimension, load_model
 from tasks.progress import PrefectProgress, TrainingBar
 from tasks.split import Splits
+from tasks.tracking import link_tracking, tracking_env
 
 # Arguments embedforge owns: where checkpoints go is part of the run directory layout.
 RESERVED_ARGS = {"output_dir"}
@@ -136,6 +139,7 @@ class TrainConfig(BaseModel):
     )
     devices: int = Field(1, ge=1, description="Processes for data-parallel training (torchrun), normally one per GPU.")
     resume: bool = Field(True, description="Resume from the newest checkpoint in the run directory when there is one.")
+    peft: AdapterConfig | None = Field(None, description="Train a LoRA adapter instead of every weight (pip: peft).")
 
     @field_validator("args")
     @classmethod
@@ -170,13 +174,26 @@ def build_loss(model, config: LossConfig):
     return loss
 
 
-def _train_dataset(path: str, kind: str) -> datasets.Dataset:
+def _loss_inputs(path: str, kind: str) -> datasets.Dataset:
     data = datasets.Dataset.from_parquet(path)
-    return data.select_columns([c for c in LOSS_INPUTS[kind] if c in data.column_names])
+    return data.select_columns([c for c in data.column_names if c.rstrip("_0123456789") in LOSS_INPUTS[kind]])
+
+
+def _train_dataset(splits: Splits) -> datasets.Dataset | datasets.DatasetDict:
+    """The training rows; after mining, pairs without negatives train too, in batches of their own."""
+    data = _loss_inputs(splits.train, splits.train_kind)
+    if not splits.in_batch_only:
+        return data
+    return datasets.DatasetDict({"mined": data, "in_batch_only": _loss_inputs(splits.in_batch_only, splits.train_kind)})
 
 
 def _training_args(config: TrainConfig, checkpoints: Path, has_eval: bool) -> SentenceTransformerTrainingArguments:
-    args = {"report_to": "none", **config.args}
+    # The tracking run (MLflow, W&B) is named like the release: <recipe>-<run-id>.
+    args = {
+        "report_to": "none",
+        "run_name": f"{checkpoints.parent.parent.name}-{checkpoints.parent.name}",
+        **config.args,
+    }
     for key in set(args) & set(RETIRED_ARGS) - set(_training_arg_types()):
         run_logger().warning("train.args.%s is ignored: %s", key, RETIRED_ARGS[key])
         del args[key]
@@ -218,6 +235,8 @@ def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]
         dimension = embedding_dimension(config.base_model, config.base_model_revision)
     except EmbedforgeError as exc:
         return [*problems, ("train.base_model", str(exc))]
+    if config.peft and importlib.util.find_spec("peft") is None:
+        problems.append(("train.peft", "adapters need the peft package: pip install 'embedforge[adapters]'"))
     too_large = [d for d in config.loss.matryoshka_dims or [] if dimension and d > dimension]
     if too_large:
         problems.append(("train.loss.matryoshka_dims", f"{too_large} exceed the model's dimension {dimension}"))
@@ -247,7 +266,7 @@ def _trainer(model, config: TrainConfig, args, splits: Splits, evaluate: Evaluat
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
-        train_dataset=_train_dataset(splits.train, splits.train_kind),
+        train_dataset=_train_dataset(splits),
         eval_dataset=eval_dataset,
         loss=build_loss(model, config.loss),
         evaluator=evaluator,
@@ -265,6 +284,8 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
     model = load_model(
         config.base_model, config.base_model_revision, config.max_seq_length, model_card_data=_card_data(splits)
     )
+    if config.peft:
+        add_adapter(model, config.peft)
     trainer = _trainer(
         model, config, _training_args(config, run_dir / "checkpoints", bool(splits.parts("eval"))), splits, evaluate
     )
@@ -277,6 +298,8 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
         raise EmbedforgeError(out_of_memory_message(config)) from None
     if trainer.is_world_process_zero():
         model.save(trained.model_dir)
+        if config.peft and config.peft.merge:
+            merge_adapter(trained.model_dir)
         trained.save_card_data(model)
     return trained
 
@@ -345,7 +368,9 @@ def _launch_distributed(config: TrainConfig, splits: Splits, evaluate: EvaluateC
 
 # No retries: a failed training is a bug or bad recipe, and a blind retry burns GPU hours.
 @task(name="train-model", retries=0)
-def train_model(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, run_dir: str) -> TrainedModel:
+def train_model(
+    config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, run_dir: str, artifact_key: str | None = None
+) -> TrainedModel:
     """Fine-tune and save the model in the run directory; evaluate settings serve evaluation during training.
 
     A run directory whose model was saved whole is not trained again: a retry or `embedforge resume`
@@ -355,9 +380,14 @@ def train_model(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, r
     if Path(trained.card_data).exists():  # written after the model, so the model is complete
         run_logger().info("%s already holds this run's trained model; not training again", trained.model_dir)
         return trained
-    if config.devices > 1:
-        return _launch_distributed(config, splits, evaluate, Path(run_dir))
-    return run_training(config, splits, evaluate, Path(run_dir))
+    run = Path(run_dir)
+    with tracking_env(config.args, run):
+        if config.devices > 1:
+            trained = _launch_distributed(config, splits, evaluate, run)
+        else:
+            trained = run_training(config, splits, evaluate, run)
+    link_tracking(config.args, run, config.args.get("run_name") or f"{run.parent.name}-{run.name}", artifact_key)
+    return trained
 
 
 if __name__ == "__main__":

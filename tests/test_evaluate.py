@@ -152,3 +152,21 @@ def test_failed_gate_stops_before_push_and_keeps_the_model(recipe_dict, tmp_path
     assert f"the model is kept at {model_dir}" in message
     assert (model_dir / "model.safetensors").exists()
     assert not (tmp_path / "published").exists()
+
+
+def test_training_prompts_are_the_prompts_both_models_are_measured_with(tmp_path, recipe_dict):
+    from flows.recipe import Recipe
+
+    from conftest import make_pairs
+
+    recipe_dict["train"]["args"]["prompts"] = {"anchor": "query: ", "positive": "passage: "}
+    config = Recipe.model_validate(recipe_dict).evaluate
+    assert config.prompts == {"anchor": "query: ", "positive": "passage: "}
+    (evaluator,) = build_evaluators(_splits(tmp_path, make_pairs(20)), "test", config)
+    assert (evaluator.query_prompt, evaluator.corpus_prompt) == ("query: ", "passage: ")
+    # One prompt for every column, as the trainer reads a plain string.
+    recipe_dict["train"]["args"]["prompts"] = "Represent this: "
+    assert Recipe.model_validate(recipe_dict).evaluate.prompts == {
+        "anchor": "Represent this: ",
+        "positive": "Represent this: ",
+    }

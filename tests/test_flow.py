@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from huggingface_hub import ModelCard
@@ -206,3 +207,89 @@ def test_separate_train_and_test_files_run_as_given(recipe_dict, tmp_path, write
         "tiny_validation (test file)"
         in json.loads((tmp_path / "published" / "latest" / "training_meta.json").read_text())["data_fingerprint"]
     )
+
+
+def test_cached_mnrl_trains_a_large_batch_in_mini_batches(tmp_path, _tiny_model_master):
+    shutil.copytree(_tiny_model_master, tmp_path / "model")
+    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
+    recipe = make_recipe(
+        "tiny-cached", str(tmp_path / "model"), data, train_args={"per_device_train_batch_size": 64}, push={}
+    )
+    recipe["train"]["loss"] = {"name": "CachedMultipleNegativesRankingLoss", "args": {"mini_batch_size": 8}}
+    result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
+    assert result.finetuned > result.base
+    card = (Path(result.model_dir) / "README.md").read_text()
+    assert "Loss: [<code>CachedMultipleNegativesRankingLoss</code>]" in card and '"mini_batch_size": 8' in card
+
+
+def test_mined_negatives_reach_training_the_card_and_the_dashboard(tmp_path, _tiny_model_master):
+    shutil.copytree(_tiny_model_master, tmp_path / "model")
+    rows = make_pairs()
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    recipe = make_recipe("tiny-mined", str(tmp_path / "model"), data, split={"group_by": "topic"}, push={})
+    recipe["ingest"]["keep"] = ["topic"]
+    recipe["mine"] = {"num_negatives": 1}
+    result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
+    run_dir = Path(result.run_dir)
+    mined = pd.read_parquet(run_dir / "data" / "mined" / "train.parquet")
+    assert list(mined.columns) == ["anchor", "positive", "negative_1"]
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "### Hard Negatives" in card and "same-group candidates skipped" in card
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-mined-mining"]))
+        )
+    assert artifact.data.startswith("## Hard-negative mining")
+
+
+def test_training_curves_go_to_tensorboard_and_mlflow_offline(tmp_path, _tiny_model_master, monkeypatch):
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    shutil.copytree(_tiny_model_master, tmp_path / "model")
+    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
+    recipe = make_recipe(
+        "tiny-tracking",
+        str(tmp_path / "model"),
+        data,
+        train_args={"report_to": ["tensorboard", "mlflow"], "logging_steps": 2},
+        push={},
+    )
+    result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
+    run_dir = Path(result.run_dir)
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    (run,) = mlflow.search_runs(
+        filter_string=f"attributes.run_name = 'tiny-tracking-{run_dir.name}'",
+        search_all_experiments=True,
+        output_format="list",
+    )
+    assert "loss" in run.data.metrics
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts() if a.key and a.key.startswith("tiny-tracking-tracking")}
+        assert keys == {"tiny-tracking-tracking-tensorboard", "tiny-tracking-tracking-mlflow"}
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
+def test_a_lora_adapter_is_trained_evaluated_and_published(tmp_path, _tiny_model_master, merge):
+    pytest.importorskip("peft")
+    shutil.copytree(_tiny_model_master, tmp_path / "model")
+    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
+    recipe = make_recipe(
+        "tiny-lora",
+        str(tmp_path / "model"),
+        data,
+        train_args={"learning_rate": 5e-3},  # LoRA trains few weights, at a higher rate than full fine-tuning
+        push={"local_dir": str(tmp_path / "published")},
+    )
+    recipe["train"]["peft"] = {"r": 8, "lora_alpha": 16, "target_modules": ["query", "value"], "merge": merge}
+    first = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
+    model_dir = Path(first.model_dir)
+    assert (model_dir / "adapter_config.json").exists() != merge
+    assert (model_dir / "model.safetensors").exists() == merge
+    assert first.finetuned > first.base and first.push.pushed
+    released = SentenceTransformer(str(tmp_path / "published" / "latest")).encode(["what is known about the castle?"])
+    base = SentenceTransformer(str(tmp_path / "model")).encode(["what is known about the castle?"])
+    assert released.shape == (1, 32) and abs(released - base).max() > 1e-3  # the adapter is applied
+    # Champion/challenger reads the published adapter (or merged model) back.
+    again = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"), force=True)
+    assert again.push.champion == pytest.approx(first.finetuned, abs=1e-6)

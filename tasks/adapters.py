@@ -1,0 +1,63 @@
+"""LoRA adapters for large bases (peft): train a few million weights instead of all of them.
+
+The release holds the adapter alone (a few MB, loaded onto its base by sentence-transformers), or
+the adapter merged into the base weights when the recipe asks, for readers without peft.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+class AdapterConfig(BaseModel):
+    """A LoRA adapter, under peft's LoraConfig names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | str | None = Field(
+        None, description="Module names to adapt, e.g. [q_proj, v_proj] (default: peft's choice for the architecture)."
+    )
+    merge: bool = Field(False, description="Publish the adapter merged into the base weights instead of alone.")
+
+
+def add_adapter(model, config: AdapterConfig) -> None:
+    """Freeze the base and add a trainable LoRA adapter to the model's transformer."""
+    from peft import LoraConfig, TaskType
+
+    model.add_adapter(
+        LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION,
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+        )
+    )
+
+
+def merge_adapter(model_dir: str) -> None:
+    """Replace the saved adapter with full weights: base + adapter, merged by peft."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from tasks.models import load_model
+
+    folder = Path(model_dir)
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = load_model(model_dir)
+    model[0].model = PeftModel.from_pretrained(AutoModel.from_pretrained(base), model_dir).merge_and_unload()
+    for name in ADAPTER_FILES:
+        (folder / name).unlink(missing_ok=True)
+    staging = folder.with_name(folder.name + ".merged")
+    model.save(str(staging))
+    shutil.copytree(staging, folder, dirs_exist_ok=True)
+    shutil.rmtree(staging)

@@ -1,0 +1,221 @@
+"""Mine: hard negatives for the training pairs, from the training split's own passages.
+
+Side effect: writes ``<run>/data/mined/`` (the pairs with their negatives, and the pairs left with
+in-batch negatives only) and publishes the mining report. sentence-transformers' ``mine_hard_negatives``
+ranks the candidates; two things it cannot know are decided here:
+
+- a passage of the positive's own group (``split.group_by``: the same module, article or rule) is
+  never a negative for it: such passages are near-paraphrases, and pushing them apart teaches the
+  model the opposite of what it should learn;
+- no training pair is lost: one without enough eligible negatives trains with in-batch negatives
+  only, where the library's own output would drop it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from statistics import fmean
+from typing import TYPE_CHECKING, Literal
+
+import datasets
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.logs import run_logger
+from tasks.models import base_model_identity, load_model
+
+if TYPE_CHECKING:  # Splits carries the mining report, so split imports this module
+    from tasks.split import Splits
+
+
+class MineConfig(BaseModel):
+    """Hard-negative mining before training; settings under sentence-transformers' own names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model that ranks the candidates (default: train.base_model).")
+    model_revision: str | None = Field(None, description="Revision of that model, when it is on the Hub.")
+    num_negatives: int = Field(1, ge=1, description="Negatives per training pair.")
+    range_min: int = Field(0, ge=0, description="Skip this many of the closest candidates (likely false negatives).")
+    range_max: int | None = Field(None, gt=0, description="Consider candidates up to this rank (default: derived).")
+    max_score: float | None = Field(None, description="Drop candidates scoring above this (too close to be negative).")
+    min_score: float | None = Field(None, description="Drop candidates scoring below this (too easy to teach).")
+    absolute_margin: float | None = Field(
+        None, description="A negative must score at least this much below the positive."
+    )
+    relative_margin: float | None = Field(
+        None, description="A negative must score at most (1 - this) times the positive's score."
+    )
+    sampling_strategy: Literal["top", "random"] = Field(
+        "top", description="Take the hardest eligible candidates, or sample among them."
+    )
+    batch_size: int = Field(64, gt=0, description="Encoding batch size while mining.")
+    use_faiss: bool = Field(False, description="Search with faiss (pip install faiss-cpu) for large corpora.")
+    seed: int = Field(12, description="Seed of the random sampling strategy.")
+
+
+class MiningReport(BaseModel):
+    """What mining did: the model card, the log and the dashboard show it."""
+
+    model: str
+    rows: int
+    mined_rows: int
+    in_batch_only_rows: int
+    negatives_per_anchor: int
+    same_group_skipped: int = Field(description="Candidates ranked high enough but of the positive's own group.")
+    positive_score: float | None = Field(None, description="Mean similarity of anchor and positive (mined rows).")
+    negative_score: float | None = Field(None, description="Mean similarity of anchor and mined negatives.")
+    settings: dict
+
+    def markdown(self) -> str:
+        scores = (
+            f"| similarity anchor–positive | {self.positive_score:.4f} |\n"
+            f"| similarity anchor–negative | {self.negative_score:.4f} |\n"
+            if self.positive_score is not None
+            else ""
+        )
+        return (
+            f"| | |\n|:--|--:|\n| training pairs | {self.rows} |\n"
+            f"| with {self.negatives_per_anchor} mined negative(s) | {self.mined_rows} |\n"
+            f"| in-batch negatives only | {self.in_batch_only_rows} |\n"
+            f"| same-group candidates skipped | {self.same_group_skipped} |\n{scores}\n"
+            f"Mined with `{self.model}` among the training split's passages; settings: "
+            f"`{json.dumps(self.settings, sort_keys=True)}`\n"
+        )
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as content:
+        return hashlib.file_digest(content, "sha256").hexdigest()
+
+
+def _mining_key(context, parameters) -> str:
+    """A retry or resume of the run does not mine again: same training rows, settings, model and folder."""
+    config, splits = parameters["config"], parameters["splits"]
+    model = base_model_identity(config.model, config.model_revision)
+    key = [_file_digest(splits.train), config.model_dump(mode="json"), model, parameters["out_dir"]]
+    return "mined-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _width(config: MineConfig, largest_group: int) -> int:
+    """Candidates to ask the library for: enough that the same-group ones can be skipped and n remain."""
+    wanted = config.num_negatives + largest_group - 1
+    if config.sampling_strategy == "random":
+        wanted = max(wanted, 10 * config.num_negatives)
+    if config.range_max:
+        wanted = min(wanted, config.range_max - config.range_min)
+    return max(wanted, config.num_negatives)
+
+
+def _candidates(data: datasets.Dataset, config: MineConfig, model, width: int) -> dict[tuple, list]:
+    """{(anchor, positive): [(passage, score), ...] hardest first} from the library, plus the positive's score."""
+    from sentence_transformers.util import mine_hard_negatives
+
+    corpus = list(dict.fromkeys(data["positive"]))
+    mined = mine_hard_negatives(
+        data.select_columns(["anchor", "positive"]),
+        model,
+        corpus=corpus,
+        range_min=config.range_min,
+        range_max=config.range_max,
+        max_score=config.max_score,
+        min_score=config.min_score,
+        absolute_margin=config.absolute_margin,
+        relative_margin=config.relative_margin,
+        num_negatives=width,
+        sampling_strategy="top",
+        output_format="labeled-list",
+        output_scores=True,
+        batch_size=config.batch_size,
+        use_faiss=config.use_faiss,
+        verbose=False,
+    )
+    return {
+        (row["anchor"], row["positive"][0]): list(zip(row["positive"], row["scores"], strict=True)) for row in mined
+    }
+
+
+def _choose(config: MineConfig, eligible: list, rng: random.Random) -> list:
+    if config.sampling_strategy == "random" and len(eligible) > config.num_negatives:
+        eligible = sorted(rng.sample(eligible, config.num_negatives), key=lambda c: -c[1])
+    return eligible[: config.num_negatives]
+
+
+def _assign(data: datasets.Dataset, group: str, candidates: dict, config: MineConfig) -> tuple[list, list, dict]:
+    """Each training row's negatives, none of its own group; rows without enough keep training without."""
+    groups: dict[str, set] = defaultdict(set)
+    for passage, key in zip(data["positive"], data[group], strict=True):
+        groups[passage].add(key)
+    rng, mined, in_batch, stats = random.Random(config.seed), [], [], {"skipped": 0, "pos": [], "neg": []}
+    for row in data:
+        found = candidates.get((row["anchor"], row["positive"]), [])
+        eligible = [c for c in found[1:] if row[group] not in groups[c[0]]]
+        stats["skipped"] += len(found[1:]) - len(eligible)
+        chosen = _choose(config, eligible, rng)
+        if len(chosen) < config.num_negatives:
+            in_batch.append({"anchor": row["anchor"], "positive": row["positive"]})
+            continue
+        mined.append(
+            {"anchor": row["anchor"], "positive": row["positive"]}
+            | {f"negative_{i}": text for i, (text, _) in enumerate(chosen, start=1)}
+        )
+        stats["pos"].append(found[0][1])
+        stats["neg"] += [score for _, score in chosen]
+    return mined, in_batch, stats
+
+
+def _write(rows: list[dict], path: Path) -> str | None:
+    if not rows:
+        return None
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    return str(path)
+
+
+@task(name="mine-hard-negatives", cache_key_fn=_mining_key, persist_result=True)
+def mine_hard_negatives(
+    config: MineConfig,
+    splits: Splits,
+    group_by: str | None,
+    out_dir: str,
+    artifact_key: str | None = None,
+) -> Splits:
+    """Give each training pair hard negatives from the other training passages; hand on the mined splits."""
+    data = datasets.Dataset.from_parquet(splits.train)
+    group = group_by or "positive"  # without a group column, a passage is its own group
+    model_ref = config.model
+    largest = max(Counter(data[group]).values())
+    candidates = _candidates(data, config, load_model(model_ref, config.model_revision), _width(config, largest))
+    mined, in_batch, stats = _assign(data, group, candidates, config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = MiningReport(
+        model=model_ref,
+        rows=len(data),
+        mined_rows=len(mined),
+        in_batch_only_rows=len(in_batch),
+        negatives_per_anchor=config.num_negatives,
+        same_group_skipped=stats["skipped"],
+        positive_score=fmean(stats["pos"]) if stats["pos"] else None,
+        negative_score=fmean(stats["neg"]) if stats["neg"] else None,
+        settings=config.model_dump(exclude_defaults=True),
+    )
+    mined_path, pairs_path = _write(mined, out / "train.parquet"), _write(in_batch, out / "in-batch-only.parquet")
+    run_logger().info(
+        "Mined %d negative(s) for %d of %d training pairs (%d train with in-batch negatives only); "
+        "skipped %d same-group candidates",
+        config.num_negatives,
+        report.mined_rows,
+        report.rows,
+        report.in_batch_only_rows,
+        report.same_group_skipped,
+    )
+    if artifact_key:
+        create_markdown_artifact(f"## Hard-negative mining\n\n{report.markdown()}", key=artifact_key)
+    return splits.model_copy(
+        update={"train": mined_path or pairs_path, "in_batch_only": mined_path and pairs_path, "mining": report}
+    )
