@@ -65,6 +65,7 @@ def main() -> None:
         str(out),
         "--set",
         f"push.local_dir={out}/published",
+        "--force",  # the same data every time: without it, runs after the first are "up to date" and train nothing
     ]
     plain = [sys.executable, str(HERE / "plain_st.py")]
     runs: dict[str, list[dict]] = {"embedforge": [], "plain": []}

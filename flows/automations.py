@@ -36,48 +36,52 @@ ANY_RECIPE = {"prefect.resource.id": "embedforge.recipe.*"}
 
 def self_healing(heartbeat_seconds: int) -> list[Automation]:
     """Silent runs become Crashed; Crashed runs are scheduled again. Three missed heartbeats mean the worker is gone."""
-    silence = 3 * heartbeat_seconds
-    return [
-        Automation(
-            name="embedforge-crashed-runs-retry",
-            description=f"Reschedule a crashed embedforge run after {RETRY_AFTER.seconds} s; "
-            "it resumes from its newest complete checkpoint.",
-            # Proactive: fire when nothing else happened to the crashed run for RETRY_AFTER. Reacting at
-            # once races the worker that is still letting go of the run, and a Prefect 3.8 process worker
-            # that is handed back a run it still holds stops with "already holding" (a CapacityLimiter
-            # error). The wait also leaves a human's own retry alone.
-            trigger=EventTrigger(
-                after={"prefect.flow-run.Crashed"},
-                expect={f"prefect.flow-run.{state}" for state in AFTER_CRASH},
-                match=ANY_FLOW_RUN,
-                match_related=EMBEDFORGE_RUNS,
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=RETRY_AFTER,
-            ),
-            actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=CRASH_RETRY_MESSAGE)],
+    return [_retry_crashed(), _crash_silent(3 * heartbeat_seconds)]
+
+
+def _retry_crashed() -> Automation:
+    return Automation(
+        name="embedforge-crashed-runs-retry",
+        description=f"Reschedule a crashed embedforge run after {RETRY_AFTER.seconds} s; "
+        "it resumes from its newest complete checkpoint.",
+        # Proactive: fire when nothing else happened to the crashed run for RETRY_AFTER. Reacting at
+        # once races the worker that is still letting go of the run, and a Prefect 3.8 process worker
+        # that is handed back a run it still holds stops with "already holding" (a CapacityLimiter
+        # error). The wait also leaves a human's own retry alone.
+        trigger=EventTrigger(
+            after={"prefect.flow-run.Crashed"},
+            expect={f"prefect.flow-run.{state}" for state in AFTER_CRASH},
+            match=ANY_FLOW_RUN,
+            match_related=EMBEDFORGE_RUNS,
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=RETRY_AFTER,
         ),
-        Automation(
-            name="embedforge-silent-runs-crash",
-            description=f"Mark an embedforge run Crashed when no heartbeat arrived for {silence} s.",
-            trigger=EventTrigger(
-                after={"prefect.flow-run.heartbeat"},
-                expect={"prefect.flow-run.heartbeat", *RUN_ENDED},
-                match=ANY_FLOW_RUN,
-                match_related=EMBEDFORGE_RUNS,
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=timedelta(seconds=silence),
-            ),
-            actions=[
-                ChangeFlowRunState(
-                    state=StateType.CRASHED, message=f"embedforge: no heartbeat for {silence} s; its worker is gone"
-                )
-            ],
+        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=CRASH_RETRY_MESSAGE)],
+    )
+
+
+def _crash_silent(silence: int) -> Automation:
+    return Automation(
+        name="embedforge-silent-runs-crash",
+        description=f"Mark an embedforge run Crashed when no heartbeat arrived for {silence} s.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *RUN_ENDED},
+            match=ANY_FLOW_RUN,
+            match_related=EMBEDFORGE_RUNS,
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=silence),
         ),
-    ]
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message=f"embedforge: no heartbeat for {silence} s; its worker is gone"
+            )
+        ],
+    )
 
 
 def alerts(block_document_id: UUID, stale_days: int) -> list[Automation]:

@@ -169,6 +169,20 @@ def _assign(data: datasets.Dataset, group: str, candidates: dict, config: MineCo
     return mined, in_batch, stats
 
 
+def _report(config: MineConfig, rows: int, mined: list, in_batch: list, stats: dict) -> MiningReport:
+    return MiningReport(
+        model=config.model,
+        rows=rows,
+        mined_rows=len(mined),
+        in_batch_only_rows=len(in_batch),
+        negatives_per_anchor=config.num_negatives,
+        same_group_skipped=stats["skipped"],
+        positive_score=fmean(stats["pos"]) if stats["pos"] else None,
+        negative_score=fmean(stats["neg"]) if stats["neg"] else None,
+        settings=config.model_dump(exclude_defaults=True),
+    )
+
+
 def _write(rows: list[dict], path: Path) -> str | None:
     if not rows:
         return None
@@ -187,23 +201,12 @@ def mine_hard_negatives(
     """Give each training pair hard negatives from the other training passages; hand on the mined splits."""
     data = datasets.Dataset.from_parquet(splits.train)
     group = group_by or "positive"  # without a group column, a passage is its own group
-    model_ref = config.model
     largest = max(Counter(data[group]).values())
-    candidates = _candidates(data, config, load_model(model_ref, config.model_revision), _width(config, largest))
+    candidates = _candidates(data, config, load_model(config.model, config.model_revision), _width(config, largest))
     mined, in_batch, stats = _assign(data, group, candidates, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = MiningReport(
-        model=model_ref,
-        rows=len(data),
-        mined_rows=len(mined),
-        in_batch_only_rows=len(in_batch),
-        negatives_per_anchor=config.num_negatives,
-        same_group_skipped=stats["skipped"],
-        positive_score=fmean(stats["pos"]) if stats["pos"] else None,
-        negative_score=fmean(stats["neg"]) if stats["neg"] else None,
-        settings=config.model_dump(exclude_defaults=True),
-    )
+    report = _report(config, len(data), mined, in_batch, stats)
     mined_path, pairs_path = _write(mined, out / "train.parquet"), _write(in_batch, out / "in-batch-only.parquet")
     run_logger().info(
         "Mined %d negative(s) for %d of %d training pairs (%d train with in-batch negatives only); "

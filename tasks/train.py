@@ -250,7 +250,7 @@ def _evaluation(args, splits: Splits, evaluate: EvaluateConfig):
     evaluators = build_evaluators(splits, "eval", evaluate)
     evaluator = evaluators[0] if len(evaluators) == 1 else SequentialEvaluator(evaluators)
     same_kind = [path for kind, path in splits.parts("eval").values() if kind == splits.train_kind]
-    return (_train_dataset(same_kind[0], splits.train_kind) if same_kind else None), evaluator
+    return (_loss_inputs(same_kind[0], splits.train_kind) if same_kind else None), evaluator
 
 
 def _card_data(splits: Splits) -> SentenceTransformerModelCardData:

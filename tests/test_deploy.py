@@ -35,8 +35,8 @@ def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
         "arctic-embed-l-llm-blog",
         "bge-small-en-v1.5-recipes",
         "deberta-v3-xsmall-snli",
-        "demo-minilm",
         "demo-minilm-cached",
+        "demo-minilm",
         "msmarco-distilbert-quran-id",
         "qwen3-embedding-0.6b-dnd",
     ]

@@ -13,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import child_pids
+
 pytestmark = pytest.mark.slow  # a real run, killed, and resumed in subprocesses
 EMBEDFORGE = str(Path(sys.executable).parent / "embedforge")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _complete(checkpoints: Path) -> list[Path]:
@@ -53,7 +43,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(recipe_dict, tmp_p
     while not list((tmp_path / "runs").glob("tiny-test/*/checkpoints/checkpoint-*/trainer_state.json")):
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.05)
-    server = [pid for pid in _children(first.pid) if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_text()]
+    server = [pid for pid in child_pids(first.pid) if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_text()]
     first.send_signal(signal.SIGKILL)  # a worker or pod gone: no clean-up of any kind
     first.wait()
     (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
