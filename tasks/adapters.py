@@ -29,6 +29,25 @@ class AdapterConfig(BaseModel):
     merge: bool = Field(False, description="Publish the adapter merged into the base weights instead of alone.")
 
 
+def adapter_problem() -> str | None:
+    """Why adapters cannot train here (peft missing, or older than this transformers needs), or None."""
+    import importlib.metadata
+
+    from packaging.version import Version
+    from transformers.integrations.peft import MIN_PEFT_VERSION
+
+    try:
+        installed = importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        return "adapters need the peft package: pip install 'embedforge[adapters]'"
+    if Version(installed) < Version(MIN_PEFT_VERSION):
+        return (
+            f"transformers {importlib.metadata.version('transformers')} needs peft >= {MIN_PEFT_VERSION}, "
+            f"and peft {installed} is installed: upgrade peft, or use transformers < 5.24 with it"
+        )
+    return None
+
+
 def add_adapter(model, config: AdapterConfig) -> None:
     """Freeze the base and add a trainable LoRA adapter to the model's transformer."""
     from peft import LoraConfig, TaskType

@@ -20,12 +20,13 @@ class PrefectProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.logger.info("Training started: %d steps, %d epochs", state.max_steps, state.num_train_epochs)
-            try:
-                from prefect.artifacts import create_progress_artifact
+            from prefect.artifacts import create_progress_artifact
+            from prefect.context import TaskRunContext
 
+            # Outside a task run (torchrun workers, plain scripts) Prefect would start a temporary server
+            # of its own for the artifact; the run's own progress is reported by the launching task.
+            if TaskRunContext.get():
                 self.artifact_id = create_progress_artifact(0.0, description="Training progress (%)")
-            except Exception:  # no flow run to attach to (torchrun workers, plain scripts)
-                self.artifact_id = None
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.artifact_id and state.max_steps and state.global_step % max(1, state.max_steps // 50) == 0:

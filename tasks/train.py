@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import difflib
 import functools
-import importlib.util
 import inspect
 import json
 import logging
@@ -37,7 +36,7 @@ from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
 from transformers.trainer_callback import ProgressCallback
 
-from tasks.adapters import AdapterConfig, add_adapter, merge_adapter
+from tasks.adapters import AdapterConfig, adapter_problem, add_adapter, merge_adapter
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
 from tasks.logs import run_logger
@@ -235,8 +234,8 @@ def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]
         dimension = embedding_dimension(config.base_model, config.base_model_revision)
     except EmbedforgeError as exc:
         return [*problems, ("train.base_model", str(exc))]
-    if config.peft and importlib.util.find_spec("peft") is None:
-        problems.append(("train.peft", "adapters need the peft package: pip install 'embedforge[adapters]'"))
+    if config.peft and (problem := adapter_problem()):
+        problems.append(("train.peft", problem))
     too_large = [d for d in config.loss.matryoshka_dims or [] if dimension and d > dimension]
     if too_large:
         problems.append(("train.loss.matryoshka_dims", f"{too_large} exceed the model's dimension {dimension}"))
@@ -404,3 +403,8 @@ if __name__ == "__main__":
         EvaluateConfig.model_validate(spec["evaluate"]),
         spec_file.parent,
     )
+    # Tear the process group down before exit: left to interpreter shutdown, a rank can abort
+    # ("terminate called without an active exception") and torchrun reports the run as failed.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -380,3 +380,47 @@ def test_run_refuses_with_one_line_and_no_traceback(case, world, tmp_path):
     assert case.expected in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert _fingerprint(root / "published") == before
+
+
+def test_out_of_gpu_memory_says_what_to_change(monkeypatch, recipe_dict, tmp_path):
+    # No GPU here: the trainer raises what CUDA raises when a batch does not fit.
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from flows.recipe import Recipe
+    from tasks.errors import EmbedforgeError
+    from tasks.ingest import ingest_dataset
+    from tasks.split import split_dataset
+    from tasks.train import run_training
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", out_of_memory)
+    recipe = Recipe.model_validate(recipe_dict)
+    data = ingest_dataset.fn(recipe.ingest, str(tmp_path / "in"))
+    splits = split_dataset.fn(recipe.split, data, [], {}, str(tmp_path / "sp"))
+    with pytest.raises(EmbedforgeError) as error:
+        run_training(recipe.train, splits, recipe.evaluate, tmp_path / "run")
+    assert str(error.value) == (
+        "train: out of GPU memory at per_device_train_batch_size = 16. Lower train.args.per_device_train_batch_size, "
+        "or keep the batch's in-batch negatives with train.loss.name: CachedMultipleNegativesRankingLoss and "
+        "train.loss.args.mini_batch_size: 32 (memory of a 32-row batch)"
+    )
+
+
+def test_an_adapter_with_a_peft_too_old_for_transformers_is_refused_before_training(monkeypatch, recipe_dict):
+    pytest.importorskip("peft")
+    import importlib.metadata
+
+    from flows.recipe import Recipe
+    from tasks.train import check_training
+
+    monkeypatch.setattr("transformers.integrations.peft.MIN_PEFT_VERSION", "99.0")
+    recipe_dict["train"]["peft"] = {"r": 8}
+    ((field, problem),) = check_training(Recipe.model_validate(recipe_dict).train, has_eval=True)
+    assert field == "train.peft"
+    assert problem == (
+        f"transformers {importlib.metadata.version('transformers')} needs peft >= 99.0, and peft "
+        f"{importlib.metadata.version('peft')} is installed: upgrade peft, or use transformers < 5.24 with it"
+    )

@@ -293,3 +293,13 @@ def test_a_lora_adapter_is_trained_evaluated_and_published(tmp_path, _tiny_model
     # Champion/challenger reads the published adapter (or merged model) back.
     again = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"), force=True)
     assert again.push.champion == pytest.approx(first.finetuned, abs=1e-6)
+
+
+def test_training_prompts_are_named_in_the_card(tmp_path, _tiny_model_master):
+    shutil.copytree(_tiny_model_master, tmp_path / "model")
+    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
+    prompts = {"anchor": "query: ", "positive": "passage: "}
+    recipe = make_recipe("tiny-prompts", str(tmp_path / "model"), data, train_args={"prompts": prompts}, push={})
+    result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
+    hyperparameters = (Path(result.model_dir) / "README.md").read_text().split("#### Non-Default Hyperparameters")[1]
+    assert f"- `prompts`: {prompts}" in hyperparameters

@@ -128,3 +128,48 @@ def test_a_run_whose_process_is_killed_is_retried_and_resumes(live_server, recip
     final = json.loads((_complete_checkpoints(runs)[-1] / "trainer_state.json").read_text())
     assert final["global_step"] == 120  # the same total as an uninterrupted run
     assert (run_dir / "model" / "README.md").exists()
+
+
+def test_alerts_notify_when_a_gate_rejects_a_model(live_server):
+    import asyncio
+    import http.server
+    import threading
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.events import Event
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.notify import _emit
+    from tasks import events
+
+    received: list[bytes] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    with temporary_settings(updates={PREFECT_API_URL: f"{live_server}/api"}):
+        CustomWebhookNotificationBlock(
+            name="ml-team", url=f"http://127.0.0.1:{hook.server_port}/hook", json_data={"text": "{{body}}"}
+        ).save("ml-team", overwrite=True)
+        out = _cli(live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7")
+        assert out.splitlines() == [
+            "automation embedforge-model-rejected: installed",
+            "automation embedforge-no-release: installed",
+        ]
+        rejected = Event(
+            event=events.REJECTED,
+            resource=events.recipe_resource("tiny-alert"),
+            payload={"run_id": "r1", "reason": "quality gate failed: gain = -0.0100 < 0.0"},
+        )
+        asyncio.run(_emit(rejected))
+        _wait(lambda: received, 60, "the webhook notification")
+    hook.shutdown()
+    assert b"Run r1 of tiny-alert: quality gate failed: gain = -0.0100 < 0.0." in received[0]
