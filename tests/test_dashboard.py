@@ -100,8 +100,10 @@ def test_flow_run_page_shows_every_stage(server, finished_run, page, shots):
     page.get_by_text("Task Runs", exact=True).click()
     for stage in [
         "ingest-dataset",
+        "check-release",
         "split-dataset",
         "train-model",
+        "measure-base-model",
         "evaluate-model",
         "check-quality-gate",
         "render-model-card",
