@@ -34,6 +34,20 @@ ANY_FLOW_RUN = {"prefect.resource.id": "prefect.flow-run.*"}
 ANY_RECIPE = {"prefect.resource.id": "embedforge.recipe.*"}
 
 
+def _nothing_after(event: str, expected: set[str], within: timedelta) -> EventTrigger:
+    """Fires for one embedforge flow run when `event` was not followed by any of `expected` within `within`."""
+    return EventTrigger(
+        after={event},
+        expect=expected,
+        match=ANY_FLOW_RUN,
+        match_related=EMBEDFORGE_RUNS,
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=within,
+    )
+
+
 def self_healing(heartbeat_seconds: int) -> list[Automation]:
     """Silent runs become Crashed; Crashed runs are scheduled again. Three missed heartbeats mean the worker is gone."""
     return [_retry_crashed(), _crash_silent(3 * heartbeat_seconds)]
@@ -48,15 +62,8 @@ def _retry_crashed() -> Automation:
         # once races the worker that is still letting go of the run, and a Prefect 3.8 process worker
         # that is handed back a run it still holds stops with "already holding" (a CapacityLimiter
         # error). The wait also leaves a human's own retry alone.
-        trigger=EventTrigger(
-            after={"prefect.flow-run.Crashed"},
-            expect={f"prefect.flow-run.{state}" for state in AFTER_CRASH},
-            match=ANY_FLOW_RUN,
-            match_related=EMBEDFORGE_RUNS,
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=RETRY_AFTER,
+        trigger=_nothing_after(
+            "prefect.flow-run.Crashed", {f"prefect.flow-run.{state}" for state in AFTER_CRASH}, RETRY_AFTER
         ),
         actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=CRASH_RETRY_MESSAGE)],
     )
@@ -66,15 +73,8 @@ def _crash_silent(silence: int) -> Automation:
     return Automation(
         name="embedforge-silent-runs-crash",
         description=f"Mark an embedforge run Crashed when no heartbeat arrived for {silence} s.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", *RUN_ENDED},
-            match=ANY_FLOW_RUN,
-            match_related=EMBEDFORGE_RUNS,
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=silence),
+        trigger=_nothing_after(
+            "prefect.flow-run.heartbeat", {"prefect.flow-run.heartbeat", *RUN_ENDED}, timedelta(seconds=silence)
         ),
         actions=[
             ChangeFlowRunState(

@@ -11,6 +11,11 @@ from tasks.models import TrainedModel
 META_FILE = "training_meta.json"
 
 
+def release_name(recipe: str | None, run_id: str | None) -> str:
+    """A release's name: the recipe and the run, so a tag or folder says where the model came from."""
+    return f"{recipe}-{run_id}"
+
+
 class RunRecord(BaseModel):
     """Where a model came from: recipe, run, flow run and data."""
 
@@ -29,8 +34,7 @@ class RunRecord(BaseModel):
 
     @property
     def release(self) -> str:
-        """A release's name: the recipe and the run, so a tag or folder says where the model came from."""
-        return f"{self.recipe}-{self.run_id}"
+        return release_name(self.recipe, self.run_id)
 
     @property
     def fingerprints(self) -> dict[str, str]:

@@ -21,7 +21,7 @@ from tasks import events, hub
 from tasks.evaluate import EvaluateConfig, measure, test_split_evaluators
 from tasks.logs import run_logger
 from tasks.models import TrainedModel
-from tasks.record import META_FILE, RunRecord, changes
+from tasks.record import META_FILE, RunRecord, changes, release_name
 from tasks.split import Splits
 
 if TYPE_CHECKING:  # push imports this module for the champion
@@ -77,9 +77,11 @@ def fetch_published_model(config: PushConfig, dest: str) -> str | None:
     )
 
 
-def _up_to_date(config: PushConfig, record: RunRecord, meta: dict, artifact_key: str | None) -> CurrentRelease:
+def _up_to_date(
+    config: PushConfig, record: RunRecord, meta: dict, release: str, artifact_key: str | None
+) -> CurrentRelease:
     current = CurrentRelease(
-        release=f"{meta['recipe']}-{meta['run_id']}",
+        release=release,
         headline=meta["headline"],
         value=meta["metrics"][meta["headline"]],
         location=config.local_dir or config.full_repo_id,
@@ -112,14 +114,14 @@ def find_current_release(
     if meta is None:
         return None
     changed = changes(record, meta)
-    release = f"{meta.get('recipe')}-{meta.get('run_id')}"
+    release = release_name(meta.get("recipe"), meta.get("run_id"))
     if changed:
         run_logger().info("Changed since release %s: %s", release, "; ".join(changed))
         return None
     if force:
         run_logger().info("Same inputs as release %s, but force is set: training anyway", release)
         return None
-    return _up_to_date(config, record, meta, artifact_key)
+    return _up_to_date(config, record, meta, release, artifact_key)
 
 
 def measure_champion(

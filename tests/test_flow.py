@@ -209,26 +209,24 @@ def test_separate_train_and_test_files_run_as_given(recipe_dict, tmp_path, write
     )
 
 
-def test_cached_mnrl_trains_a_large_batch_in_mini_batches(tmp_path, _tiny_model_master):
-    shutil.copytree(_tiny_model_master, tmp_path / "model")
-    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
-    recipe = make_recipe(
-        "tiny-cached", str(tmp_path / "model"), data, train_args={"per_device_train_batch_size": 64}, push={}
-    )
+def _moved_from(base: str, model: str) -> bool:
+    """The model embeds a question differently from its base: it was trained (and loads as trained)."""
+    question = ["what is known about the castle?"]
+    trained, before = SentenceTransformer(model).encode(question), SentenceTransformer(base).encode(question)
+    return trained.shape == before.shape and abs(trained - before).max() > 1e-3
+
+
+def test_cached_mnrl_trains_a_large_batch_in_mini_batches(tmp_path, tiny_model, pairs_file):
+    recipe = make_recipe("tiny-cached", tiny_model, pairs_file, train_args={"per_device_train_batch_size": 64}, push={})
     recipe["train"]["loss"] = {"name": "CachedMultipleNegativesRankingLoss", "args": {"mini_batch_size": 8}}
     result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
-    trained = SentenceTransformer(result.model_dir).encode(["what is known about the castle?"])
-    base = SentenceTransformer(str(tmp_path / "model")).encode(["what is known about the castle?"])
-    assert abs(trained - base).max() > 1e-3  # it trained
+    assert _moved_from(tiny_model, result.model_dir)  # it trained
     card = (Path(result.model_dir) / "README.md").read_text()
     assert "Loss: [<code>CachedMultipleNegativesRankingLoss</code>]" in card and '"mini_batch_size": 8' in card
 
 
-def test_mined_negatives_reach_training_the_card_and_the_dashboard(tmp_path, _tiny_model_master):
-    shutil.copytree(_tiny_model_master, tmp_path / "model")
-    rows = make_pairs()
-    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    recipe = make_recipe("tiny-mined", str(tmp_path / "model"), data, split={"group_by": "topic"}, push={})
+def test_mined_negatives_reach_training_the_card_and_the_dashboard(tmp_path, tiny_model, pairs_file):
+    recipe = make_recipe("tiny-mined", tiny_model, pairs_file, split={"group_by": "topic"}, push={})
     recipe["ingest"]["keep"] = ["topic"]
     recipe["mine"] = {"num_negatives": 1}
     result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
@@ -244,16 +242,14 @@ def test_mined_negatives_reach_training_the_card_and_the_dashboard(tmp_path, _ti
     assert artifact.data.startswith("## Hard-negative mining")
 
 
-def test_training_curves_go_to_tensorboard_and_mlflow_offline(tmp_path, _tiny_model_master, monkeypatch):
+def test_training_curves_go_to_tensorboard_and_mlflow_offline(tmp_path, tiny_model, pairs_file, monkeypatch):
     pytest.importorskip("tensorboard")
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    shutil.copytree(_tiny_model_master, tmp_path / "model")
-    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
     recipe = make_recipe(
         "tiny-tracking",
-        str(tmp_path / "model"),
-        data,
+        tiny_model,
+        pairs_file,
         train_args={"report_to": ["tensorboard", "mlflow"], "logging_steps": 2},
         push={},
     )
@@ -272,14 +268,12 @@ def test_training_curves_go_to_tensorboard_and_mlflow_offline(tmp_path, _tiny_mo
 
 
 @pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
-def test_a_lora_adapter_is_trained_evaluated_and_published(tmp_path, _tiny_model_master, merge):
+def test_a_lora_adapter_is_trained_evaluated_and_published(tmp_path, tiny_model, pairs_file, merge):
     pytest.importorskip("peft")
-    shutil.copytree(_tiny_model_master, tmp_path / "model")
-    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
     recipe = make_recipe(
         "tiny-lora",
-        str(tmp_path / "model"),
-        data,
+        tiny_model,
+        pairs_file,
         train_args={"learning_rate": 5e-3},  # LoRA trains few weights, at a higher rate than full fine-tuning
         push={"local_dir": str(tmp_path / "published")},
     )
@@ -291,19 +285,15 @@ def test_a_lora_adapter_is_trained_evaluated_and_published(tmp_path, _tiny_model
     # The tiny model is random-init, so a rank-8 adapter need not beat it: the test is that the adapter is
     # what gets saved, published, loaded back and measured.
     assert first.push.pushed and first.push.reason == "first release"
-    released = SentenceTransformer(str(tmp_path / "published" / "latest")).encode(["what is known about the castle?"])
-    base = SentenceTransformer(str(tmp_path / "model")).encode(["what is known about the castle?"])
-    assert released.shape == (1, 32) and abs(released - base).max() > 1e-3  # the adapter is applied
+    assert _moved_from(tiny_model, str(tmp_path / "published" / "latest"))  # the release applies the adapter
     # Champion/challenger reads the published adapter (or merged model) back.
     again = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"), force=True)
     assert again.push.champion == pytest.approx(first.finetuned, abs=1e-6)
 
 
-def test_training_prompts_are_named_in_the_card(tmp_path, _tiny_model_master):
-    shutil.copytree(_tiny_model_master, tmp_path / "model")
-    data = write_jsonl(tmp_path / "pairs.jsonl", make_pairs())
+def test_training_prompts_are_named_in_the_card(tmp_path, tiny_model, pairs_file):
     prompts = {"anchor": "query: ", "positive": "passage: "}
-    recipe = make_recipe("tiny-prompts", str(tmp_path / "model"), data, train_args={"prompts": prompts}, push={})
+    recipe = make_recipe("tiny-prompts", tiny_model, pairs_file, train_args={"prompts": prompts}, push={})
     result = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
     hyperparameters = (Path(result.model_dir) / "README.md").read_text().split("#### Non-Default Hyperparameters")[1]
     assert f"- `prompts`: {prompts}" in hyperparameters
