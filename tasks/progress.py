@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from tasks.logs import run_logger
+
+# Each update is a call to the API that the training step waits for: a few a minute is what the
+# dashboard needs, however fast the steps are.
+UPDATE_EVERY_S = 10.0
 
 
 class PrefectProgress(TrainerCallback):
@@ -15,6 +20,7 @@ class PrefectProgress(TrainerCallback):
 
     def __init__(self):
         self.artifact_id = None
+        self.updated = 0.0
         self.logger = run_logger()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -29,10 +35,11 @@ class PrefectProgress(TrainerCallback):
                 self.artifact_id = create_progress_artifact(0.0, description="Training progress (%)")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.artifact_id and state.max_steps and state.global_step % max(1, state.max_steps // 50) == 0:
+        if self.artifact_id and state.max_steps and time.monotonic() - self.updated >= UPDATE_EVERY_S:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self.artifact_id, 100.0 * state.global_step / state.max_steps)
+            self.updated = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
