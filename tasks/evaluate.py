@@ -95,6 +95,7 @@ class Metrics(BaseModel):
     base: dict[str, float]
     finetuned: dict[str, float]
     evaluators: list[EvaluatorInfo]
+    test_key: str | None = Field(None, description="test_split_key of the figures; None: not known.")
 
     @property
     def gain(self) -> float:
@@ -367,20 +368,29 @@ def gain_table(metrics: Metrics) -> list[dict]:
     ]
 
 
-def _base_metrics_key(context, parameters) -> str:
-    """What the base model's numbers depend on: the base as it is today, the test data, the evaluator settings."""
-    config, splits, model = parameters["config"], parameters["splits"], parameters["model"]
+def test_split_key(config: EvaluateConfig, splits: Splits, max_seq_length: int | None) -> str:
+    """What a model's test-split figures depend on besides the model: the test data, evaluator settings, max_seq_length.
+
+    Two figures with the same key were measured alike, so one can stand for a new measurement.
+    """
     files = [(name, path) for name, (_, path) in splits.parts("test").items()]
     if config.distractors:
         files.append(("distractors", splits.train))
     settings = config.model_dump(mode="json", exclude={"gates", "headline"})
     digest = hashlib.sha256()
-    digest.update(json.dumps([parameters["base_model_id"], model.max_seq_length, settings], sort_keys=True).encode())
+    digest.update(json.dumps([max_seq_length, settings], sort_keys=True).encode())
     for name, path in files:
         digest.update(name.encode())
         with open(path, "rb") as content:
             digest.update(hashlib.file_digest(content, "sha256").digest())
-    return f"base-metrics-{digest.hexdigest()}"
+    return digest.hexdigest()[:16]
+
+
+def _base_metrics_key(context, parameters) -> str:
+    """The base model as it is today, measured alike on the same test split."""
+    key = test_split_key(parameters["config"], parameters["splits"], parameters["model"].max_seq_length)
+    identity = f"{parameters['base_model_id']}|{key}"
+    return f"base-metrics-{hashlib.sha256(identity.encode()).hexdigest()}"
 
 
 @task(name="measure-base-model", cache_key_fn=_base_metrics_key, persist_result=True)
@@ -406,7 +416,8 @@ def evaluate_model(
         model.model_dir, test_split_evaluators(splits, config), max_seq_length=model.max_seq_length
     )
     headline = resolve_metric(config.headline or leaves[0].primary_metric, finetuned)
-    metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves)
+    test_key = test_split_key(config, splits, model.max_seq_length)
+    metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves, test_key=test_key)
     run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])
     Path(out_path).write_text(metrics.model_dump_json(indent=2))
     if artifact_key:

@@ -219,7 +219,7 @@ def push_model(
     if not config.active:
         run_logger().info("Push is disabled for %s: the model is at %s", record.recipe, model.model_dir)
         return result
-    champion = measure_champion(config, splits, evaluate, model, Path(record.run_dir))
+    champion = measure_champion(config, splits, evaluate, model, Path(record.run_dir), metrics.test_key)
     result.champion = None if champion is None else champion[metrics.headline]
     result.pushed, result.reason = decide(config, metrics.headline, result.challenger, result.champion)
     if result.pushed:

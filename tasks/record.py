@@ -57,6 +57,7 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
         "data_fingerprint": record.fingerprints,
         "headline": metrics.headline,
         "metrics": metrics.finetuned,
+        "test_key": metrics.test_key,
     }
 
 

@@ -125,12 +125,28 @@ def find_current_release(
 
 
 def measure_champion(
-    config: PushConfig, splits: Splits, evaluate: EvaluateConfig, model: TrainedModel, run_dir: Path
+    config: PushConfig,
+    splits: Splits,
+    evaluate: EvaluateConfig,
+    model: TrainedModel,
+    run_dir: Path,
+    test_key: str | None,
 ) -> dict[str, float] | None:
-    """The published model's metrics on this run's test split; None when nothing is published yet."""
-    champion_dir = hub.call(config, fetch_published_model, str(run_dir / "champion"))
-    if not champion_dir:
-        return None
-    metrics, _ = measure(champion_dir, test_split_evaluators(splits, evaluate), max_seq_length=model.max_seq_length)
+    """The published model's metrics on this run's test split; None when nothing is published yet.
+
+    A release measured on the same test split with the same settings (its training_meta.json's test_key)
+    is compared by the figures it was published with: downloading and measuring it would give them again.
+    """
+    meta = hub.call(config, fetch_release_meta) if test_key else None
+    if meta and meta.get("test_key") == test_key:
+        release = release_name(meta.get("recipe"), meta.get("run_id"))
+        run_logger().info("Published release %s was measured on this same test split: compared by its figures", release)
+        metrics = meta["metrics"]
+    else:
+        champion_dir = hub.call(config, fetch_published_model, str(run_dir / "champion"))
+        if not champion_dir:
+            return None
+        evaluators = test_split_evaluators(splits, evaluate)
+        metrics, _ = measure(champion_dir, evaluators, max_seq_length=model.max_seq_length)
     (run_dir / "champion-metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

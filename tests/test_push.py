@@ -66,10 +66,14 @@ def release(prefect_server, tiny_model, tmp_path):
         evaluation={"": EvalSplit(kind="retrieval", test=str(folder / "test.parquet"))},
     )
 
-    def push(config: PushConfig, run_id: str = "rel-1", score: float = 0.5) -> PushResult:
+    def push(config: PushConfig, run_id: str = "rel-1", score: float = 0.5, test_key: str | None = None) -> PushResult:
         model = TrainedModel(model_dir=tiny_model, base_model=tiny_model, card_data=str(tmp_path / "none.pkl"))
         metrics = Metrics(
-            headline="cosine_ndcg@10", base={"cosine_ndcg@10": 0.1}, finetuned={"cosine_ndcg@10": score}, evaluators=[]
+            headline="cosine_ndcg@10",
+            base={"cosine_ndcg@10": 0.1},
+            finetuned={"cosine_ndcg@10": score},
+            evaluators=[],
+            test_key=test_key,
         )
         record = RunRecord(
             recipe="tiny",
@@ -226,6 +230,22 @@ def test_local_target_keeps_every_release_and_points_latest_at_the_newest(releas
     assert (root / "latest" / "modules.json").exists() and Path(first.location).exists()
     # The second release measured the first one on its own test split before replacing it.
     assert second.champion is not None and (tmp_path / "champion-metrics.json").exists()
+
+
+def test_a_release_measured_on_the_same_test_split_is_compared_by_its_figures(release, hub):
+    config = PushConfig(repo_id="m", organization="acme", endpoint=hub.url)
+    release(config, "rel-1", 0.5, test_key="split-a")
+    hub.state.requests.clear()
+    same = release(config, "rel-2", 0.4, test_key="split-a")
+    assert not same.pushed and same.champion == 0.5
+    downloads = [r["path"] for r in hub.state.requests if r["method"] == "GET" and "/resolve/" in r["path"]]
+    assert downloads == ["/acme/m/resolve/main/training_meta.json"]  # the figures only, not the model
+
+    # Another test split (new data, other evaluator settings): the published model is downloaded and measured on it.
+    hub.state.requests.clear()
+    other = release(config, "rel-3", 0.4, test_key="split-b")
+    assert other.champion is not None and other.champion != 0.5
+    assert any(r["path"].endswith("/model.safetensors") for r in hub.state.requests)
 
 
 def test_token_from_a_prefect_secret_block(release, hub, monkeypatch):
