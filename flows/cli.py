@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import time
@@ -81,9 +80,6 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     except EmbedforgeError as exc:
         _fail(exc, 1)
     _summary(result, time.monotonic() - started)
-    # The run is over: the interpreter's last garbage collection would walk every object the model,
-    # torch and Prefect left behind (2 s on 2 cores) only to free what the OS frees at exit anyway.
-    gc.freeze()
 
 
 def _summary(result, seconds: float) -> None:
