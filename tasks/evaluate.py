@@ -95,7 +95,7 @@ class Metrics(BaseModel):
     base: dict[str, float]
     finetuned: dict[str, float]
     evaluators: list[EvaluatorInfo]
-    test_key: str | None = Field(None, description="test_split_key of the figures; None: not known.")
+    test_key: str | None = Field(None, description="measurement_key of the figures; None: not known.")
 
     @property
     def gain(self) -> float:
@@ -368,7 +368,7 @@ def gain_table(metrics: Metrics) -> list[dict]:
     ]
 
 
-def test_split_key(config: EvaluateConfig, splits: Splits, max_seq_length: int | None) -> str:
+def measurement_key(config: EvaluateConfig, splits: Splits, max_seq_length: int | None) -> str:
     """What a model's test-split figures depend on besides the model: the test data, evaluator settings, max_seq_length.
 
     Two figures with the same key were measured alike, so one can stand for a new measurement.
@@ -388,7 +388,7 @@ def test_split_key(config: EvaluateConfig, splits: Splits, max_seq_length: int |
 
 def _base_metrics_key(context, parameters) -> str:
     """The base model as it is today, measured alike on the same test split."""
-    key = test_split_key(parameters["config"], parameters["splits"], parameters["model"].max_seq_length)
+    key = measurement_key(parameters["config"], parameters["splits"], parameters["model"].max_seq_length)
     identity = f"{parameters['base_model_id']}|{key}"
     return f"base-metrics-{hashlib.sha256(identity.encode()).hexdigest()}"
 
@@ -416,7 +416,7 @@ def evaluate_model(
         model.model_dir, test_split_evaluators(splits, config), max_seq_length=model.max_seq_length
     )
     headline = resolve_metric(config.headline or leaves[0].primary_metric, finetuned)
-    test_key = test_split_key(config, splits, model.max_seq_length)
+    test_key = measurement_key(config, splits, model.max_seq_length)
     metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves, test_key=test_key)
     run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])
     Path(out_path).write_text(metrics.model_dump_json(indent=2))
