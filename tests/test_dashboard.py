@@ -156,3 +156,14 @@ def test_deployment_shows_its_schedule(server, finished_run, page, shots):
     page.get_by_text("dashboard-pool").first.wait_for(timeout=15000)
     page.get_by_text("At 04:00 AM, only on Monday").wait_for(timeout=15000)
     page.screenshot(path=str(shots / "deployment.png"))
+
+
+def test_the_run_is_recorded_whole_when_the_command_returns(server, finished_run):
+    """`embedforge run` exits without the interpreter's teardown; its last logs and task states still arrive."""
+    logs = _api(
+        server, "logs/filter", {"logs": {"flow_run_id": {"any_": [finished_run]}}, "sort": "TIMESTAMP_DESC", "limit": 5}
+    )
+    assert any("Finished in state Completed" in log["message"] for log in logs), [log["message"] for log in logs]
+    task_runs = _api(server, "task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [finished_run]}}})
+    states = {run["name"].rsplit("-", 1)[0]: run["state_type"] for run in task_runs}
+    assert states.get("push-model") == "COMPLETED" and set(states.values()) == {"COMPLETED"}, states
