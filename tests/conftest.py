@@ -25,6 +25,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 WORDS = (
     "amber basil cedar delta ember fjord garnet harbor iris juniper kelp lotus maple nectar onyx pebble quartz "
@@ -132,13 +133,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """`prefect server start`, the command the README gives: UI, events and automations (the harness has no
-    trigger service), on a free port with its own database. Yields its URL; the API is at <url>/api."""
+def start_prefect_server(home: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+    """`prefect server start`, the command the README gives, with its services (scheduler, triggers), on a free
+    port with its own home; `settings` are extra PREFECT_* variables (a PostgreSQL database URL, say)."""
     import httpx
 
-    home, port = tmp_path_factory.mktemp("prefect-home"), _free_port()
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
     # The UI asks the API at PREFECT_UI_API_URL, which would otherwise say the default port 4200.
     env = {
@@ -146,23 +146,86 @@ def live_server(tmp_path_factory):
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": f"{url}/api",
+        **settings,
     }
     env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=open(home / "server.log", "w"),
         stderr=subprocess.STDOUT,
     )
     for _ in range(120):
         try:
             if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                break
+                return process, url
         except httpx.HTTPError:
             time.sleep(1)
-    yield url
+    process.kill()
+    raise AssertionError(
+        f"prefect server start did not answer within 120 s: {(home / 'server.log').read_text()[-2000:]}"
+    )
+
+
+def stop(process: subprocess.Popen, seconds: float = 60) -> None:
+    """Terminate a server or worker; one slow to shut down is killed (its shutdown is not what tests are about)."""
     process.terminate()
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """A real `prefect server start`: UI, scheduler, events and automations (the harness has none of these
+    services). Yields its URL; the API is at <url>/api."""
+    process, url = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    yield url
+    stop(process, 30)
+
+
+def live_env(server: str, **extra: str) -> dict:
+    """The environment of a command an operator runs against that server."""
+    return {**os.environ, "PREFECT_API_URL": f"{server}/api", "HF_HUB_OFFLINE": "1", **extra}
+
+
+def live_cli(server: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run `embedforge ...` or `prefect ...` from this environment's bin against the server."""
+    done = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], env=live_env(server), capture_output=True, text=True, timeout=600
+    )
+    if ok:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def live_api(server: str, path: str, body: dict | None = None):
+    """One call of the server's REST API: GET without a body, POST with one."""
+    import httpx
+
+    if body is None:
+        return httpx.get(f"{server}/api/{path}", timeout=10).json()
+    return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
+
+
+def start_worker(server: str, pool: str, log: Path, limit: int = 1, **extra: str) -> subprocess.Popen:
+    """A process worker on `pool` running at most `limit` flow runs at once, polling every 2 s, its output in `log`."""
+    env = live_env(server, PREFECT_WORKER_QUERY_SECONDS="2", **extra)
+    command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--limit", str(limit)]
+    with open(log, "w") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, seconds: float, what: str):
+    """condition()'s first truthy value within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

@@ -6,71 +6,39 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from conftest import child_pids
+from conftest import REPO, child_pids, live_cli, start_worker, stop, wait_for
+from conftest import live_api as api
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _env(server: str, **extra) -> dict:
-    env = {**os.environ, "PREFECT_API_URL": f"{server}/api", "HF_HUB_OFFLINE": "1", **extra}
-    return env
-
-
-def _cli(server: str, *args: str) -> str:
-    done = subprocess.run([str(BIN / args[0]), *args[1:]], env=_env(server), capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
-
-
-def _api(server: str, path: str, body: dict | None = None):
-    if body is None:
-        return httpx.get(f"{server}/api/{path}", timeout=10).json()
-    return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
 
 
 def _runs_of(server: str, deployment: str) -> list[dict]:
-    (found,) = _api(server, "deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
-    runs = _api(server, "flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [found["id"]]}}})
+    (found,) = api(server, "deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
+    runs = api(server, "flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [found["id"]]}}})
     return [run for run in runs if not run["auto_scheduled"]]  # not the cron schedule's upcoming runs
 
 
-def _wait(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_notify_starts_a_run_of_that_deployment_and_no_other(live_server):
-    _cli(live_server, "prefect", "work-pool", "create", "notify-pool", "--type", "process")
+    live_cli(live_server, "prefect", "work-pool", "create", "notify-pool", "--type", "process")
     demo, other = REPO / "deployments" / "demo-minilm.yaml", REPO / "deployments" / "deberta-v3-xsmall-snli.yaml"
-    _cli(live_server, "embedforge", "deploy", str(demo), str(other), "--pool", "notify-pool")
+    live_cli(live_server, "embedforge", "deploy", str(demo), str(other), "--pool", "notify-pool")
     assert _runs_of(live_server, "demo-minilm") == []
 
-    out = _cli(live_server, "embedforge", "notify", "demo-minilm")
+    out = live_cli(live_server, "embedforge", "notify", "demo-minilm").stdout
     assert "embedforge.data.updated sent for demo-minilm" in out
-    (run,) = _wait(lambda: _runs_of(live_server, "demo-minilm"), 60, "the triggered run")
+    (run,) = wait_for(lambda: _runs_of(live_server, "demo-minilm"), 60, "the triggered run")
     assert run["created_by"]["type"] == "AUTOMATION"
     time.sleep(3)  # time enough for a wrong trigger to have fired too
     assert len(_runs_of(live_server, "demo-minilm")) == 1 and _runs_of(live_server, "deberta-v3-xsmall-snli") == []
 
 
 def test_notify_names_a_recipe_without_a_deployment(live_server):
-    done = subprocess.run(
-        [str(BIN / "embedforge"), "notify", "no-such-model"], env=_env(live_server), capture_output=True, text=True
-    )
+    done = live_cli(live_server, "embedforge", "notify", "no-such-model", ok=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "notify: no deployment finetune/no-such-model on this server" in done.stderr
 
@@ -81,7 +49,7 @@ def _complete_checkpoints(runs: Path) -> list[Path]:
 
 
 def _state(server: str, flow_run_id: str) -> str:
-    return _api(server, f"flow_runs/{flow_run_id}")["state"]["type"]
+    return api(server, f"flow_runs/{flow_run_id}")["state"]["type"]
 
 
 def test_a_run_whose_process_is_killed_is_retried_and_resumes(live_server, recipe_dict, tmp_path, write_recipe):
@@ -90,41 +58,29 @@ def test_a_run_whose_process_is_killed_is_retried_and_resumes(live_server, recip
         {"max_steps": 120, "save_strategy": "steps", "save_steps": 2, "save_total_limit": 3, "logging_steps": 50}
     )
     recipe_dict["deployment"] = {"work_pool": "crash-pool"}
-    _cli(live_server, "prefect", "work-pool", "create", "crash-pool", "--type", "process")
-    _cli(live_server, "embedforge", "deploy", str(write_recipe(recipe_dict)))
-    started = _cli(live_server, "prefect", "deployment", "run", "finetune/tiny-crash")
+    live_cli(live_server, "prefect", "work-pool", "create", "crash-pool", "--type", "process")
+    live_cli(live_server, "embedforge", "deploy", str(write_recipe(recipe_dict)))
+    started = live_cli(live_server, "prefect", "deployment", "run", "finetune/tiny-crash").stdout
     flow_run_id = next(line.split()[-1] for line in started.splitlines() if "UUID" in line)
 
     runs = tmp_path / "runs"  # where every worker finds the run directory (a shared volume in production)
-    env = _env(live_server, EMBEDFORGE_OUTPUT_DIR=str(runs), PREFECT_WORKER_QUERY_SECONDS="2")
-    with open(tmp_path / "worker.log", "w") as log:
-        worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "crash-pool", "--limit", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_worker(live_server, "crash-pool", tmp_path / "worker.log", EMBEDFORGE_OUTPUT_DIR=str(runs))
     try:
-        _wait(lambda: _complete_checkpoints(runs), 240, "a complete checkpoint")
+        wait_for(lambda: _complete_checkpoints(runs), 240, "a complete checkpoint")
         (flow_process,) = child_pids(worker.pid)
         os.kill(flow_process, signal.SIGKILL)  # the training process dies: no clean-up of any kind
         killed_at = _complete_checkpoints(runs)[-1]
         torn = killed_at.parent / f"checkpoint-{int(killed_at.name.split('-')[1]) + 1}"
         torn.mkdir()
         (torn / "model.safetensors").write_bytes(b"\0" * 100)  # killed while saving: no trainer_state.json
-        _wait(lambda: _state(live_server, flow_run_id) == "COMPLETED", 600, "the retried run to complete")
+        wait_for(lambda: _state(live_server, flow_run_id) == "COMPLETED", 600, "the retried run to complete")
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # its shutdown is not what this test is about
-            worker.kill()
-            worker.wait()
+        stop(worker)
 
-    states = [s["type"] for s in _api(live_server, f"flow_run_states/?flow_run_id={flow_run_id}")]
+    states = [s["type"] for s in api(live_server, f"flow_run_states/?flow_run_id={flow_run_id}")]
     assert "CRASHED" in states and states.count("RUNNING") == 2, states
     (run_dir,) = (runs / "tiny-crash").iterdir()  # the retry found the same run directory
-    logs = _api(live_server, "logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    logs = api(live_server, "logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
     messages = "\n".join(entry["message"] for entry in logs)
     resumed_at = int(messages.split("Resuming from ")[1].split("checkpoint-")[1].split()[0])
     assert resumed_at == int(killed_at.name.split("-")[1])
@@ -163,7 +119,9 @@ def test_alerts_notify_when_a_gate_rejects_a_model(live_server):
         CustomWebhookNotificationBlock(
             name="ml-team", url=f"http://127.0.0.1:{hook.server_port}/hook", json_data={"text": "{{body}}"}
         ).save("ml-team", overwrite=True)
-        out = _cli(live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7")
+        out = live_cli(
+            live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7"
+        ).stdout
         assert out.splitlines() == [
             "automation embedforge-model-rejected: installed",
             "automation embedforge-no-release: installed",
@@ -174,6 +132,6 @@ def test_alerts_notify_when_a_gate_rejects_a_model(live_server):
             payload={"run_id": "r1", "reason": "quality gate failed: gain = -0.0100 < 0.0"},
         )
         asyncio.run(_emit(rejected))
-        _wait(lambda: received, 60, "the webhook notification")
+        wait_for(lambda: received, 60, "the webhook notification")
     hook.shutdown()
     assert b"Run r1 of tiny-alert: quality gate failed: gain = -0.0100 < 0.0." in received[0]
