@@ -134,16 +134,26 @@ def sync_automations(automations: list[Automation]) -> list[str]:
     return [automation.name for automation in automations]
 
 
-def check_crash_retries(limit: int) -> None:
-    """Stop the automatic retry loop of a run that keeps crashing (out of host memory, a broken node)."""
+def _automatic_retry_states() -> tuple[list, list]:
+    """This flow run's Scheduled states, and those of them our crash automation set; empty outside a flow run."""
     if not flow_run.id:
-        return
+        return [], []
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
         states = sorted(client.read_flow_run_states(flow_run.id), key=lambda state: state.timestamp)
     scheduled = [state for state in states if state.type == StateType.SCHEDULED]
-    automatic = [state for state in scheduled if state.message == CRASH_RETRY_MESSAGE]
+    return scheduled, [state for state in scheduled if state.message == CRASH_RETRY_MESSAGE]
+
+
+def automatic_retries() -> int:
+    """How often this flow run crashed and was rescheduled by the self-healing automation."""
+    return len(_automatic_retry_states()[1])
+
+
+def check_crash_retries(limit: int) -> None:
+    """Stop the automatic retry loop of a run that keeps crashing (out of host memory, a broken node)."""
+    scheduled, automatic = _automatic_retry_states()
     if automatic and scheduled[-1] is automatic[-1] and len(automatic) > limit:
         raise EmbedforgeError(
             f"this run crashed {len(automatic)} times and was retried automatically each time "

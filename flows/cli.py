@@ -83,17 +83,26 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
 
 
 def _summary(result, seconds: float) -> None:
+    """The run's outcome in a few lines; a model its quality gate rejected exits 1, as a failed check does."""
     typer.echo(f"\nRun directory: {result.run_dir}")
+    outcome = result.outcome
     if result.up_to_date:
         current = result.up_to_date
         typer.echo(f"Up to date with release {current.release} at {current.location}: nothing trained (--force trains)")
         typer.echo(f"{result.headline}: published {result.finetuned:.4f}")
     else:
         typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
+    if outcome.decision == "rejected":
+        typer.secho(f"Rejected: {outcome.reason}; nothing was published", fg=typer.colors.RED)
+    elif result.push and result.push.already:
+        typer.echo(f"Push: {result.push.reason}")
+    elif result.push:
         push = result.push
         typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
     minutes, seconds = divmod(round(seconds), 60)
     typer.echo(f"Wall time: {minutes} min {seconds:02d} s")
+    if outcome.decision == "rejected":
+        raise typer.Exit(1)
 
 
 @app.command()

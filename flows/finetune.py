@@ -1,6 +1,9 @@
 """The fine-tuning flow, wired as the DAG reads.
 
-ingest -> up to date with the release? -> split -> (mine) -> train -> evaluate -> gate -> card -> push
+ingest -> up to date with the release? -> split -> (mine) -> train -> evaluate -> gate -> card -> push -> outcome
+
+The flow run ends in a state named for what it decided (Published, Champion kept, Up to date, Rejected,
+Trained), so the dashboard's run list answers "what happened to the model" without opening a run.
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
-from flows.automations import check_crash_retries
+from flows.automations import automatic_retries, check_crash_retries
 from flows.recipe import Recipe
 from tasks.card import render_model_card
-from tasks.evaluate import check_quality_gate, evaluate_model, measure_base_model
+from tasks.evaluate import Metrics, evaluate_model, measure_base_model
+from tasks.gate import check_quality_gate
 from tasks.ingest import IngestReport, ingest_dataset
 from tasks.logs import quiet_libraries, run_logger
 from tasks.mine import mine_hard_negatives
 from tasks.models import base_model_identity
+from tasks.outcome import Outcome, record_outcome, write_history
 from tasks.push import PushResult, push_model
 from tasks.record import RunRecord
 from tasks.release import CurrentRelease, find_current_release
@@ -39,23 +45,29 @@ class RunResult(BaseModel):
     base: float | None = None
     push: PushResult | None = None
     up_to_date: CurrentRelease | None = Field(None, description="The published release this run matched; no training.")
+    outcome: Outcome | None = Field(None, description="What the run decided for the model.")
 
 
-def run_id() -> str:
+def run_id(start: datetime | None = None, flow_run_id: str | None = None) -> str:
     """The flow run's scheduled start (UTC) and id: a retry of the same flow run gets the same id back."""
-    start = flow_run.scheduled_start_time or datetime.now(timezone.utc)
-    return f"{start.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{(flow_run.id or 'local')[:8]}"
+    start = start or flow_run.scheduled_start_time or datetime.now(timezone.utc)
+    return f"{start.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{(flow_run_id or flow_run.id or 'local')[:8]}"
+
+
+def _recipe_name(parameters: dict) -> str:
+    recipe = parameters.get("recipe")
+    return (recipe.get("name") if isinstance(recipe, dict) else getattr(recipe, "name", None)) or "finetune"
 
 
 def flow_run_name() -> str:
-    recipe = flow_run.parameters.get("recipe")
-    name = recipe.get("name") if isinstance(recipe, dict) else getattr(recipe, "name", None)
-    return f"{name or 'finetune'}-{run_id()[:15]}"
+    """The recipe and the run id: unique, so two runs triggered in the same second never share a name."""
+    return f"{_recipe_name(flow_run.parameters)}-{run_id()}"
 
 
-def artifact_key(recipe: Recipe, what: str) -> str:
+def artifact_key(recipe: Recipe | str, what: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only; recipe names may hold dots."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"{recipe.name}-{what}")
+    name = recipe if isinstance(recipe, str) else recipe.name
+    return re.sub(r"[^a-z0-9-]+", "-", f"{name}-{what}")
 
 
 def output_root(output_dir: str | None = None) -> Path:
@@ -78,6 +90,44 @@ def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) ->
     return run_dir
 
 
+def _finish(recipe: Recipe, result: RunResult, outcome: Outcome) -> State:
+    """The outcome recorded for the dashboard, and the flow run's final state named after it."""
+    result.outcome = record_outcome(outcome, artifact_key(recipe, "history"), artifact_key(recipe, "release"))
+    crashes = automatic_retries()
+    recovered = f" (recovered after {crashes} crash{'es' * (crashes > 1)})" if crashes else ""
+    return Completed(name=outcome.state_name, message=f"{outcome.reason}{recovered}", data=result)
+
+
+def _outcome(record: RunRecord, decision: str, reason: str, metrics: Metrics | None = None, **figures) -> Outcome:
+    if metrics:
+        figures |= {"headline": metrics.headline, "base": metrics.base[metrics.headline]}
+        figures |= {"finetuned": metrics.finetuned[metrics.headline]}
+    data = ", ".join(fingerprint[:12] for fingerprint in record.fingerprints.values())
+    return Outcome(
+        recipe=record.recipe, run_id=record.run_id, decision=decision, reason=reason, data_fingerprint=data, **figures
+    )
+
+
+def _push_outcome(record: RunRecord, metrics: Metrics, push: PushResult) -> Outcome:
+    decision = "published" if push.pushed else "champion kept" if push.champion is not None else "not published"
+    release = record.release if push.pushed else None
+    return _outcome(
+        record, decision, push.reason, metrics, champion=push.champion, release=release, location=push.location
+    )
+
+
+def record_failure(flow, failed_run, state) -> None:
+    """A failed run gets its row in the model's history too: an operator sees failures beside releases."""
+    name = _recipe_name(failed_run.parameters)
+    outcome = Outcome(
+        recipe=name,
+        run_id=run_id(failed_run.expected_start_time, str(failed_run.id)),
+        decision="failed",
+        reason=(state.message or "failed").splitlines()[0][:300],
+    )
+    write_history(outcome, artifact_key(name, "history"), artifact_key(name, "release"), str(failed_run.id))
+
+
 def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport]) -> RunRecord:
     return RunRecord(
         recipe=recipe.name,
@@ -95,7 +145,7 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: d
     )
 
 
-@flow(name="finetune", flow_run_name=flow_run_name)
+@flow(name="finetune", flow_run_name=flow_run_name, on_failure=[record_failure])
 def finetune(
     recipe: Recipe, output_dir: str | None = None, resume_dir: str | None = None, force: bool = False
 ) -> RunResult:
@@ -111,24 +161,27 @@ def finetune(
     record = run_record(recipe, run_dir, data, files)
     current = find_current_release(recipe.push, record, force, artifact_key(recipe, "push"))
     if current:
-        return RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
+        result = RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
+        reason = f"same data, recipe and base model as release {current.release}: nothing trained"
+        figures = {"headline": current.headline, "champion": current.value, "release": current.release}
+        return _finish(recipe, result, _outcome(record, "up to date", reason, location=current.location, **figures))
     splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
     if recipe.mine:
         mined = str(run_dir / "data" / "mined")
         splits = mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, mined, artifact_key(recipe, "mining"))
     model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
     base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
-    metrics = evaluate_model(
-        recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"), artifact_key(recipe, "gain")
-    )
-    check_quality_gate(recipe.evaluate, metrics, model.model_dir, recipe.name, record.run_id)
-    render_model_card(recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card"))
-    pushed = push_model(recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push"))
-    return RunResult(
+    metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
+    result = RunResult(
         run_dir=str(run_dir),
         model_dir=model.model_dir,
         headline=metrics.headline,
         base=metrics.base[metrics.headline],
         finetuned=metrics.finetuned[metrics.headline],
-        push=pushed,
     )
+    rejected = check_quality_gate(recipe.evaluate, metrics, model.model_dir, artifact_key(recipe, "gain"))
+    if rejected:
+        return _finish(recipe, result, _outcome(record, "rejected", rejected, metrics))
+    render_model_card(recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card"))
+    result.push = push_model(recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push"))
+    return _finish(recipe, result, _push_outcome(record, metrics, result.push))

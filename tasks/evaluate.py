@@ -14,7 +14,6 @@ from pathlib import Path
 
 import datasets
 from prefect import task
-from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sentence_transformers.sentence_transformer.evaluation import (
     BinaryClassificationEvaluator,
@@ -24,7 +23,6 @@ from sentence_transformers.sentence_transformer.evaluation import (
     TripletEvaluator,
 )
 
-from tasks import events
 from tasks.errors import EmbedforgeError
 from tasks.logs import run_logger
 from tasks.models import TrainedModel, load_model
@@ -409,7 +407,6 @@ def evaluate_model(
     splits: Splits,
     base: dict[str, float],
     out_path: str,
-    artifact_key: str | None = None,
 ) -> Metrics:
     """Measure the fine-tuned model as the base was measured; write both to out_path."""
     finetuned, leaves = measure(
@@ -420,31 +417,4 @@ def evaluate_model(
     metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves, test_key=test_key)
     run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])
     Path(out_path).write_text(metrics.model_dump_json(indent=2))
-    if artifact_key:
-        create_table_artifact(
-            gain_table(metrics),
-            key=artifact_key,
-            description=f"Test-split metrics, base vs fine-tuned; headline {headline}",
-        )
     return metrics
-
-
-@task(name="check-quality-gate")
-def check_quality_gate(config: EvaluateConfig, metrics: Metrics, model_dir: str, recipe: str, run_id: str) -> None:
-    """Stop the run before anything is published when a metric misses its minimum; the model stays on disk."""
-    failures = []
-    for name, minimum in config.gates.items():
-        if name == "gain":
-            name, value = f"gain in {metrics.headline}", metrics.gain
-        else:
-            value = metrics.finetuned[resolve_metric(name, metrics.finetuned)]
-        if value < minimum:
-            failures.append(f"{name} = {value:.4f} < {minimum} (short by {minimum - value:.4f})")
-    if failures:
-        reason = f"quality gate failed: {'; '.join(failures)}"
-        events.emit_outcome(
-            events.REJECTED, recipe, run_id, metrics.headline, metrics.finetuned[metrics.headline], reason
-        )
-        raise EmbedforgeError(f"{reason}. Nothing was pushed; the model is kept at {model_dir}")
-    if config.gates:
-        run_logger().info("Quality gate passed: %s", ", ".join(config.gates))

@@ -21,7 +21,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks import events, hub
+from tasks import hub
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, Metrics
 from tasks.logs import run_logger
@@ -58,6 +58,11 @@ class PushConfig(BaseModel):
         True,
         description="Publish only when the headline metric is at least the published model's on this run's test split.",
     )
+    keep_last: int | None = Field(
+        None,
+        ge=1,
+        description="Local target only: keep this many newest releases (the live one always); default: keep every one.",
+    )
     retries: int = Field(3, ge=0, description="Retries of a Hub call (connection errors and 5xx only).")
     retry_delay_seconds: float = Field(10.0, ge=0, description="First retry delay; doubles each retry.")
 
@@ -65,6 +70,14 @@ class PushConfig(BaseModel):
     def _one_target(self) -> PushConfig:
         if self.repo_id and self.local_dir:
             raise ValueError("give repo_id or local_dir, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _retention_is_local(self) -> PushConfig:
+        if self.keep_last and not self.local_dir:
+            raise ValueError(
+                "keep_last applies to a local_dir target; Hub releases are commits and tags, never deleted"
+            )
         return self
 
     @property
@@ -82,6 +95,7 @@ class PushResult(BaseModel):
     """What push hands back: whether the release was published, why, and the two headline figures."""
 
     pushed: bool = False
+    already: bool = Field(False, description="This run's release was published before (a resume): nothing written.")
     reason: str
     headline: str
     challenger: float
@@ -91,20 +105,53 @@ class PushResult(BaseModel):
 
 
 def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str) -> str:
-    """Copy the release in under a temporary name and rename it, so a reader never sees half a release."""
+    """Copy the release in under a temporary name and rename it, so a reader never sees half a release.
+
+    A published release folder is never written again: the same run published twice is refused by push_model
+    before it gets here, and a name taken meanwhile makes the rename fail instead of replacing it.
+    """
     root = Path(config.local_dir)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{release}-", dir=root))
-    shutil.copytree(model_dir, staging, dirs_exist_ok=True)
-    (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-    final = root / release
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+    try:
+        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        os.rename(staging, root / release)  # fails on an existing non-empty folder: never replaces a release
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     link = root / f".latest-{release}"
     link.symlink_to(release)
     os.replace(link, root / "latest")
-    return str(final)
+    if config.keep_last:
+        _drop_old_releases(root, config.keep_last)
+    return str(root / release)
+
+
+def _drop_old_releases(root: Path, keep: int) -> None:
+    """push.keep_last: the newest `keep` releases stay (by publish time), and always the one `latest` names."""
+    live = (root / "latest").resolve()
+    releases = [p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+    releases.sort(key=lambda p: (p / META_FILE).stat().st_mtime if (p / META_FILE).exists() else 0, reverse=True)
+    for old in releases[keep:]:
+        if old.resolve() != live:
+            shutil.rmtree(old)
+            run_logger().info("Removed release %s (push.keep_last = %d)", old.name, keep)
+
+
+@task(name="find-release")
+def find_release(config: PushConfig, release: str) -> str | None:
+    """Where this release already is, when the run that published it runs again (resume); None otherwise."""
+    if config.local_dir:
+        folder = Path(config.local_dir) / release
+        return str(folder) if folder.exists() else None
+    try:
+        refs = hub.api(config, hub.token(config)).list_repo_refs(config.full_repo_id)
+    except HfHubHTTPError as exc:
+        if hub.not_found(exc):
+            return None
+        raise
+    return f"{config.full_repo_id}@{release}" if any(tag.name == release for tag in refs.tags) else None
 
 
 @task(name="upload-release")
@@ -179,8 +226,11 @@ def decide(config: PushConfig, headline: str, challenger: float, champion: float
         return True, "first release"
     if not config.require_improvement:
         return True, f"require_improvement is off ({headline}: {challenger:.4f} vs published {champion:.4f})"
-    if challenger >= champion:
-        return True, f"{headline} {challenger:.4f} >= published {champion:.4f}"
+    if challenger > champion:
+        return True, f"{headline} {challenger:.4f} > published {champion:.4f}"
+    if challenger == champion:
+        # A forced retrain of the same inputs ties: another full copy of the same model would be all it adds.
+        return False, f"{headline} {challenger:.4f} equals the published model's: kept the published model"
     return False, f"{headline} {challenger:.4f} < published {champion:.4f}: kept the published model"
 
 
@@ -219,6 +269,11 @@ def push_model(
     if not config.active:
         run_logger().info("Push is disabled for %s: the model is at %s", record.recipe, model.model_dir)
         return result
+    if where := hub.call(config, find_release, record.release):
+        result.pushed, result.already, result.location = True, True, where
+        result.reason = f"release {record.release} was already published at {where}; a release is never rewritten"
+        run_logger().info("Push: %s", result.reason)
+        return result
     champion = measure_champion(config, splits, evaluate, model, Path(record.run_dir), metrics.test_key)
     result.champion = None if champion is None else champion[metrics.headline]
     result.pushed, result.reason = decide(config, metrics.headline, result.challenger, result.champion)
@@ -229,6 +284,4 @@ def push_model(
         run_logger().warning("Push skipped: %s. The model stays at %s", result.reason, model.model_dir)
     if artifact_key:
         _push_artifact(result, record.release, artifact_key)
-    outcome = events.PUBLISHED if result.pushed else events.KEPT
-    events.emit_outcome(outcome, record.recipe, record.run_id, result.headline, result.challenger, result.reason)
     return result

@@ -17,7 +17,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from tasks import events, hub
+from tasks import hub
 from tasks.evaluate import EvaluateConfig, measure, test_split_evaluators
 from tasks.logs import run_logger
 from tasks.models import TrainedModel
@@ -77,16 +77,13 @@ def fetch_published_model(config: PushConfig, dest: str) -> str | None:
     )
 
 
-def _up_to_date(
-    config: PushConfig, record: RunRecord, meta: dict, release: str, artifact_key: str | None
-) -> CurrentRelease:
+def _up_to_date(config: PushConfig, meta: dict, release: str, artifact_key: str | None) -> CurrentRelease:
     current = CurrentRelease(
         release=release,
         headline=meta["headline"],
         value=meta["metrics"][meta["headline"]],
         location=config.local_dir or config.full_repo_id,
     )
-    reason = f"up to date with release {current.release}"
     run_logger().info(
         "Up to date with release %s (same data, recipe and base model): nothing to train; force=true trains anyway",
         current.release,
@@ -99,7 +96,6 @@ def _up_to_date(
             key=artifact_key,
             description="Push decision of the latest run",
         )
-    events.emit_outcome(events.KEPT, record.recipe, record.run_id, current.headline, current.value, reason)
     return current
 
 
@@ -121,7 +117,7 @@ def find_current_release(
     if force:
         run_logger().info("Same inputs as release %s, but force is set: training anyway", release)
         return None
-    return _up_to_date(config, record, meta, release, artifact_key)
+    return _up_to_date(config, meta, release, artifact_key)
 
 
 def measure_champion(

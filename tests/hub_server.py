@@ -1,6 +1,6 @@
 """A small local stand-in for the Hugging Face Hub's HTTP API, for the real huggingface_hub client.
 
-It implements the endpoints that create_repo, create_branch, create_commit, create_tag,
+It implements the endpoints that create_repo, create_branch, create_commit, create_tag, list_repo_refs,
 repo_exists/model_info and snapshot_download call, keeps what was committed, records every
 request, and can be told to fail. The Hub itself is unreachable from this machine.
 """
@@ -114,6 +114,8 @@ def make_handler(state: HubState, base_url_holder: list[str]):
                 return self._send(200, {"type": "user", "name": "embedforge-test", "auth": {"type": "access_token"}})
             if m := re.fullmatch(r"/api/models/(.+?)/(preupload|commit|branch|tag)/(.+)", path):
                 return self._repo_write(m.group(1), m.group(2), m.group(3), body)
+            if m := re.fullmatch(r"/api/models/(.+?)/refs", path):
+                return self._refs(m.group(1))
             if m := re.fullmatch(r"/api/models/(.+?)/tree/([^/]+)(/.*)?", path):
                 return self._tree(m.group(1), m.group(2))
             if m := re.fullmatch(r"/api/models/(.+?)(?:/revision/(.+))?", path):
@@ -209,6 +211,14 @@ def make_handler(state: HubState, base_url_holder: list[str]):
                     "siblings": [{"rfilename": p} for p in sorted(files)],
                 },
             )
+
+        def _refs(self, repo_id: str) -> None:
+            repo = state.repos.get(repo_id)
+            if repo is None:
+                return self._error(404, "Repository not found", "RepoNotFound")
+            branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": repo.files(b)[0]} for b in repo.branches]
+            tags = [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": oid} for t, oid in repo.tags.items()]
+            return self._send(200, {"branches": branches, "tags": tags, "converts": []})
 
         def _tree(self, repo_id: str, revision: str) -> None:
             repo = state.repos.get(repo_id)

@@ -16,11 +16,11 @@ from tasks.evaluate import (
     Metrics,
     build_evaluators,
     card_evaluators,
-    check_quality_gate,
     gain_table,
     resolve_metric,
     run_evaluators,
 )
+from tasks.gate import check_quality_gate, gate_failures
 from tasks.models import load_model
 from tasks.split import EvalSplit, Splits
 
@@ -127,31 +127,46 @@ def test_gain_table_rows_are_base_finetuned_and_delta():
 
 
 def test_gate_on_gain_and_on_a_metric_by_its_short_name():
-    check_quality_gate.fn(
-        EvaluateConfig(gates={"gain": 0.0, "cosine_mrr@10": 0.35}), _metrics(0.5, 0.6), "m", "demo", "run-1"
+    passed = check_quality_gate.fn(
+        EvaluateConfig(gates={"gain": 0.0, "cosine_mrr@10": 0.35}), _metrics(0.5, 0.6), "m", None
     )
-    with pytest.raises(EmbedforgeError) as error:
-        check_quality_gate.fn(
-            EvaluateConfig(gates={"gain": 0.2, "cosine_mrr@10": 0.4}), _metrics(0.5, 0.6), "m", "demo", "run-1"
-        )
-    assert str(error.value) == (
+    assert passed is None
+    reason = check_quality_gate.fn(
+        EvaluateConfig(gates={"gain": 0.2, "cosine_mrr@10": 0.4}), _metrics(0.5, 0.6), "m", None
+    )
+    assert reason == (
         "quality gate failed: gain in docs_cosine_ndcg@10 = 0.1000 < 0.2 (short by 0.1000); "
-        "cosine_mrr@10 = 0.3500 < 0.4 (short by 0.0500). Nothing was pushed; the model is kept at m"
+        "cosine_mrr@10 = 0.3500 < 0.4 (short by 0.0500). The model is kept at m"
     )
+
+
+def test_a_nan_metric_never_passes_a_gate():
+    assert gate_failures(EvaluateConfig(gates={"gain": 0.0}), _metrics(0.5, float("nan")))
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_failed_gate_stops_before_push_and_keeps_the_model(recipe_dict, tmp_path):
+def test_a_rejected_model_ends_the_run_as_rejected_and_publishes_nothing(recipe_dict, tmp_path, write_recipe):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
     recipe_dict["train"]["args"]["num_train_epochs"] = 1
     recipe_dict["evaluate"] = {"gates": {"cosine_ndcg@10": 0.999}}
-    with pytest.raises(EmbedforgeError) as error:
-        finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
-    message = str(error.value)
+    result = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"), return_state=True)
+    assert (result.type.value, result.name) == ("COMPLETED", "Rejected")  # a decision, not a crash
+    run = result.result()
+    assert run.outcome.decision == "rejected" and run.push is None
+    message = run.outcome.reason
     assert "quality gate failed: cosine_ndcg@10 = " in message and "< 0.999 (short by " in message
-    model_dir = next((tmp_path / "runs" / "tiny-test").glob("*/model"))
-    assert f"the model is kept at {model_dir}" in message
+    model_dir = Path(run.model_dir)
+    assert f"the model is kept at {model_dir}".lower() in message.lower()
     assert (model_dir / "model.safetensors").exists()
     assert not (tmp_path / "published").exists()
+
+    # On the command line a rejection is one red line and exit 1, as a failed check is.
+    cli = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert cli.exit_code == 1 and "Rejected: quality gate failed: cosine_ndcg@10" in cli.output
+    assert "Traceback" not in cli.output
 
 
 def test_training_prompts_are_the_prompts_both_models_are_measured_with(tmp_path, recipe_dict):

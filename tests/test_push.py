@@ -259,12 +259,17 @@ def test_token_from_a_prefect_secret_block(release, hub, monkeypatch):
         release(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="missing"), "rel-2")
 
 
-def test_decide_publishes_the_first_release_and_only_better_or_equal_ones():
+def test_decide_publishes_the_first_release_and_only_better_ones():
     from tasks.push import decide
 
     config = PushConfig(local_dir="x")
     assert decide(config, "ndcg", 0.5, None) == (True, "first release")
-    assert decide(config, "ndcg", 0.5, 0.5) == (True, "ndcg 0.5000 >= published 0.5000")
+    assert decide(config, "ndcg", 0.6, 0.5) == (True, "ndcg 0.6000 > published 0.5000")
+    # A tie (a forced retrain of the same inputs) would only add another copy of the same model.
+    assert decide(config, "ndcg", 0.5, 0.5) == (
+        False,
+        "ndcg 0.5000 equals the published model's: kept the published model",
+    )
     assert decide(config, "ndcg", 0.4, 0.5) == (False, "ndcg 0.4000 < published 0.5000: kept the published model")
     forced = PushConfig(local_dir="x", require_improvement=False)
     assert decide(forced, "ndcg", 0.4, 0.5) == (True, "require_improvement is off (ndcg: 0.4000 vs published 0.5000)")
@@ -289,3 +294,48 @@ def test_a_failed_push_is_published_by_resume_without_training_again(recipe_dict
     assert len(hub.state.commits("acme/tiny-model")) == 1
     assert "already holds this run's trained model; not training again" in caplog.text
     assert "Training started" not in caplog.text
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else str(p.readlink())
+        for p in sorted(root.rglob("*"))
+        if p.is_file() or p.is_symlink()
+    }
+
+
+def test_a_published_release_is_never_rewritten(release, tmp_path):
+    config = PushConfig(local_dir=str(tmp_path / "published"), require_improvement=False)
+    release(config, "rel-1", 0.5)
+    before = _tree_digest(tmp_path / "published")
+    again = release(config, "rel-1", 0.7)  # the same run pushed again, with other figures
+    assert again.already and again.location == str(tmp_path / "published" / "tiny-rel-1")
+    assert "already published" in again.reason and _tree_digest(tmp_path / "published") == before
+
+
+def test_keep_last_removes_the_oldest_local_releases_but_never_the_live_one(release, tmp_path):
+    config = PushConfig(local_dir=str(tmp_path / "published"), keep_last=2)
+    for number, score in enumerate([0.5, 0.6, 0.7], start=1):
+        release(config, f"rel-{number}", score)
+    root = tmp_path / "published"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "tiny-rel-2", "tiny-rel-3"]
+    assert (root / "latest").resolve() == (root / "tiny-rel-3").resolve()
+    with pytest.raises(ValueError, match="keep_last applies to a local_dir target"):
+        PushConfig(repo_id="acme/m", keep_last=2)
+
+
+def test_resume_of_a_published_run_changes_no_byte_of_any_release(recipe_dict, tmp_path, write_recipe):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    first = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
+    before = _tree_digest(tmp_path / "published")
+    resumed = CliRunner().invoke(app, ["resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"release tiny-test-{run_dir.name} was already published at" in resumed.output
+    assert _tree_digest(tmp_path / "published") == before

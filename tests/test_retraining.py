@@ -64,6 +64,12 @@ def _run(recipe: dict, runs: Path):
     return state.result(), _task_runs(state.state_details.flow_run_id)
 
 
+def _latest_artifact(key: str):
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return max(found, key=lambda a: a.created)
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, write_recipe):
     runs = tmp_path / "runs"
@@ -71,15 +77,22 @@ def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, w
     assert first.push.pushed
     release = f"tiny-test-{Path(first.run_dir).name}"
 
-    again, tasks = _run(recipe_dict, runs)
+    live = _latest_artifact("tiny-test-release")
+    assert f"Live release of tiny-test: {release}" in live.data
+
+    state = finetune(recipe=_recipe(recipe_dict), output_dir=str(runs), return_state=True)
+    assert state.name == "Up to date" and release in state.message
+    again, tasks = state.result(), _task_runs(state.state_details.flow_run_id)
     assert again.up_to_date.release == release and again.finetuned == first.finetuned
-    assert set(tasks) == {"ingest-dataset", "check-release", "fetch-release-meta"}, tasks
+    assert set(tasks) == {"ingest-dataset", "check-release", "fetch-release-meta", "record-outcome"}, tasks
     run_dir = Path(again.run_dir)
     assert sorted(p.name for p in run_dir.iterdir()) == ["data", "recipe.yaml"]  # no split, model or metrics
-    with get_client(sync_client=True) as client:
-        pushes = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-push"])))
-    artifact = max(pushes, key=lambda a: a.created)
-    assert artifact.data.startswith(f"## Up to date: {release}")
+    assert _latest_artifact("tiny-test-push").data.startswith(f"## Up to date: {release}")
+    # The history gained a row; the live release did not change, as no release was published.
+    history = json.loads(_latest_artifact("tiny-test-history").data)
+    assert [row["decision"] for row in history] == ["up to date", "published"]
+    assert history[1]["fine-tuned"] == f"{first.finetuned:.4f}" and history[1]["run"] == Path(first.run_dir).name
+    assert _latest_artifact("tiny-test-release").id == live.id
 
     # A card-only change is still the same model; the CLI says which release it matched.
     card_only = copy.deepcopy(recipe_dict)
@@ -90,6 +103,10 @@ def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, w
 
     forced = CliRunner().invoke(app, ["run", str(write_recipe(card_only)), "--output-dir", str(runs), "--force"])
     assert forced.exit_code == 0 and "fine-tuned" in forced.output, forced.output
+    # Training the same inputs again gives the same figures: no second copy of the same model is published.
+    assert "equals the published model's: kept the published model" in forced.output
+    assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["latest", release]
+    assert [row["decision"] for row in json.loads(_latest_artifact("tiny-test-history").data)][0] == "champion kept"
 
 
 @pytest.mark.usefixtures("prefect_server")

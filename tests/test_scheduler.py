@@ -38,5 +38,6 @@ def test_the_scheduler_makes_runs_and_a_worker_completes_one(live_server, recipe
         )
     finally:
         stop(worker)
+    assert done[0]["state_name"] == "Published", done[0]["state_name"]
     assert list((runs / "tiny-cron").glob("*/model/README.md"))
     assert (tmp_path / "published" / "latest" / "training_meta.json").exists()
