@@ -69,9 +69,12 @@ def _retry_crashed() -> Automation:
     )
 
 
+SILENT_RUNS = "embedforge-silent-runs-crash"
+
+
 def _crash_silent(silence: int) -> Automation:
     return Automation(
-        name="embedforge-silent-runs-crash",
+        name=SILENT_RUNS,
         description=f"Mark an embedforge run Crashed when no heartbeat arrived for {silence} s.",
         trigger=_nothing_after(
             "prefect.flow-run.heartbeat", {"prefect.flow-run.heartbeat", *RUN_ENDED}, timedelta(seconds=silence)
@@ -84,12 +87,12 @@ def _crash_silent(silence: int) -> Automation:
     )
 
 
-def alerts(block_document_id: UUID, stale_days: int) -> list[Automation]:
-    """Notify when a quality gate rejects a model, and when a model has not been published for `stale_days` days."""
+def alerts(block_document_id: UUID, stale_days: float) -> list[Automation]:
+    """Notify when a quality gate rejects a model, and when a model has had no successful run for `stale_days`."""
     return [
         Automation(
             name="embedforge-model-rejected",
-            description="Notify when a quality gate rejects a retrained model.",
+            description="Notify when a quality gate rejects a retrained model; the message names the model and why.",
             trigger=EventTrigger(expect={events.REJECTED}, match=ANY_RECIPE, posture=Posture.Reactive, threshold=1),
             actions=[
                 SendNotification(
@@ -99,28 +102,37 @@ def alerts(block_document_id: UUID, stale_days: int) -> list[Automation]:
                 )
             ],
         ),
-        Automation(
-            name="embedforge-no-release",
-            description=f"Notify when a model has not been published for {stale_days} days.",
-            trigger=EventTrigger(
-                after={events.PUBLISHED},
-                expect={events.PUBLISHED},
-                match=ANY_RECIPE,
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=timedelta(days=stale_days),
-            ),
-            actions=[
-                SendNotification(
-                    block_document_id=block_document_id,
-                    subject=f"embedforge: no model published for {stale_days} days",
-                    body="An embedforge model has not been published for "
-                    f"{stale_days} days; look at its deployment's recent runs.",
-                )
-            ],
-        ),
+        _no_successful_run(block_document_id, stale_days),
     ]
+
+
+def _no_successful_run(block_document_id: UUID, stale_days: float) -> Automation:
+    # Successful: published, or the champion kept, or up to date (new data simply has not come). Counted per
+    # model from its deployment's registration, so a model that never once succeeds is reported too.
+    days = f"{stale_days:g} day{'s' * (stale_days != 1)}"
+    return Automation(
+        name="embedforge-no-successful-run",
+        description=f"Notify when an embedforge model has had no successful run (published, champion kept or up "
+        f"to date) for {days} since its deployment was registered or its last successful run.",
+        trigger=EventTrigger(
+            after={events.DEPLOYED, events.PUBLISHED, events.KEPT},
+            expect={events.PUBLISHED, events.KEPT},
+            match=ANY_RECIPE,
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(days=stale_days),
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_document_id,
+                subject=f"embedforge: no successful run of {{{{ event.resource.name }}}} for {days}",
+                body=f"{{{{ event.resource.name }}}} has had no successful run for {days}: every run since failed "
+                "or was rejected, or none ran. Look at the recent runs of deployment "
+                "finetune/{{ event.resource.name }} and its history artifact.",
+            )
+        ],
+    )
 
 
 def sync_automations(automations: list[Automation]) -> list[str]:
@@ -159,4 +171,30 @@ def check_crash_retries(limit: int) -> None:
             f"this run crashed {len(automatic)} times and was retried automatically each time "
             f"(deployment.crash_retries = {limit}); not again. Look at the worker's log "
             "(host memory, preemption), then retry the flow run by hand"
+        )
+
+
+def check_heartbeat_rule() -> None:
+    """Refuse to start a deployment's run whose heartbeats are rarer than the silence automation allows.
+
+    Such a run would be marked Crashed while it trains and rescheduled beside itself. `embedforge deploy`
+    hands its heartbeat to every deployment; this catches a worker or job template that overrides it.
+    """
+    from prefect.runtime import deployment
+    from prefect.settings import get_current_settings
+
+    if not deployment.id:
+        return
+
+    heartbeat = get_current_settings().flows.heartbeat_frequency
+    try:
+        silence = Automation.read(name=SILENT_RUNS).trigger.within.total_seconds()
+    except ValueError:
+        return  # no self-healing installed on this server: nothing marks silent runs Crashed
+    if heartbeat and 3 * heartbeat > silence:
+        raise EmbedforgeError(
+            f"this worker sends a heartbeat every {heartbeat} s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY), but "
+            f"{SILENT_RUNS} marks a run Crashed after {silence:.0f} s without one; a healthy run would be "
+            f"rescheduled while it trains. Set PREFECT_FLOWS_HEARTBEAT_FREQUENCY <= {silence / 3:.0f} for the "
+            "workers, or run `embedforge deploy` with the workers' setting"
         )

@@ -193,9 +193,13 @@ def alerts(
     block: Annotated[
         str, typer.Option("--block", help="Prefect notification block, as type/name (e.g. slack-webhook/ml-team).")
     ],
-    stale_days: Annotated[int, typer.Option("--stale-days", min=1, help="Alert when no release for this long.")] = 14,
+    stale_days: Annotated[
+        float,
+        typer.Option("--stale-days", min=0.0001, help="Alert when a model has had no successful run for this long."),
+    ] = 14,
 ) -> None:
-    """Install the alerts: a model rejected by its quality gate, and no model published for --stale-days days."""
+    """Install the alerts: a model rejected by its quality gate, and a model with no successful run for --stale-days
+    days (published, champion kept or up to date), counted from its deployment's registration."""
     from flows.notify import install_alerts
 
     try:

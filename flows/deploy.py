@@ -20,12 +20,15 @@ from tasks.errors import EmbedforgeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/finetune.py:finetune"
+HEARTBEAT_VARIABLE = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 
 def data_trigger(recipe: Recipe) -> DeploymentEventTrigger:
     """Retrain when a data pipeline says new data landed for this recipe (`embedforge notify <recipe>`)."""
     return DeploymentEventTrigger(
-        name=f"{recipe.name}-data-updated",
+        name=f"{recipe.name}: retrain on new data",
+        description=f"Runs finetune/{recipe.name} when {events.DATA_UPDATED} arrives for {recipe.name} "
+        f"(a data pipeline's `embedforge notify {recipe.name}`).",
         expect={events.DATA_UPDATED},
         match={"prefect.resource.id": events.recipe_resource(recipe.name)["prefect.resource.id"]},
     )
@@ -57,7 +60,7 @@ def _flow_for(recipe: Recipe, source: Path):
     return finetune.from_source(source=str(source), entrypoint=ENTRYPOINT)
 
 
-def check_server(pools: dict[str, list[Path]]) -> None:
+def check_server(pools: dict[str, list[Path]], command: str = "deploy") -> None:
     """Before anything is registered: the API answers and every work pool the recipes name exists on it."""
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
@@ -66,12 +69,12 @@ def check_server(pools: dict[str, list[Path]]) -> None:
     url = get_current_settings().api.url
     if not url:
         raise EmbedforgeError(
-            "deploy: no Prefect server to register with; start one (prefect server start) and set "
+            f"{command}: no Prefect server to register with; start one (prefect server start) and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     with get_client(sync_client=True) as client:
         if client.api_healthcheck() is not None:
-            raise EmbedforgeError(f"deploy: the Prefect API at {url} does not answer; is the server running?")
+            raise EmbedforgeError(f"{command}: the Prefect API at {url} does not answer; is the server running?")
         for pool, paths in pools.items():
             try:
                 client.read_work_pool(pool)
@@ -95,38 +98,75 @@ def deploy_recipes(
     pools: dict[str, list[Path]] = {}
     for path, recipe in recipes.items():
         pools.setdefault(pool or recipe.deployment.work_pool, []).append(path)
+    heartbeat = heartbeat_seconds()
+    variables = {
+        path: with_heartbeat(path, {**recipe.deployment.job_variables, **(job_variables or {})}, heartbeat)
+        for path, recipe in recipes.items()
+    }
     check_server(pools)
-    registered = [_register(recipe, pool, job_variables or {}, source) for recipe in recipes.values()]
-    install_self_healing()
+    registered = [_register(recipe, pool, variables[path], source) for path, recipe in recipes.items()]
+    install_self_healing(heartbeat)
+    announce([recipe.name for recipe in recipes.values()])
     return registered
 
 
-def install_self_healing() -> list[str]:
-    """The automations that retry crashed runs, sized to the heartbeat the workers send."""
+def heartbeat_seconds() -> int:
+    """The heartbeat this deploy sizes the silence automation to, and hands to every run it registers."""
     from prefect.settings import get_current_settings
 
-    return sync_automations(self_healing(get_current_settings().flows.heartbeat_frequency or 180))
+    return get_current_settings().flows.heartbeat_frequency or 180
+
+
+def with_heartbeat(path: Path, job_variables: dict[str, Any], heartbeat: int) -> dict[str, Any]:
+    """Job variables whose env sends heartbeats as often as the silence automation expects them.
+
+    The automation marks a run Crashed after 3 heartbeats' silence; a worker left on another setting would
+    have healthy runs crashed and rescheduled beside themselves. A recipe that sets its own, slower, is refused.
+    """
+    env = dict(job_variables.get("env") or {})
+    own = env.setdefault(HEARTBEAT_VARIABLE, str(heartbeat))
+    if not str(own).isdigit() or int(own) > heartbeat:
+        raise EmbedforgeError(
+            f"{path}: deployment.job_variables.env.{HEARTBEAT_VARIABLE}: {own!r} must be a number of seconds "
+            f"no larger than {heartbeat}, the heartbeat the silence automation is sized to (3 x {heartbeat} s); "
+            f"deploy with {HEARTBEAT_VARIABLE}={own} set instead"
+        )
+    return {**job_variables, "env": env}
+
+
+def install_self_healing(heartbeat: int) -> list[str]:
+    """The automations that retry crashed runs, sized to the heartbeat the runs send."""
+    return sync_automations(self_healing(heartbeat))
+
+
+def announce(recipes: list[str]) -> None:
+    """Each model's deployment exists from now: what its no-successful-run alert counts from."""
+    from prefect.events import emit_event
+
+    for name in recipes:
+        emit_event(event=events.DEPLOYED, resource=events.recipe_resource(name))
 
 
 def _register(recipe: Recipe, pool: str | None, job_variables: dict[str, Any], source: Path) -> tuple[str, str]:
-    settings = recipe.deployment
-    settings.job_variables = {**settings.job_variables, **job_variables}
-    deployment_id = _flow_for(recipe, source).deploy(
+    # to_deployment + apply registers without Prefect's per-deployment console table and process-pool notice.
+    deployment = _flow_for(recipe, source).to_deployment(
         **deployment_options(recipe),
-        work_pool_name=pool or settings.work_pool,
-        work_queue_name=settings.work_queue,
-        job_variables=settings.job_variables,
-        image=settings.job_variables.get("image"),
-        build=False,
-        push=False,
-        print_next_steps=False,
+        work_pool_name=pool or recipe.deployment.work_pool,
+        work_queue_name=recipe.deployment.work_queue,
+        job_variables=job_variables,
     )
-    return f"finetune/{recipe.name}", str(deployment_id)
+    return f"finetune/{recipe.name}", str(deployment.apply(image=job_variables.get("image")))
 
 
 def serve_recipes(paths: list[Path]) -> None:
-    """Serve every recipe's deployment from this process: one GPU box, no work pool, schedules included."""
+    """Serve every recipe's deployment from this process: one GPU box, no work pool, schedules included.
+
+    Served runs are this process's children and send its heartbeat setting, the one the automation is sized to.
+    """
     from prefect import serve
 
-    install_self_healing()
-    serve(*[finetune.to_deployment(**deployment_options(load_recipe(path))) for path in paths])
+    recipes = [load_recipe(path) for path in paths]
+    check_server({}, "serve")
+    install_self_healing(heartbeat_seconds())
+    announce([recipe.name for recipe in recipes])
+    serve(*[finetune.to_deployment(**deployment_options(recipe)) for recipe in recipes])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,12 +20,13 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
-from flows.automations import automatic_retries, check_crash_retries
+from flows.automations import automatic_retries, check_crash_retries, check_heartbeat_rule
 from flows.recipe import Recipe
 from tasks.card import render_model_card
 from tasks.evaluate import Metrics, evaluate_model, measure_base_model
 from tasks.gate import check_quality_gate
 from tasks.ingest import IngestReport, ingest_dataset
+from tasks.lease import one_engine
 from tasks.logs import quiet_libraries, run_logger
 from tasks.mine import mine_hard_negatives
 from tasks.models import base_model_identity
@@ -46,6 +49,11 @@ class RunResult(BaseModel):
     push: PushResult | None = None
     up_to_date: CurrentRelease | None = Field(None, description="The published release this run matched; no training.")
     outcome: Outcome | None = Field(None, description="What the run decided for the model.")
+
+    @classmethod
+    def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics) -> RunResult:
+        base, finetuned = metrics.base[metrics.headline], metrics.finetuned[metrics.headline]
+        return cls(run_dir=str(run_dir), model_dir=model_dir, headline=metrics.headline, base=base, finetuned=finetuned)
 
 
 def run_id(start: datetime | None = None, flow_run_id: str | None = None) -> str:
@@ -75,19 +83,23 @@ def output_root(output_dir: str | None = None) -> Path:
     return Path(output_dir or os.environ.get("EMBEDFORGE_OUTPUT_DIR") or "runs")
 
 
-def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) -> Path:
-    """<output>/<recipe>/<run-id>/ (or the run being resumed), with the resolved recipe saved first.
+@contextmanager
+def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) -> Iterator[Path]:
+    """<output>/<recipe>/<run-id>/ (or the run being resumed), held by this engine alone, recipe saved first.
 
     Saved first, so even a failed run says how it was made, and `embedforge resume` can continue it.
-    The run id is the flow run's, so a crashed run that is rescheduled finds its own checkpoints.
+    The run id is the flow run's, so a crashed run that is rescheduled finds its own checkpoints; a second
+    engine on the same directory refuses before it writes anything there.
     """
     quiet_libraries()
     check_crash_retries(recipe.deployment.crash_retries)
+    check_heartbeat_rule()
     run_dir = Path(resume_dir) if resume_dir else output_root(output_dir) / recipe.name / run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-    run_logger().info("Run directory: %s", run_dir)
-    return run_dir
+    with one_engine(run_dir):
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+        run_logger().info("Run directory: %s", run_dir)
+        yield run_dir
 
 
 def _finish(recipe: Recipe, result: RunResult, outcome: Outcome) -> State:
@@ -106,6 +118,13 @@ def _outcome(record: RunRecord, decision: str, reason: str, metrics: Metrics | N
     return Outcome(
         recipe=record.recipe, run_id=record.run_id, decision=decision, reason=reason, data_fingerprint=data, **figures
     )
+
+
+def _up_to_date(run_dir: Path, record: RunRecord, current: CurrentRelease) -> tuple[RunResult, Outcome]:
+    result = RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
+    reason = f"same data, recipe and base model as release {current.release}: nothing trained"
+    figures = {"headline": current.headline, "champion": current.value, "release": current.release}
+    return result, _outcome(record, "up to date", reason, location=current.location, **figures)
 
 
 def _push_outcome(record: RunRecord, metrics: Metrics, push: PushResult) -> Outcome:
@@ -154,34 +173,31 @@ def finetune(
     A run whose data, recipe and base model are those of the published release trains nothing,
     unless `force` is set.
     """
-    run_dir = start_run(recipe, output_dir, resume_dir)
-    ingested = str(run_dir / "data" / "ingested")
-    data = [ingest_dataset(source, ingested) for source in recipe.sources]
-    files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
-    record = run_record(recipe, run_dir, data, files)
-    current = find_current_release(recipe.push, record, force, artifact_key(recipe, "push"))
-    if current:
-        result = RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
-        reason = f"same data, recipe and base model as release {current.release}: nothing trained"
-        figures = {"headline": current.headline, "champion": current.value, "release": current.release}
-        return _finish(recipe, result, _outcome(record, "up to date", reason, location=current.location, **figures))
-    splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
-    if recipe.mine:
-        mined = str(run_dir / "data" / "mined")
-        splits = mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, mined, artifact_key(recipe, "mining"))
-    model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
-    base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
-    metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
-    result = RunResult(
-        run_dir=str(run_dir),
-        model_dir=model.model_dir,
-        headline=metrics.headline,
-        base=metrics.base[metrics.headline],
-        finetuned=metrics.finetuned[metrics.headline],
-    )
-    rejected = check_quality_gate(recipe.evaluate, metrics, model.model_dir, artifact_key(recipe, "gain"))
-    if rejected:
-        return _finish(recipe, result, _outcome(record, "rejected", rejected, metrics))
-    render_model_card(recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card"))
-    result.push = push_model(recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push"))
-    return _finish(recipe, result, _push_outcome(record, metrics, result.push))
+    with start_run(recipe, output_dir, resume_dir) as run_dir:
+        ingested = str(run_dir / "data" / "ingested")
+        data = [ingest_dataset(source, ingested) for source in recipe.sources]
+        files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
+        record = run_record(recipe, run_dir, data, files)
+        current = find_current_release(recipe.push, record, force, artifact_key(recipe, "push"))
+        if current:
+            return _finish(recipe, *_up_to_date(run_dir, record, current))
+        splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
+        if recipe.mine:
+            mined = str(run_dir / "data" / "mined")
+            splits = mine_hard_negatives(
+                recipe.mine, splits, recipe.split.group_by, mined, artifact_key(recipe, "mining")
+            )
+        model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
+        base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
+        metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
+        result = RunResult.trained(run_dir, model.model_dir, metrics)
+        rejected = check_quality_gate(recipe.evaluate, metrics, model.model_dir, artifact_key(recipe, "gain"))
+        if rejected:
+            return _finish(recipe, result, _outcome(record, "rejected", rejected, metrics))
+        render_model_card(
+            recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card")
+        )
+        result.push = push_model(
+            recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push")
+        )
+        return _finish(recipe, result, _push_outcome(record, metrics, result.push))

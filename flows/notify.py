@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from flows.automations import alerts, sync_automations
-from flows.deploy import check_server
+from flows.deploy import announce, check_server
 from tasks import events
 from tasks.errors import EmbedforgeError
 
@@ -37,15 +37,29 @@ def notify_data_updated(recipe: str) -> str:
     return f"{events.DATA_UPDATED} sent for {recipe}: deployment finetune/{recipe} starts a run"
 
 
-def install_alerts(block: str, stale_days: int) -> list[str]:
-    """Create (or replace) the rejected-model and no-release alerts, sent through a notification block."""
+def install_alerts(block: str, stale_days: float) -> list[str]:
+    """Create (or replace) the rejected-model and no-successful-run alerts, sent through a notification block."""
     from prefect.blocks.core import Block
 
-    check_server({})
+    check_server({}, "alerts")
     if "/" not in block:
         raise EmbedforgeError(f"alerts: --block {block!r} must be type/name, e.g. slack-webhook/ml-team")
     try:
         document_id = Block.load(block)._block_document_id
     except ValueError as exc:
         raise EmbedforgeError(f"alerts: no notification block {block!r} on this server ({exc})") from None
-    return sync_automations(alerts(document_id, stale_days))
+    installed = sync_automations(alerts(document_id, stale_days))
+    announce(_deployed_recipes())  # models deployed before the alert existed are watched from now
+    return installed
+
+
+def _deployed_recipes() -> list[str]:
+    """The recipe names of the embedforge deployments on the server."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["embedforge"]))
+        )
+    return [deployment.name for deployment in found]

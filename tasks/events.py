@@ -10,6 +10,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 DATA_UPDATED = "embedforge.data.updated"
+DEPLOYED = "embedforge.deployment.registered"
 PUBLISHED = "embedforge.model.published"
 KEPT = "embedforge.model.kept"
 REJECTED = "embedforge.model.rejected"

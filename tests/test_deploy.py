@@ -45,7 +45,9 @@ def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
             deployment = client.read_deployment_by_name(f"finetune/{recipe.name}")
             assert deployment.work_pool_name == "test-gpu"
             assert deployment.tags == list(dict.fromkeys(["embedforge", recipe.name, *recipe.deployment.tags]))
-            assert deployment.job_variables == recipe.deployment.job_variables
+            # Every run sends heartbeats as often as the silence automation that deploy installed expects.
+            env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "180", **recipe.deployment.job_variables.get("env", {})}
+            assert deployment.job_variables == {**recipe.deployment.job_variables, "env": env}
             assert deployment.parameters["recipe"] == recipe.model_dump(mode="json")
             assert deployment.global_concurrency_limit.limit == 1
             (schedule,) = deployment.schedules
@@ -133,3 +135,55 @@ def test_a_bad_second_recipe_registers_nothing(deployed, write_recipe, recipe_di
     assert result.exit_code == 1 and f"{bad}: deployment.pool: unknown key" in result.output
     with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
         client.read_deployment_by_name("finetune/aaa-good")
+
+
+def test_a_recipe_whose_heartbeat_the_silence_automation_would_take_for_a_crash_is_refused(
+    deployed, write_recipe, recipe_dict
+):
+    slow = {"work_pool": "test-gpu", "job_variables": {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "600"}}}
+    path = write_recipe({**recipe_dict, "name": "slow-heartbeat", "deployment": slow}, "slow.yaml")
+    result = CliRunner().invoke(app, ["deploy", str(path)])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"{path}: deployment.job_variables.env.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: '600' must be a number of seconds "
+        "no larger than 180"
+    )
+
+
+def test_a_run_on_a_worker_with_rarer_heartbeats_refuses_before_training(deployed, monkeypatch):
+    """A worker or job template that overrides the heartbeat deploy handed out: the run stops in one line."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.automations import check_heartbeat_rule
+    from tasks.errors import EmbedforgeError
+
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", "a-deployment")  # Prefect's way to mock the runtime
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 180}):
+        check_heartbeat_rule()  # 3 x 180 s is the silence deploy installed
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 300}), pytest.raises(EmbedforgeError) as error:
+        check_heartbeat_rule()
+    assert str(error.value).startswith(
+        "this worker sends a heartbeat every 300 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY), but "
+        "embedforge-silent-runs-crash marks a run Crashed after 540 s without one"
+    )
+
+
+@pytest.mark.parametrize("command", ["deploy", "serve"])
+def test_deploy_and_serve_against_a_server_that_is_down_say_so_in_one_line(command):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "embedforge"), command, str(REPO / "deployments" / "demo-minilm.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == (
+        f"{command}: the Prefect API at http://127.0.0.1:{port}/api does not answer; is the server running?"
+    )

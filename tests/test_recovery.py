@@ -75,3 +75,38 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(recipe_dict, tmp_p
     assert final["global_step"] == 400  # the same total as an uninterrupted run
     assert min(e["step"] for e in final["log_history"] if "loss" in e and e["step"] > step) > step
     assert (run_dir / "model" / "model.safetensors").exists() and "Push: published to" in output
+
+
+def test_a_second_engine_on_a_run_being_trained_refuses_and_the_first_finishes(recipe_dict, tmp_path, write_recipe):
+    recipe_dict["train"]["args"].update(
+        {"max_steps": 800, "save_strategy": "steps", "save_steps": 20, "save_total_limit": 2, "logging_steps": 100}
+    )
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(
+        [EMBEDFORGE, "run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "runs").glob("tiny-test/*/checkpoints/checkpoint-*/trainer_state.json")):
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.2)
+    (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
+
+    # The same run started again while the first engine trains it (as a rescheduled flow run would be).
+    second = subprocess.run([EMBEDFORGE, "resume", str(run_dir)], env=env, capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, "the first engine must still be training for this test to mean anything"
+    assert second.returncode == 1 and "Traceback" not in second.stdout + second.stderr
+    refusal = [line for line in second.stderr.splitlines() if line.startswith(f"{run_dir}: another engine is running")]
+    assert len(refusal) == 1 and f"pid {first.pid}" in refusal[0], second.stderr[-2000:]
+    assert "Training started" not in second.stdout + second.stderr
+
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    output = (tmp_path / "first.log").read_text()
+    assert "Push: published to" in output
+    final = json.loads((_complete(run_dir / "checkpoints")[-1] / "trainer_state.json").read_text())
+    assert final["global_step"] == 800  # one engine's steps, not interleaved with a second's
+    (release,) = [p for p in (tmp_path / "published").iterdir() if p.name != "latest"]
