@@ -109,7 +109,7 @@ def alerts(block_document_id: UUID, stale_days: float) -> list[Automation]:
 def _no_successful_run(block_document_id: UUID, stale_days: float) -> Automation:
     # Successful: published, or the champion kept, or up to date (new data simply has not come). Counted per
     # model from its deployment's registration, so a model that never once succeeds is reported too.
-    days = f"{stale_days:g} day{'s' * (stale_days != 1)}"
+    days = _duration(timedelta(days=stale_days))
     return Automation(
         name="embedforge-no-successful-run",
         description=f"Notify when an embedforge model has had no successful run (published, champion kept or up "
@@ -133,6 +133,16 @@ def _no_successful_run(block_document_id: UUID, stale_days: float) -> Automation
             )
         ],
     )
+
+
+def _duration(span: timedelta) -> str:
+    """14 days, 6 hours, 20 minutes: the largest unit that keeps a whole-ish number."""
+    seconds = span.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            value = round(seconds / size, 1)
+            return f"{value:g} {unit}{'s' * (value != 1)}"
+    return f"{round(seconds)} seconds"
 
 
 def sync_automations(automations: list[Automation]) -> list[str]:

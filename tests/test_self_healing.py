@@ -90,23 +90,20 @@ def test_a_run_whose_process_is_killed_is_retried_and_resumes(live_server, recip
     assert (run_dir / "model" / "README.md").exists()
 
 
-def test_alerts_notify_when_a_gate_rejects_a_model(live_server):
-    import asyncio
+@pytest.fixture
+def webhook(live_server):
+    """A notification block posting to a local webhook; yields the bodies it received."""
     import http.server
     import threading
 
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from prefect.events import Event
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.notify import _emit
-    from tasks import events
-
-    received: list[bytes] = []
+    received: list[str] = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
             self.send_response(200)
             self.end_headers()
 
@@ -119,19 +116,56 @@ def test_alerts_notify_when_a_gate_rejects_a_model(live_server):
         CustomWebhookNotificationBlock(
             name="ml-team", url=f"http://127.0.0.1:{hook.server_port}/hook", json_data={"text": "{{body}}"}
         ).save("ml-team", overwrite=True)
-        out = live_cli(
-            live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7"
-        ).stdout
-        assert out.splitlines() == [
-            "automation embedforge-model-rejected: installed",
-            "automation embedforge-no-release: installed",
-        ]
-        rejected = Event(
-            event=events.REJECTED,
-            resource=events.recipe_resource("tiny-alert"),
-            payload={"run_id": "r1", "reason": "quality gate failed: gain = -0.0100 < 0.0"},
-        )
-        asyncio.run(_emit(rejected))
-        wait_for(lambda: received, 60, "the webhook notification")
+        yield received
+        from prefect.automations import Automation
+
+        Automation.read(name="embedforge-no-successful-run").delete()  # other tests' models are not watched
     hook.shutdown()
-    assert b"Run r1 of tiny-alert: quality gate failed: gain = -0.0100 < 0.0." in received[0]
+
+
+def _emit(recipe: str, event: str, **payload) -> None:
+    import asyncio
+
+    from prefect.events import Event
+
+    from flows.notify import _emit as emit
+    from tasks import events
+
+    asyncio.run(emit(Event(event=event, resource=events.recipe_resource(recipe), payload=payload)))
+
+
+def test_alerts_notify_when_a_gate_rejects_a_model(live_server, webhook):
+    from tasks import events
+
+    out = live_cli(live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7")
+    assert out.stdout.splitlines() == [
+        "automation embedforge-model-rejected: installed",
+        "automation embedforge-no-successful-run: installed",
+    ]
+    _emit("tiny-alert", events.REJECTED, run_id="r1", reason="quality gate failed: gain = -0.0100 < 0.0")
+    wait_for(lambda: webhook, 60, "the webhook notification")
+    assert webhook[0] == "Run r1 of tiny-alert: quality gate failed: gain = -0.0100 < 0.0."
+
+
+def test_no_successful_run_alert_names_the_model_and_spares_one_that_is_up_to_date(live_server, webhook):
+    """Counted from the deployment's registration; an up-to-date run is a successful one."""
+    from tasks import events
+
+    live_cli(live_server, "prefect", "work-pool", "create", "alert-pool", "--type", "process")
+    deployed_before = REPO / "deployments" / "demo-minilm-cached.yaml"
+    live_cli(live_server, "embedforge", "deploy", str(deployed_before), "--pool", "alert-pool")
+    seconds = 20
+    live_cli(
+        live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", str(seconds / 86400)
+    )
+    _emit("tiny-healthy", events.DEPLOYED)
+
+    def stale_alerts() -> list[str]:
+        _emit("tiny-healthy", events.KEPT, run_id="r", reason="up to date")  # its data simply did not change
+        time.sleep(3)
+        return [text for text in webhook if "demo-minilm-cached" in text]
+
+    (alert, *_) = wait_for(stale_alerts, 120, "the no-successful-run alert")
+    assert alert.startswith("demo-minilm-cached has had no successful run for 20 seconds")
+    assert "finetune/demo-minilm-cached" in alert
+    assert not [text for text in webhook if "tiny-healthy" in text]
