@@ -66,13 +66,13 @@ def history_row(outcome: Outcome, when: datetime) -> dict[str, str]:
     """One row of the history table: the decision and base -> fine-tuned -> champion on the headline metric."""
     return {
         "date": f"{when:%Y-%m-%d %H:%M} UTC",
-        "run": outcome.run_id,
         "decision": outcome.decision,
-        "data": outcome.data_fingerprint or "",
-        "metric": outcome.headline or "",
         "base": _figure(outcome.base),
         "fine-tuned": _figure(outcome.finetuned),
         "champion": _figure(outcome.champion),
+        "run": outcome.run_id,
+        "data": outcome.data_fingerprint or "",
+        "metric": outcome.headline or "",
         "reason": outcome.reason,
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,16 @@ def finished_run(server, tmp_path_factory, _tiny_model_master):
     cli("prefect", "work-pool", "create", "dashboard-pool", "--type", "process")
     cli("embedforge", "deploy", str(root / "recipe.yaml"))
     meta = json.loads((root / "published" / "latest" / "training_meta.json").read_text())
+    # A retrain the quality gate refuses: exit 1 on the command line, a "Rejected" run in the dashboard.
+    rejected = subprocess.run(
+        [str(BIN / "embedforge"), "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"), "--force"]
+        + ["--set", "evaluate.gates.gain=1.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rejected.returncode == 1 and "Rejected: quality gate failed" in rejected.stdout, rejected.stderr[-2000:]
     return meta["flow_run_id"]
 
 
@@ -92,6 +103,45 @@ def _api(server: str, path: str, body: dict) -> list[dict]:
     return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
 
 
+def _flow_runs(server: str, name_prefix: str) -> list[dict]:
+    runs = _api(server, "flow_runs/filter", {"flow_runs": {"name": {"like_": name_prefix}}, "sort": "START_TIME_DESC"})
+    return [run for run in runs if not run["auto_scheduled"]]
+
+
+def test_each_run_reads_as_what_it_decided(server, finished_run, page, shots):
+    rejected, published = _flow_runs(server, "tiny-dashboard-")[:2]
+    assert (published["id"], published["state_type"], published["state_name"]) == (
+        finished_run,
+        "COMPLETED",
+        "Published",
+    )
+    assert (rejected["state_type"], rejected["state_name"]) == ("COMPLETED", "Rejected")  # not a red Failed
+    page.goto(f"{server}/runs/flow-run/{rejected['id']}")
+    page.get_by_text("Rejected").first.wait_for(timeout=30000)
+    page.get_by_text("record-outcome").first.wait_for(timeout=15000)  # the decision is a node of the graph
+    page.screenshot(path=str(shots / "rejected-run.png"))
+    page.goto(f"{server}/runs")
+    page.get_by_text(rejected["name"]).first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "runs.png"))
+    for state in ("Published", "Rejected"):
+        assert page.get_by_text(state, exact=True).count() >= 1, state
+
+
+def test_history_and_live_release_answer_an_operator(server, finished_run, page, shots):
+    page.goto(_artifact_page(server, "tiny-dashboard-history"))
+    page.get_by_text("rejected", exact=True).first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "history.png"))
+    for column in ["date", "run", "decision", "data", "base", "fine-tuned", "champion"]:
+        assert page.get_by_text(column, exact=True).count() >= 1, column
+    assert page.get_by_text("published", exact=True).count() == 1
+    page.goto(_artifact_page(server, "tiny-dashboard-release"))
+    page.get_by_role("heading", name=re.compile("Live release of tiny-dashboard")).wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "release.png"))
+    # The live release is the published run's, though a later run was rejected.
+    (artifact,) = _api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": ["tiny-dashboard-release"]}}})
+    assert artifact["flow_run_id"] == finished_run
+
+
 def test_flow_run_page_shows_every_stage(server, finished_run, page, shots):
     page.goto(f"{server}/runs/flow-run/{finished_run}")
     page.get_by_text("Completed").first.wait_for(timeout=30000)
@@ -108,6 +158,7 @@ def test_flow_run_page_shows_every_stage(server, finished_run, page, shots):
         "check-quality-gate",
         "render-model-card",
         "push-model",
+        "record-outcome",
     ]:
         page.get_by_text(stage).first.wait_for(timeout=15000)
 
@@ -120,6 +171,8 @@ def _artifact_page(server: str, key: str) -> str:
 def test_gain_table_reads_base_finetuned_and_delta(server, finished_run, page, shots):
     page.goto(_artifact_page(server, "tiny-dashboard-gain"))
     page.get_by_text("tiny_validation_cosine_ndcg@10", exact=True).wait_for(timeout=30000)
+    # The latest gain table is the rejected run's, and says so.
+    page.get_by_text(re.compile("REJECTED by the quality gate")).first.wait_for(timeout=15000)
     page.screenshot(path=str(shots / "gain-table.png"))
     for column in ["metric", "base", "fine-tuned", "delta"]:
         assert page.get_by_text(column, exact=True).count() >= 1, column
@@ -156,6 +209,10 @@ def test_deployment_shows_its_schedule(server, finished_run, page, shots):
     page.get_by_text("dashboard-pool").first.wait_for(timeout=15000)
     page.get_by_text("At 04:00 AM, only on Monday").wait_for(timeout=15000)
     page.screenshot(path=str(shots / "deployment.png"))
+    # The scheduler has made the next runs: the Upcoming tab lists them.
+    page.get_by_text("Upcoming", exact=True).click()
+    page.get_by_text("Scheduled").first.wait_for(timeout=60000)
+    page.screenshot(path=str(shots / "deployment-upcoming.png"))
 
 
 def test_the_run_is_recorded_whole_when_the_command_returns(server, finished_run):
@@ -163,7 +220,7 @@ def test_the_run_is_recorded_whole_when_the_command_returns(server, finished_run
     logs = _api(server, "logs/filter", {"logs": {"flow_run_id": {"any_": [finished_run]}}, "sort": "TIMESTAMP_DESC"})
     # The flow run's own last line, logged a moment before the command returns (a task's would not do).
     flow_lines = [log["message"] for log in logs if log["task_run_id"] is None]
-    assert flow_lines and flow_lines[0].startswith("Finished in state Completed"), flow_lines[:3]
+    assert flow_lines and flow_lines[0].startswith("Finished in state Published("), flow_lines[:3]
     task_runs = _api(server, "task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [finished_run]}}})
     states = {run["name"].rsplit("-", 1)[0]: run["state_type"] for run in task_runs}
     assert states.get("push-model") == "COMPLETED" and set(states.values()) == {"COMPLETED"}, states
