@@ -26,7 +26,6 @@ from tasks.card import render_model_card
 from tasks.evaluate import Metrics, evaluate_model, measure_base_model
 from tasks.gate import check_quality_gate
 from tasks.ingest import IngestReport, ingest_dataset
-from tasks.lease import one_engine
 from tasks.logs import quiet_libraries, run_logger
 from tasks.mine import mine_hard_negatives
 from tasks.models import base_model_identity
@@ -34,6 +33,7 @@ from tasks.outcome import Outcome, record_outcome, write_history
 from tasks.push import PushResult, push_model
 from tasks.record import RunRecord
 from tasks.release import CurrentRelease, find_current_release
+from tasks.rundir import check_same_inputs, one_engine
 from tasks.split import split_dataset
 from tasks.train import train_model
 
@@ -97,6 +97,7 @@ def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) ->
     run_dir = Path(resume_dir) if resume_dir else output_root(output_dir) / recipe.name / run_id()
     run_dir.mkdir(parents=True, exist_ok=True)
     with one_engine(run_dir):
+        check_same_inputs(run_dir, recipe.fingerprint())
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
         run_logger().info("Run directory: %s", run_dir)
         yield run_dir
@@ -128,7 +129,8 @@ def _up_to_date(run_dir: Path, record: RunRecord, current: CurrentRelease) -> tu
 
 
 def _push_outcome(record: RunRecord, metrics: Metrics, push: PushResult) -> Outcome:
-    decision = "published" if push.pushed else "champion kept" if push.champion is not None else "not published"
+    decision = "already published" if push.already else "published" if push.pushed else "not published"
+    decision = "champion kept" if not push.pushed and push.champion is not None else decision
     release = record.release if push.pushed else None
     return _outcome(
         record, decision, push.reason, metrics, champion=push.champion, release=release, location=push.location
@@ -178,6 +180,7 @@ def finetune(
         data = [ingest_dataset(source, ingested) for source in recipe.sources]
         files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
         record = run_record(recipe, run_dir, data, files)
+        check_same_inputs(run_dir, record.recipe_hash, record.fingerprints)
         current = find_current_release(recipe.push, record, force, artifact_key(recipe, "push"))
         if current:
             return _finish(recipe, *_up_to_date(run_dir, record, current))

@@ -13,6 +13,7 @@ from flows.recipe import Recipe
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import check_metric_names
 from tasks.ingest import IngestConfig, required_columns, source_columns
+from tasks.models import embedding_dimension
 from tasks.push import check_target, writable
 from tasks.split import DEFAULT_GROUP
 from tasks.train import check_training
@@ -53,11 +54,30 @@ def _has_eval(recipe: Recipe) -> bool:
     return bool(recipe.split.eval_file or recipe.split.eval_size > 0)
 
 
+def _check_models(recipe: Recipe) -> list[tuple[str, str]]:
+    """The mining model resolves, and evaluation dims fit the base model's (dims above it would measure nothing)."""
+    problems = []
+    if recipe.mine and recipe.mine.model != recipe.train.base_model:
+        try:
+            embedding_dimension(recipe.mine.model, recipe.mine.model_revision)
+        except EmbedforgeError as exc:
+            problems.append(("mine.model", str(exc)))
+    try:
+        dimension = embedding_dimension(recipe.train.base_model, recipe.train.base_model_revision)
+    except EmbedforgeError:
+        return problems  # check_training names the base model
+    too_large = [d for d in recipe.evaluate.matryoshka_dims or [] if dimension and d > dimension]
+    if too_large and too_large != [d for d in recipe.train.loss.matryoshka_dims or [] if d > dimension]:
+        problems.append(("evaluate.matryoshka_dims", f"{too_large} exceed the model's dimension {dimension}"))
+    return problems
+
+
 def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> None:
     """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
     problems = [problem for field, config in _sources(recipe) for problem in _check_source(field, config)]
     problems += _check_group(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
+    problems += _check_models(recipe)
     problems += check_metric_names(recipe.evaluate, _evaluated(recipe))
     problems += check_target(recipe.push)
     if output_dir and (problem := writable(Path(output_dir))):

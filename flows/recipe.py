@@ -15,14 +15,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flows.recipe_file import non_finite, read_yaml
 from tasks.card import CardConfig
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig
-from tasks.ingest import IngestConfig
+from tasks.ingest import STANDARD_COLUMNS, IngestConfig
 from tasks.mine import MineConfig
 from tasks.push import PushConfig
 from tasks.split import SplitConfig
-from tasks.train import TrainConfig
+from tasks.train import TrainConfig, loss_data_problem
 
 
 class ScheduleConfig(BaseModel):
@@ -35,6 +36,13 @@ class ScheduleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _prefect_accepts_it(self) -> ScheduleConfig:
+        fields = self.cron.split()
+        if len(fields) != 5:
+            # Prefect would read a sixth field as seconds: "0 0 4 * * 1" runs at 04:00 on every day of January.
+            raise ValueError(
+                f"cron: {self.cron!r} has {len(fields)} fields; give five (minute hour day month weekday), "
+                "e.g. '0 4 * * 1' for Mondays at 04:00"
+            )
         # Prefect's own schedule model: what it refuses at deploy time is refused here, by field.
         from prefect.client.schemas.schedules import CronSchedule
 
@@ -93,6 +101,15 @@ class Recipe(BaseModel):
     push: PushConfig = Field(default_factory=PushConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        # NaN passes every comparison check by failing none of them: a NaN gate always passes.
+        found = non_finite(data)
+        if found:
+            raise ValueError(f"{found[0]}: not a finite number; give a number (NaN and infinity mean nothing here)")
+        return data
+
     @model_validator(mode="after")
     def _evaluate_matryoshka_by_default(self) -> Recipe:
         # A Matryoshka model is judged at the dims it was trained for unless the recipe says otherwise.
@@ -113,6 +130,27 @@ class Recipe(BaseModel):
                     "give column prompts (anchor: ..., positive: ...) or set evaluate.prompts"
                 )
             self.evaluate.prompts = dict(prompts)
+        return self
+
+    @model_validator(mode="after")
+    def _loss_reads_the_data(self) -> Recipe:
+        if problem := loss_data_problem(self.train.loss.name, self.ingest.kind):
+            raise ValueError(f"train.loss.name: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _prompts_for_columns_that_exist(self) -> Recipe:
+        # A prompt for a column the data does not have would be silently unused.
+        columns = sum(STANDARD_COLUMNS[self.ingest.kind], [])
+        for field, prompts in (
+            ("train.args.prompts", self.train.args.get("prompts")),
+            ("evaluate.prompts", self.evaluate.prompts),
+        ):
+            unknown = [key for key in prompts or {} if isinstance(prompts, dict) and key not in columns]
+            if unknown:
+                raise ValueError(
+                    f"{field}: no column {', '.join(map(repr, unknown))} in {self.ingest.kind} data ({columns})"
+                )
         return self
 
     @model_validator(mode="after")
@@ -198,11 +236,8 @@ def format_errors(exc: ValidationError, source: str) -> str:
 
 
 def _yaml_value(raw: str):
-    """A --set value as YAML 1.2 reads it: only true/false are booleans, so `no` stays the word the user typed."""
-    value = yaml.safe_load(raw)
-    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-        return raw.strip()
-    return value
+    """A --set value as YAML 1.2 reads it, like the recipe file: `no` stays the word the user typed."""
+    return read_yaml(raw)
 
 
 def _apply_override(data: dict, assignment: str) -> None:
@@ -222,7 +257,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read and validate a recipe file; every problem is reported against the file and field."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except EmbedforgeError as exc:
+        raise EmbedforgeError(f"{path}: {exc}") from None
     except FileNotFoundError:
         raise EmbedforgeError(f"{path}: no such recipe file") from None
     except IsADirectoryError:

@@ -16,7 +16,7 @@ import datasets
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import INPUTS
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.errors import EmbedforgeError
 from tasks.logs import run_logger
@@ -89,6 +89,14 @@ class IngestConfig(BaseModel):
                 f"columns: {sorted(unknown)} are not {self.kind} columns {sum(STANDARD_COLUMNS[self.kind], [])}"
             )
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _a_file_name(cls, name: str) -> str:
+        # The name is a file and folder name in the run directory: "../x" would write outside it.
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{name!r} is also a file name in the run directory; no / or \\, and not . or ..")
+        return name
 
     @property
     def label(self) -> str:

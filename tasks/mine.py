@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import datasets
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.logs import run_logger
 from tasks.models import base_model_identity, load_model
@@ -57,6 +57,14 @@ class MineConfig(BaseModel):
     batch_size: int = Field(64, gt=0, description="Encoding batch size while mining.")
     use_faiss: bool = Field(False, description="Search with faiss (pip install faiss-cpu) for large corpora.")
     seed: int = Field(12, description="Seed of the random sampling strategy.")
+
+    @model_validator(mode="after")
+    def _a_window(self) -> MineConfig:
+        if self.range_max is not None and self.range_max <= self.range_min:
+            raise ValueError(f"range_max: {self.range_max} must be above range_min ({self.range_min})")
+        if self.min_score is not None and self.max_score is not None and self.min_score >= self.max_score:
+            raise ValueError(f"min_score: {self.min_score} must be below max_score ({self.max_score})")
+        return self
 
 
 class MiningReport(BaseModel):

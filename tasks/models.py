@@ -152,3 +152,9 @@ def embedding_dimension(ref: str, revision: str | None = None) -> int | None:
             data = json.loads(settings.read_text())
             dimension = data.get("out_features") or data.get("word_embedding_dimension") or dimension
     return dimension
+
+
+def max_positions(ref: str, revision: str | None = None) -> int | None:
+    """How many tokens the model's position embeddings cover, from config.json; None when it does not say."""
+    config = _config_folder(ref, revision) / "config.json"
+    return json.loads(config.read_text()).get("max_position_embeddings") if config.exists() else None

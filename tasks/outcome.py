@@ -19,10 +19,13 @@ from pydantic import BaseModel
 from tasks import events
 from tasks.logs import run_logger
 
-Decision = Literal["published", "champion kept", "up to date", "rejected", "not published", "failed"]
+Decision = Literal[
+    "published", "already published", "champion kept", "up to date", "rejected", "not published", "failed"
+]
 # The flow run's final state name for each decision: the dashboard's run list reads as what happened.
 STATE_NAMES: dict[str, str] = {
     "published": "Published",
+    "already published": "Already published",  # a resumed run whose release exists: nothing written
     "champion kept": "Champion kept",
     "up to date": "Up to date",
     "rejected": "Rejected",

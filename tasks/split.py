@@ -61,6 +61,12 @@ class SplitConfig(BaseModel):
     def _sizes(self) -> SplitConfig:
         if (self.test_file or self.eval_file) and self.eval_sources:
             raise ValueError("test_file/eval_file: give these or eval_sources, not both")
+        for part in ("test", "eval"):
+            if getattr(self, f"{part}_file") and f"{part}_size" in self.model_fields_set:
+                raise ValueError(
+                    f"{part}_size: {part}_file is used whole as the {part} split, so {part}_size would be ignored; "
+                    "give one of the two"
+                )
         if not self.eval_sources and sum(self.shares().values()) >= 1.0:
             raise ValueError("eval_size + test_size must leave rows for training")
         return self

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from tasks.adapters import AdapterConfig, adapter_problem, add_adapter, merge_ad
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
 from tasks.logs import run_logger
-from tasks.models import TrainedModel, embedding_dimension, load_model
+from tasks.models import TrainedModel, embedding_dimension, load_model, max_positions
 from tasks.progress import PrefectProgress, TrainingBar
 from tasks.split import Splits
 from tasks.tracking import link_tracking, tracking_env
@@ -66,7 +67,59 @@ LOSS_INPUTS = {
     "similarity": ["sentence1", "sentence2", "score"],
     "classification": ["sentence1", "sentence2", "label"],
 }
+# What a loss reads beside the texts. sentence-transformers does not declare it, so the common ones are named
+# here: a score loss on retrieval pairs would fail at its first step, naming no field.
+LOSS_NEEDS = {
+    "score": {"CoSENTLoss", "AnglELoss", "CosineSimilarityLoss"},
+    "label": {
+        "SoftmaxLoss",
+        "ContrastiveLoss",
+        "OnlineContrastiveLoss",
+        "BatchAllTripletLoss",
+        "BatchHardTripletLoss",
+        "BatchSemiHardTripletLoss",
+        "BatchHardSoftMarginTripletLoss",
+    },
+}
+KIND_GIVES = {"similarity": "score", "classification": "label"}
 CARD_DATA_FILE = "model_card_data.pkl"
+
+
+def _simple_type(hint) -> bool:
+    """An annotation a YAML value can be checked against: numbers, booleans, text, their Literals and Optionals."""
+    if hint in (int, float, bool, str) or typing.get_origin(hint) is typing.Literal:
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and all(
+        arg is type(None) or _simple_type(arg) for arg in typing.get_args(hint)
+    )
+
+
+def loss_arg_problems(loss_class, args: dict[str, Any]) -> list[str]:
+    """`args.<key>: <why>` for each loss argument whose value is not of the type the loss declares."""
+    try:
+        hints = typing.get_type_hints(loss_class.__init__)
+    except Exception:  # an annotation that does not resolve: the loss checks its own arguments
+        return []
+    problems = []
+    for key, value in args.items():
+        hint = hints.get(key)
+        if hint is None or not _simple_type(hint):
+            continue
+        try:
+            TypeAdapter(hint).validate_python(value, strict=True)
+        except ValidationError:
+            shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            problems.append(f"args.{key}: {value!r} is not a {shown}")
+    return problems
+
+
+def loss_data_problem(loss: str, kind: str) -> str | None:
+    """Why this loss cannot train on this kind of data, or None."""
+    for needs, names in LOSS_NEEDS.items():
+        if loss in names and KIND_GIVES.get(kind) != needs:
+            wanted = next(k for k, v in KIND_GIVES.items() if v == needs)
+            return f"{loss} needs a {needs} per pair ({wanted} data); ingest.kind is {kind}"
+    return None
 
 
 def _suggest(key: str, known) -> str:
@@ -104,6 +157,8 @@ class LossConfig(BaseModel):
                 raise ValueError(
                     f"args.{key}: not an argument of {self.name}{_suggest(key, params)} (it takes {sorted(params)})"
                 )
+        for problem in loss_arg_problems(cls, self.args):
+            raise ValueError(problem)
         if self.matryoshka_weights and len(self.matryoshka_weights) != len(self.matryoshka_dims or []):
             raise ValueError("matryoshka_weights needs one weight per matryoshka_dims entry")
         check_matryoshka_dims(self.matryoshka_dims)
@@ -236,10 +291,33 @@ def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]
         return [*problems, ("train.base_model", str(exc))]
     if config.peft and (problem := adapter_problem()):
         problems.append(("train.peft", problem))
+    problems += _reporting_problems(config.args)
+    positions = max_positions(config.base_model, config.base_model_revision)
+    if config.max_seq_length and positions and config.max_seq_length > positions:
+        problems.append(("train.max_seq_length", f"{config.max_seq_length} exceeds the model's {positions} positions"))
     too_large = [d for d in config.loss.matryoshka_dims or [] if dimension and d > dimension]
     if too_large:
         problems.append(("train.loss.matryoshka_dims", f"{too_large} exceed the model's dimension {dimension}"))
     return problems
+
+
+def _reporting_problems(args: dict[str, Any]) -> list[tuple[str, str]]:
+    """report_to integrations that are not installed: the trainer would fail at its first step."""
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    wanted = args.get("report_to") or []
+    wanted = [wanted] if isinstance(wanted, str) else wanted
+    available = get_available_reporting_integrations()
+    missing = [name for name in wanted if name not in ("none", "all", *available)]
+    if not missing:
+        return []
+    return [
+        (
+            "train.args.report_to",
+            f"{', '.join(missing)} not installed here (installed: {', '.join(available) or 'none'}); "
+            "pip install it, or leave it out",
+        )
+    ]
 
 
 def _evaluation(args, splits: Splits, evaluate: EvaluateConfig):

@@ -73,6 +73,17 @@ def _data(rows: list[dict], raw: bytes = b"") -> Callable[[dict, Path], None]:
     return change
 
 
+def _recipe_yaml_with(extra: str) -> Callable[[dict, Path], Path]:
+    """The recipe as YAML, with `extra` appended: a second section of the same name, say."""
+
+    def change(recipe: dict, root: Path) -> Path:
+        path = root / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False) + extra)
+        return path
+
+    return change
+
+
 def _latin1_first_row(recipe: dict, root: Path) -> None:
     (root / "latin1.jsonl").write_bytes('{"question": "caf\u00e9?", "context": "x", "topic": "t"}\n'.encode("latin-1"))
     recipe["ingest"]["path"] = str(root / "latin1.jsonl")
@@ -203,7 +214,7 @@ VALIDATE = [
     Case("data-not-utf8", _latin1_first_row, "latin1.jsonl, row 1: not UTF-8 text; save it as UTF-8"),
     Case(
         "missing-test-file",
-        _set("split.test_file", lambda root: str(root / "test.jsonl")),
+        _set("split", lambda root: {"test_file": str(root / "test.jsonl")}),
         "{recipe}: split.test_file: no data file at",
     ),
     Case(
@@ -286,6 +297,76 @@ VALIDATE = [
     Case("recipe-not-yaml", _recipe_file("train: [unclosed\n"), "{recipe}: not valid YAML"),
     Case("recipe-is-a-list", _recipe_file("- ingest\n- train\n"), "{recipe}: a recipe is a YAML mapping of sections"),
     Case("recipe-missing", lambda recipe, root: root / "absent.yaml", "{recipe}: no such recipe file"),
+    # What a recipe means, not only its shape.
+    Case(
+        "duplicate-section",
+        _recipe_yaml_with("split:\n  test_size: 0.3\n"),
+        "{recipe}: line 31: duplicate key 'split' (first on line 21); YAML keeps only the last one",
+    ),
+    Case(
+        "nan-learning-rate",
+        _set("train.args.learning_rate", float("nan")),
+        "{recipe}: train.args.learning_rate: not a finite number",
+    ),
+    Case(
+        "nan-gate", _set("evaluate.gates", {"gain": float("nan")}), "{recipe}: evaluate.gates.gain: not a finite number"
+    ),
+    Case("infinite-test-size", _set("split.test_size", float("inf")), "{recipe}: split.test_size: not a finite number"),
+    Case(
+        "test-file-and-test-size",
+        _set("split", lambda root: {"test_file": str(root / "data" / "pairs.jsonl"), "test_size": 0.2}),
+        "{recipe}: split.test_size: test_file is used whole as the test split, so test_size would be ignored",
+    ),
+    Case(
+        "six-field-cron",
+        _set("deployment.schedule", {"cron": "0 0 4 * * 1"}),
+        "{recipe}: deployment.schedule.cron: '0 0 4 * * 1' has 6 fields; give five",
+    ),
+    Case(
+        "loss-arg-of-the-wrong-type",
+        _set("train.loss.args", {"scale": "twenty"}),
+        "{recipe}: train.loss.args.scale: 'twenty' is not a float",
+    ),
+    Case(
+        "score-loss-on-retrieval-pairs",
+        _set("train.loss.name", "CoSENTLoss"),
+        "{recipe}: train.loss.name: CoSENTLoss needs a score per pair (similarity data); ingest.kind is retrieval",
+    ),
+    Case(
+        "prompt-for-a-missing-column",
+        _set("train.args.prompts", {"query": "query: "}),
+        "{recipe}: train.args.prompts: no column 'query' in retrieval data",
+    ),
+    Case(
+        "inverted-mining-window",
+        _set("mine", {"range_min": 10, "range_max": 5}),
+        "{recipe}: mine.range_max: 5 must be above range_min (10)",
+    ),
+    Case(
+        "missing-mining-model",
+        _set("mine", {"model": "/no/such/model"}),
+        "{recipe}: mine.model: model '/no/such/model'",
+    ),
+    Case(
+        "reporting-integration-not-installed",
+        _set("train.args.report_to", ["wandb"]),
+        "{recipe}: train.args.report_to: wandb not installed here",
+    ),
+    Case(
+        "max-seq-length-beyond-the-model",
+        _set("train.max_seq_length", 4096),
+        "{recipe}: train.max_seq_length: 4096 exceeds the model's 128 positions",
+    ),
+    Case(
+        "evaluation-dims-above-the-model",
+        _set("evaluate.matryoshka_dims", [64, 16]),
+        "{recipe}: evaluate.matryoshka_dims: [64] exceed the model's dimension 32",
+    ),
+    Case(
+        "name-escapes-the-run-directory",
+        _set("ingest.name", "../escape"),
+        "{recipe}: ingest.name: '../escape' is also a file name in the run directory",
+    ),
 ]
 
 

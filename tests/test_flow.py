@@ -80,9 +80,16 @@ def test_dashboard_shows_the_run_and_its_artifacts(demo_like_run):
     flow_run_id = json.loads((Path(result.push.location) / "training_meta.json").read_text())["flow_run_id"]
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
-        # Named after the recipe and the run id's scheduled start, like the run directory.
-        assert flow_run.name == "tiny-flow-" + Path(result.run_dir).name[:15] and flow_run.state.is_completed()
-        for key in ("tiny-flow-gain", "tiny-flow-model-card", "tiny-flow-push"):
+        # Named after the recipe and the whole run id, like the run directory: unique even within one second.
+        assert flow_run.name == "tiny-flow-" + Path(result.run_dir).name and flow_run.state.is_completed()
+        assert flow_run.state.name == "Published" and flow_run.state.message == "first release"
+        for key in (
+            "tiny-flow-gain",
+            "tiny-flow-model-card",
+            "tiny-flow-push",
+            "tiny-flow-history",
+            "tiny-flow-release",
+        ):
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
             assert [a.flow_run_id for a in artifacts] == [flow_run.id], key
         progress = [a for a in client.read_artifacts() if a.type == "progress" and a.flow_run_id == flow_run.id]

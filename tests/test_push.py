@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +21,7 @@ from tasks.push import PushConfig, PushResult, push_model
 from tasks.record import RunRecord
 from tasks.split import EvalSplit, Splits
 
-from conftest import make_pairs
+from conftest import make_pairs, write_jsonl
 from hub_server import LocalHub
 
 TOKEN = "hf_embedforgeTestToken0123456789"
@@ -316,7 +319,7 @@ def test_a_published_release_is_never_rewritten(release, tmp_path):
 
 
 def test_keep_last_removes_the_oldest_local_releases_but_never_the_live_one(release, tmp_path):
-    config = PushConfig(local_dir=str(tmp_path / "published"), keep_last=2)
+    config = PushConfig(local_dir=str(tmp_path / "published"), keep_last=2, require_improvement=False)
     for number, score in enumerate([0.5, 0.6, 0.7], start=1):
         release(config, f"rel-{number}", score)
     root = tmp_path / "published"
@@ -326,6 +329,7 @@ def test_keep_last_removes_the_oldest_local_releases_but_never_the_live_one(rele
         PushConfig(repo_id="acme/m", keep_last=2)
 
 
+@pytest.mark.slow  # runs embedforge end to end
 def test_resume_of_a_published_run_changes_no_byte_of_any_release(recipe_dict, tmp_path, write_recipe):
     from typer.testing import CliRunner
 
@@ -338,4 +342,48 @@ def test_resume_of_a_published_run_changes_no_byte_of_any_release(recipe_dict, t
     resumed = CliRunner().invoke(app, ["resume", str(run_dir)])
     assert resumed.exit_code == 0, resumed.output
     assert f"release tiny-test-{run_dir.name} was already published at" in resumed.output
+    assert _tree_digest(tmp_path / "published") == before
+
+
+@pytest.mark.slow  # runs embedforge end to end
+def test_resume_of_an_edited_run_directory_or_changed_data_is_refused(recipe_dict, tmp_path, write_recipe):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    recipe_dict["push"]["require_improvement"] = False  # a resumed run would publish whatever it made
+    first = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
+    before = _tree_digest(tmp_path / "published")
+
+    saved = run_dir / "recipe.yaml"
+    original = saved.read_text()
+    saved.write_text(original.replace("learning_rate: 0.0005", "learning_rate: 0.001"))
+    edited = CliRunner().invoke(app, ["resume", str(run_dir)])
+    assert edited.exit_code == 1 and edited.output.strip().startswith(
+        f"{run_dir}: its recipe.yaml changed since this run started"
+    ), edited.output
+    assert "Start a new run: `embedforge run <recipe>`" in edited.output
+
+    # New data under the same path, resumed on another machine (its own Prefect home and result cache: on this
+    # one the cached ingest hands the run the data it trained on).
+    saved.write_text(original)
+    rows = make_pairs()
+    rows[0]["context"] += " Changed after the run."
+    write_jsonl(Path(recipe_dict["ingest"]["path"]), rows)
+    other = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "other-home"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "other-results"),
+    }
+    other.pop("PREFECT_API_URL", None)
+    new_data = subprocess.run(
+        [str(Path(sys.executable).parent / "embedforge"), "resume", str(run_dir)],
+        env=other,
+        capture_output=True,
+        text=True,
+    )
+    assert new_data.returncode == 1, new_data.stdout[-2000:] + new_data.stderr[-2000:]
+    assert f"{run_dir}: its data (tiny_validation) changed since this run started" in new_data.stderr
     assert _tree_digest(tmp_path / "published") == before

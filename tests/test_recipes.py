@@ -125,3 +125,28 @@ def test_format_errors_gives_one_line_per_problem_with_file_and_field():
         "r.yaml: ingest.nme: unknown key — did you mean name?",
         "r.yaml: train.devices: Input should be greater than or equal to 1",
     ]
+
+
+def test_a_recipe_reads_as_yaml_1_2_reads_it():
+    """What a user types means what it says: 2e1 is a number, `no` a word, a date a string, 010 ten."""
+    from flows.recipe_file import read_yaml
+
+    text = "scale: 2e1\nlr: 5.0e-5\nsave_strategy: no\nflag: true\nwhen: 2026-01-01\nsteps: 010\nmask: 0x10\n"
+    assert read_yaml(text) == {
+        "scale": 20.0,
+        "lr": 5e-5,
+        "save_strategy": "no",
+        "flag": True,
+        "when": "2026-01-01",
+        "steps": 10,
+        "mask": 16,
+    }
+
+
+def test_non_finite_numbers_are_found_wherever_they_are():
+    from flows.recipe_file import non_finite
+
+    assert non_finite({"train": {"args": {"lr": float("nan")}}, "evaluate": {"dims": [64, float("inf")]}}) == [
+        "train.args.lr",
+        "evaluate.dims[1]",
+    ]

@@ -86,7 +86,12 @@ def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, w
     assert again.up_to_date.release == release and again.finetuned == first.finetuned
     assert set(tasks) == {"ingest-dataset", "check-release", "fetch-release-meta", "record-outcome"}, tasks
     run_dir = Path(again.run_dir)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["data", "recipe.yaml"]  # no split, model or metrics
+    # No split, model or metrics: the data, the recipe and what the run started with (its lock file aside).
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != ".engine.lock") == [
+        "data",
+        "inputs.json",
+        "recipe.yaml",
+    ]
     assert _latest_artifact("tiny-test-push").data.startswith(f"## Up to date: {release}")
     # The history gained a row; the live release did not change, as no release was published.
     history = json.loads(_latest_artifact("tiny-test-history").data)

@@ -1,4 +1,6 @@
-"""One engine per run directory: a lease that lives exactly as long as the process holding it.
+"""A run directory holds one run: one engine at a time, and the inputs it started with.
+
+One engine per run directory: a lease that lives exactly as long as the process holding it.
 
 Two engines in one run directory would train over each other's checkpoints and publish one release
 twice. That happens when a run is rescheduled while its first worker still runs (a heartbeat
@@ -21,6 +23,7 @@ from prefect.runtime import flow_run
 from tasks.errors import EmbedforgeError
 
 LOCK_FILE = ".engine.lock"
+INPUTS_FILE = "inputs.json"  # what the run was started with; resume compares against it
 
 
 def _holder(lock: Path) -> str:
@@ -51,3 +54,28 @@ def one_engine(run_dir: Path):
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the lock
+
+
+def check_same_inputs(run_dir: Path, recipe_hash: str, fingerprints: dict[str, str] | None = None) -> None:
+    """Refuse to continue a run whose recipe or data changed since it started; record them on the first start.
+
+    A resumed run publishes what it trained: an edited recipe.yaml or new data would be published under
+    a name, hash and card that did not make the model.
+    """
+    path = run_dir / INPUTS_FILE
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    changed = []
+    if recorded.get("recipe_hash") not in (None, recipe_hash):
+        changed.append("its recipe.yaml")
+    if fingerprints is not None and recorded.get("data") not in (None, fingerprints):
+        changed.append("its data (" + ", ".join(sorted(_differ(recorded["data"], fingerprints))) + ")")
+    if changed:
+        raise EmbedforgeError(
+            f"{run_dir}: {' and '.join(changed)} changed since this run started, so resuming would publish a model "
+            "under inputs that did not make it. Start a new run: `embedforge run <recipe>`"
+        )
+    path.write_text(json.dumps({"recipe_hash": recipe_hash, "data": fingerprints or recorded.get("data")}, indent=2))
+
+
+def _differ(before: dict[str, str], now: dict[str, str]) -> set[str]:
+    return {label for label in set(before) | set(now) if before.get(label) != now.get(label)}
