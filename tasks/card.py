@@ -65,6 +65,16 @@ def _report(metrics: Metrics, record: RunRecord, splits: Splits) -> str:
         _gain_markdown(metrics),
         "",
         *(["### Hard Negatives", "", splits.mining.markdown()] if splits.mining else []),
+        "### Overlap with Training",
+        "",
+        "Held-out pairs that share a text with a training pair (`split.max_overlap` bounds it):",
+        "",
+        *[
+            f"- `{name or splits.train_name}` {part}: {count}"
+            for name, entry in splits.evaluation.items()
+            for part, count in entry.overlap.items()
+        ],
+        "",
         "### Data Fingerprint",
         "",
         *[f"- `{name}`: `{value}`" for name, value in record.fingerprints.items()],

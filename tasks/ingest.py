@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import INPUTS
@@ -31,6 +32,7 @@ STANDARD_COLUMNS: dict[str, tuple[list[str], list[str]]] = {
 }
 TEXT_COLUMNS = {"anchor", "positive", "negative", "sentence1", "sentence2"}
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")  # datasets reads these compressed text formats as they are
 
 
 class IngestConfig(BaseModel):
@@ -134,10 +136,25 @@ def _resolve_source(config: IngestConfig) -> tuple[str, str]:
     return "path", config.path
 
 
+def _format(file: str) -> str | None:
+    """The datasets builder for a file: data.jsonl, data.json, data.csv.gz ...; None for anything else."""
+    suffixes = Path(file).suffixes
+    if suffixes and suffixes[-1] in COMPRESSED:
+        return FORMATS.get(suffixes[-2]) if len(suffixes) > 1 and suffixes[-2] != ".parquet" else None
+    return FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def _open_text(file: str):
+    """A local text file as bytes, decompressed when it is .gz, .bz2, .xz or .zst."""
+    import fsspec
+
+    return fsspec.open(file, "rb", compression="infer").open()
+
+
 def _local_files(location: str) -> list[str]:
     target = Path(location).expanduser()
     if target.is_dir():
-        files = sorted(str(p) for p in target.rglob("*") if p.suffix in FORMATS)
+        files = sorted(str(p) for p in target.rglob("*") if _format(str(p)))
     else:
         files = sorted(glob.glob(str(target)))
     if not files:
@@ -154,20 +171,36 @@ def source_columns(config: IngestConfig) -> list[str] | None:
     if source_type == "dataset":
         return None
     first = _local_files(location)[0]
+    kind = _format(first)
+    if kind is None:
+        raise EmbedforgeError(
+            f"ingest: {first}: not a data format embedforge reads; use .jsonl, .json, .csv or .parquet "
+            f"(compressed {'/'.join(COMPRESSED)} too)"
+        )
     try:
-        if first.endswith(".csv"):
+        if kind == "csv":
             return list(pd.read_csv(first, nrows=0).columns)
-        if first.endswith(".parquet"):
+        if kind == "parquet":
             import pyarrow.parquet
 
             return pyarrow.parquet.read_schema(first).names
-        with open(first, "rb") as handle:  # bytes: only the first row is decoded, not a whole buffer
+        with _open_text(first) as handle:  # bytes: only the first row is decoded, not a whole buffer
             line = next((line for line in handle if line.strip()), b"{}")
+        if line.strip().startswith(b"["):  # a .json file holding one array of objects
+            return _array_columns(first)
         return list(json.loads(line.decode("utf-8")))
     except UnicodeDecodeError:
         raise EmbedforgeError(f"ingest: {first}, row 1: not UTF-8 text; save it as UTF-8") from None
     except (ValueError, OSError) as exc:
         raise EmbedforgeError(f"ingest: could not read {first}: {exc}") from None
+
+
+def _array_columns(file: str) -> list[str]:
+    with _open_text(file) as handle:
+        rows = json.loads(handle.read().decode("utf-8"))
+    if not rows or not isinstance(rows[0], dict):
+        raise EmbedforgeError(f"ingest: {file}: a JSON array of objects is expected, one per row")
+    return list(rows[0])
 
 
 def required_columns(config: IngestConfig) -> list[str]:
@@ -178,9 +211,9 @@ def required_columns(config: IngestConfig) -> list[str]:
 
 def _check_utf8(file: str) -> None:
     """A text file that is not UTF-8 would be read as garbled text without an error: name the row instead."""
-    if Path(file).suffix not in (".jsonl", ".json", ".csv"):
+    if _format(file) not in ("json", "csv"):
         return
-    with open(file, "rb") as handle:
+    with _open_text(file) as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 line.decode("utf-8")
@@ -199,7 +232,7 @@ def _load(config: IngestConfig) -> tuple[datasets.Dataset, str]:
             ) from exc
         return data, f"{location}@{config.revision or 'main'}"
     files = _local_files(location)
-    formats = {FORMATS.get(Path(f).suffix) for f in files}
+    formats = {_format(f) for f in files}
     if None in formats or len(formats) > 1:
         raise EmbedforgeError(f"ingest: {location} mixes or holds unknown formats; use one of {', '.join(FORMATS)}")
     for file in files:
@@ -269,9 +302,32 @@ def _relabel(data: datasets.Dataset, label_map: dict) -> datasets.Dataset:
     return data.filter(lambda row: str(row[target]) in mapping).map(lambda row: {target: mapping[str(row[target])]})
 
 
-def _clean(data: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:
+def _not_text(value) -> bool:
+    """A value that is neither text nor missing: a number, a list, a mapping."""
+    if isinstance(value, str):
+        return False
+    return not pd.api.types.is_scalar(value) or pd.notna(value)
+
+
+def _check_text(frame: pd.DataFrame, config: IngestConfig, origin: str) -> None:
+    """A number or a list where text belongs is a mistake in the data, not an empty row: name column and row."""
+    for column in [c for c in frame.columns if c in TEXT_COLUMNS]:
+        wrong = frame[column].map(_not_text)
+        if wrong.any():
+            row = int(wrong.to_numpy().argmax())
+            value = frame[column].iloc[row]
+            kind = "list" if isinstance(value, (list, tuple, np.ndarray)) else type(value).__name__
+            source = config.columns.get(column, column)
+            raise EmbedforgeError(
+                f"ingest: {origin}, row {row + 1}: column {source!r} holds {kind} values where {column} text belongs; "
+                "map a text column to it with ingest.columns"
+            )
+
+
+def _clean(data: datasets.Dataset, config: IngestConfig, origin: str) -> tuple[datasets.Dataset, dict[str, int]]:
     """Strip text, drop empty rows and exact duplicate rows; count what went and why."""
     frame = data.to_pandas()
+    _check_text(frame, config, origin)
     text_columns = [c for c in frame.columns if c in TEXT_COLUMNS]
     for column in text_columns:
         frame[column] = frame[column].str.strip()  # a value that is not text becomes null
@@ -291,7 +347,7 @@ def ingest_dataset(config: IngestConfig, out_dir: str) -> IngestReport:
     """Read the source, keep the standard columns, clean it; return its report, with the parquet file's path."""
     data, origin = _load(config)
     data = _standardize(data, config, origin)
-    data, dropped = _clean(data)
+    data, dropped = _clean(data, config, origin)
     if config.limit:
         data = data.select(range(min(config.limit, len(data))))
     if len(data) < config.min_rows:

@@ -21,6 +21,9 @@ from tasks.mine import MiningReport
 # A passage (or sentence pair's first side) that appears twice must stay in one split,
 # or the test numbers measure memorisation.
 DEFAULT_GROUP = {"retrieval": "positive", "similarity": "sentence1", "classification": "sentence1"}
+# The two texts of a pair: a held-out pair whose either text was trained on measures memory, not generalisation.
+PAIR_TEXTS = {"retrieval": ("anchor", "positive"), "similarity": ("sentence1", "sentence2")}
+PAIR_TEXTS["classification"] = PAIR_TEXTS["similarity"]
 
 
 class SplitConfig(BaseModel):
@@ -45,6 +48,13 @@ class SplitConfig(BaseModel):
         description="Separate evaluation datasets, each an ingest section (e.g. STS-B beside SNLI training data); "
         "each is split into eval/test halves by eval_size:test_size, and the training data is then used whole "
         "for training.",
+    )
+    max_overlap: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of eval or test pairs allowed to share a text with the training split; above it the run "
+        "is refused. Allowed overlap is logged and stated in the card.",
     )
     test_file: str | None = Field(
         None,
@@ -91,6 +101,9 @@ class EvalSplit(BaseModel):
     kind: Kind
     eval: str | None = None
     test: str | None = None
+    overlap: dict[str, str] = Field(
+        default_factory=dict, description="Per part, how many of its pairs share a text with training: '3 of 120'."
+    )
 
 
 class Splits(BaseModel):
@@ -175,6 +188,36 @@ def _held_out(config: SplitConfig, train: IngestReport, evaluation: list[IngestR
     return parts.pop("train"), [(train, parts)]
 
 
+def _overlap(train: datasets.Dataset, part: datasets.Dataset, kind: str) -> int:
+    """How many held-out pairs share a text (the same column's) with a training pair."""
+    columns = [c for c in PAIR_TEXTS[kind] if c in part.column_names and c in train.column_names]
+    if not len(part) or not columns:
+        return 0
+    seen = {column: set(train[column]) for column in columns}
+    return sum(any(row[c] in seen[c] for c in columns) for row in part.select_columns(columns))
+
+
+def check_overlap(
+    config: SplitConfig, label: str, train: datasets.Dataset, parts: dict[str, datasets.Dataset], kind: str
+):
+    """{part: "n of m"} of pairs that share a text with training; refuse above split.max_overlap, else say so."""
+    found = {}
+    for name, part in parts.items():
+        count = _overlap(train, part, kind)
+        found[name] = f"{count} of {len(part)}"
+        if count and count > config.max_overlap * len(part):
+            raise EmbedforgeError(
+                f"split: {count} of {len(part)} {label} {name} pairs ({count / len(part):.1%}) share a text with "
+                f"the training split (split.max_overlap = {config.max_overlap}); their figures would measure "
+                f"memory. Remove them from the data, or set split.max_overlap: {count / len(part):.2f} to accept it"
+            )
+        if count:
+            run_logger().warning(
+                "%s %s: %s pairs share a text with the training split (allowed)", label, name, found[name]
+            )
+    return found
+
+
 @task(name="split-dataset", cache_policy=INPUTS, persist_result=True)
 def split_dataset(
     config: SplitConfig,
@@ -192,8 +235,9 @@ def split_dataset(
     (train_path,) = _write({"train": train_part}, out).values()
     result = Splits(train=train_path, train_name=train.label, train_kind=train.kind, evaluation={})
     for report, parts in held_out:
+        overlap = check_overlap(config, report.label, train_part, parts, report.kind)
         paths = _write(parts, out / report.label)
-        result.evaluation[report.name] = EvalSplit(kind=report.kind, **paths)
+        result.evaluation[report.name] = EvalSplit(kind=report.kind, overlap=overlap, **paths)
         counts = {name: len(part) for name, part in parts.items()}
         run_logger().info("Split %s (seed %d): train %d, %s", report.label, config.seed, len(train_part), counts)
     return result

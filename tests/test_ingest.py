@@ -115,3 +115,32 @@ def test_unreadable_parquet_names_the_file(tmp_path):
     broken.write_bytes(b"this is not parquet")
     with pytest.raises(EmbedforgeError, match=rf"ingest: could not read {broken}"):
         ingest(tmp_path, path=str(broken), columns=MAPPING)
+
+
+def test_a_json_array_and_a_gzipped_jsonl_read_like_the_jsonl(tmp_path):
+    import gzip
+
+    from tasks.ingest import source_columns
+
+    rows = make_pairs(30)
+    (tmp_path / "array.json").write_text(json.dumps(rows), encoding="utf-8")
+    with gzip.open(tmp_path / "pairs.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    plain = ingest(tmp_path, path=str(write_jsonl(tmp_path / "pairs.jsonl", rows)), columns=MAPPING)
+    for name in ("array.json", "pairs.jsonl.gz"):
+        config = IngestConfig(path=str(tmp_path / name), columns=MAPPING)
+        assert source_columns(config) == ["question", "context", "topic"], name  # what validate checks
+        assert ingest(tmp_path, path=str(tmp_path / name), columns=MAPPING).fingerprint == plain.fingerprint, name
+
+
+@pytest.mark.parametrize(("value", "kind"), [(7, "int64"), (["a", "list"], "list")], ids=["ints", "lists"])
+def test_a_parquet_column_that_is_not_text_is_named_with_its_row(tmp_path, value, kind):
+    frame = pd.DataFrame(make_pairs(20))
+    frame["context"] = [value] * len(frame)  # an id or tag column mapped by mistake
+    frame.to_parquet(tmp_path / "pairs.parquet")
+    with pytest.raises(EmbedforgeError) as error:
+        ingest(tmp_path, path=str(tmp_path / "pairs.parquet"), columns=MAPPING)
+    assert str(error.value) == (
+        f"ingest: {tmp_path / 'pairs.parquet'}, row 1: column 'context' holds {kind} values where positive text "
+        "belongs; map a text column to it with ingest.columns"
+    )

@@ -143,3 +143,20 @@ def test_files_and_eval_sources_are_refused_together():
 
     with pytest.raises(ValidationError, match="test_file/eval_file: give these or eval_sources, not both"):
         SplitConfig(test_file="t.jsonl", eval_sources=[IngestConfig(path="x")])
+
+
+def test_a_test_file_that_repeats_the_training_data_is_refused_or_reported(tmp_path):
+    """Leakage: the gain table would report a gain no user will see."""
+    rows = make_pairs(100)
+    train = _ingested(tmp_path, rows)
+    same = ingest(
+        IngestConfig(path=str(write_jsonl(tmp_path / "test.jsonl", rows[:40])), columns=MAPPING), str(tmp_path / "t")
+    )
+    with pytest.raises(EmbedforgeError) as error:
+        split(SplitConfig(test_file="test.jsonl", eval_size=0.0), train, [], {"test": same}, str(tmp_path / "s1"))
+    assert str(error.value).startswith(
+        "split: 40 of 40 data test pairs (100.0%) share a text with the training split (split.max_overlap = 0.0)"
+    )
+    allowed = SplitConfig(test_file="test.jsonl", eval_size=0.0, max_overlap=1.0)
+    result = split(allowed, train, [], {"test": same}, str(tmp_path / "s2"))
+    assert result.evaluation[""].overlap == {"test": "40 of 40"}
