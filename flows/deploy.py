@@ -14,6 +14,7 @@ from prefect.schedules import Cron
 
 from flows.automations import self_healing, sync_automations
 from flows.finetune import finetune
+from flows.local import api_answers
 from flows.recipe import Recipe, load_recipe
 from tasks import events
 from tasks.errors import EmbedforgeError
@@ -72,9 +73,9 @@ def check_server(pools: dict[str, list[Path]], command: str = "deploy") -> None:
             f"{command}: no Prefect server to register with; start one (prefect server start) and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
+    if not api_answers():
+        raise EmbedforgeError(f"{command}: the Prefect API at {url} does not answer; is the server running?")
     with get_client(sync_client=True) as client:
-        if client.api_healthcheck() is not None:
-            raise EmbedforgeError(f"{command}: the Prefect API at {url} does not answer; is the server running?")
         for pool, paths in pools.items():
             try:
                 client.read_work_pool(pool)

@@ -49,16 +49,26 @@ def _start_and_watch() -> None:
     _WATCHED.append(alive)
 
 
+def api_answers(timeout: float = 10.0) -> bool:
+    """Whether the Prefect API answers its health check within `timeout` s: once, without the client's retries.
+
+    A server that takes the connection and never answers would otherwise hold a command for minutes.
+    """
+    from prefect import get_client
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
+        with get_client(httpx_settings={"timeout": timeout}, sync_client=True) as client:
+            return client.api_healthcheck() is None
+
+
 def check_api() -> None:
     """An operator's PREFECT_API_URL that does not answer is one line before anything runs."""
-    from prefect import get_client
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
-    if url:
-        with get_client(sync_client=True) as client:
-            if client.api_healthcheck() is not None:
-                raise EmbedforgeError(f"PREFECT_API_URL={url} does not answer; start the server or unset it")
+    if url and not api_answers():
+        raise EmbedforgeError(f"PREFECT_API_URL={url} does not answer; start the server or unset it")
 
 
 class OneLineErrors(logging.Filter):

@@ -10,11 +10,22 @@ from tasks import events
 from tasks.errors import EmbedforgeError
 
 
-async def _emit(event) -> None:
+async def _emit(event, timeout: float = 30.0) -> None:
+    """Send one event; a server that takes the connection and never answers fails in `timeout` s, not never."""
     from prefect.events.clients import get_events_client
+    from prefect.settings import get_current_settings
 
-    async with get_events_client(reconnection_attempts=2) as client:
-        await client.emit(event)
+    async def send() -> None:
+        async with get_events_client(reconnection_attempts=2) as client:
+            await client.emit(event)
+
+    try:
+        await asyncio.wait_for(send(), timeout)
+    except (asyncio.TimeoutError, OSError) as exc:
+        url = get_current_settings().api.url
+        raise EmbedforgeError(
+            f"notify: the Prefect API at {url} did not take the event within {timeout:.0f} s ({exc!r})"
+        ) from None
 
 
 def notify_data_updated(recipe: str) -> str:
@@ -23,7 +34,7 @@ def notify_data_updated(recipe: str) -> str:
     from prefect.events import Event
     from prefect.exceptions import ObjectNotFound
 
-    check_server({})
+    check_server({}, "notify")
     with get_client(sync_client=True) as client:
         try:
             client.read_deployment_by_name(f"finetune/{recipe}")

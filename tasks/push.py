@@ -196,6 +196,10 @@ def check_target(config: PushConfig) -> list[tuple[str, str]]:
     if not config.active:
         return []
     if config.local_dir:
+        latest = Path(config.local_dir) / "latest"
+        if latest.exists() and not latest.is_symlink():
+            # The link to the newest release is replaced at publish time; a real folder there cannot be.
+            return [("push.local_dir", f"{latest} is a real folder, not the link to the newest release; move it away")]
         problem = writable(Path(config.local_dir))
         return [("push.local_dir", problem)] if problem else []
     try:

@@ -84,6 +84,11 @@ def _recipe_yaml_with(extra: str) -> Callable[[dict, Path], Path]:
     return change
 
 
+def _with_latest_folder(published: Path) -> str:
+    (published / "latest").mkdir(parents=True)  # someone copied a release there by hand
+    return str(published)
+
+
 def _latin1_first_row(recipe: dict, root: Path) -> None:
     (root / "latin1.jsonl").write_bytes('{"question": "caf\u00e9?", "context": "x", "topic": "t"}\n'.encode("latin-1"))
     recipe["ingest"]["path"] = str(root / "latin1.jsonl")
@@ -361,6 +366,11 @@ VALIDATE = [
         "evaluation-dims-above-the-model",
         _set("evaluate.matryoshka_dims", [64, 16]),
         "{recipe}: evaluate.matryoshka_dims: [64] exceed the model's dimension 32",
+    ),
+    Case(
+        "latest-is-a-real-folder",
+        _set("push.local_dir", lambda root: _with_latest_folder(root / "copied-by-hand")),
+        "latest is a real folder, not the link to the newest release; move it away",
     ),
     Case(
         "name-escapes-the-run-directory",

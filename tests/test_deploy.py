@@ -191,3 +191,26 @@ def test_deploy_and_serve_against_a_server_that_is_down_say_so_in_one_line(comma
     assert done.stderr.strip() == (
         f"{command}: the Prefect API at http://127.0.0.1:{port}/api does not answer; is the server running?"
     )
+
+
+@pytest.mark.slow  # embedforge in a subprocess
+@pytest.mark.parametrize("command", [["notify", "demo-minilm"], ["deploy", "deployments/demo-minilm.yaml"]])
+def test_a_server_that_takes_the_connection_and_never_answers_is_one_line_in_seconds(command):
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nothing ever reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "embedforge"), *command],
+            env={**os.environ, "PREFECT_API_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+    assert done.returncode == 1 and time.monotonic() - started < 60
+    assert done.stderr.strip() == f"{command[0]}: the Prefect API at {url} does not answer; is the server running?"
