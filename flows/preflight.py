@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.recipe import Recipe
-from tasks.errors import EmbedforgeError
+from tasks.errors import EmbedforgeError, one_line
 from tasks.evaluate import check_metric_names
 from tasks.ingest import IngestConfig, required_columns, source_columns
 from tasks.models import embedding_dimension
@@ -83,4 +83,4 @@ def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> Non
     if output_dir and (problem := writable(Path(output_dir))):
         problems.append(("--output-dir", problem))
     if problems:
-        raise EmbedforgeError("\n".join(f"{source}: {field}: {message}" for field, message in problems))
+        raise EmbedforgeError("\n".join(f"{source}: {field}: {one_line(message)}" for field, message in problems))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flows.recipe_file import non_finite, read_yaml
 from tasks.card import CardConfig
-from tasks.errors import EmbedforgeError
+from tasks.errors import EmbedforgeError, one_line
 from tasks.evaluate import EvaluateConfig
 from tasks.ingest import STANDARD_COLUMNS, IngestConfig
 from tasks.mine import MineConfig
@@ -231,7 +231,7 @@ def format_errors(exc: ValidationError, source: str) -> str:
             key, _, rest = message.partition(": ")
             if " " not in key:
                 path, message = f"{path}.{key}" if path else key, rest
-        lines.append(f"{source}: {path or '(top level)'}: {message}")
+        lines.append(f"{source}: {one_line(path or '(top level)')}: {one_line(message)}")
     return "\n".join(lines)
 
 

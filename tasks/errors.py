@@ -6,3 +6,12 @@ The CLI prints these without a traceback; anything else is a bug and keeps its t
 
 class EmbedforgeError(Exception):
     """Bad input or an unmet precondition, explained in the user's terms."""
+
+
+# Every character str.splitlines() breaks on: a user's value quoted in a message must not split its line.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(text: str) -> str:
+    """A message on one line, whatever the value it quotes: line breaks written as escapes (\\n, \\r)."""
+    return text.translate(_LINE_BREAKS)

@@ -118,6 +118,8 @@ def _config_folder(ref: str, revision: str | None) -> Path:
     """A folder with the model's JSON configs: the local folder, or only the *.json files of a Hub snapshot."""
     path = Path(resolve_model_ref(ref))
     if path.is_dir():
+        if not any((path / name).exists() for name in ("modules.json", "config.json")):
+            raise EmbedforgeError(f"model {ref!r}: the folder {path} holds no model (no modules.json or config.json)")
         return path
     if not HUB_ID.match(ref):
         raise EmbedforgeError(f"model {ref!r}: no such folder")

@@ -177,7 +177,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_model: str = Field(
-        description="Hub id, local folder, or pkg:<package>/<folder> for weights a Python package ships."
+        min_length=1, description="Hub id, local folder, or pkg:<package>/<folder> for weights a Python package ships."
     )
     base_model_revision: str | None = Field(
         None, description="Hub revision of the base model, pinned for reproducibility."
