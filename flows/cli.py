@@ -64,6 +64,8 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
 
     started = time.monotonic()
     api = start_embedded_api()
+    from prefect.exceptions import CancelledRun
+
     from flows.finetune import finetune, output_root
     from flows.preflight import preflight
     from flows.recipe import load_recipe
@@ -79,6 +81,11 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
         result = finetune(recipe=parsed, **flow_options)
     except EmbedforgeError as exc:
         _fail(exc, 1)
+    except CancelledRun as stopped:  # Ctrl-C during training: stopped at a step, the flow run Cancelled
+        _fail(EmbedforgeError(f"Interrupted: {stopped}"), 130)
+    except KeyboardInterrupt:
+        where = flow_options.get("resume_dir") or f"the run directory under {output_root(flow_options['output_dir'])}"
+        _fail(EmbedforgeError(f"Interrupted. Continue it with `embedforge resume {where}`"), 130)
     _summary(result, time.monotonic() - started)
 
 

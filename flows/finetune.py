@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.states import Completed, State
+from prefect.states import Cancelled, Completed, State
 from pydantic import BaseModel, Field
 
 from flows.automations import automatic_retries, check_crash_retries, check_heartbeat_rule
@@ -26,6 +26,7 @@ from tasks.card import render_model_card
 from tasks.evaluate import Metrics, evaluate_model, measure_base_model
 from tasks.gate import check_quality_gate
 from tasks.ingest import IngestReport, ingest_dataset
+from tasks.interrupt import TrainingInterrupted
 from tasks.logs import quiet_libraries, run_logger
 from tasks.mine import mine_hard_negatives
 from tasks.models import base_model_identity
@@ -190,7 +191,10 @@ def finetune(
             splits = mine_hard_negatives(
                 recipe.mine, splits, recipe.split.group_by, mined, artifact_key(recipe, "mining")
             )
-        model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
+        try:
+            model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
+        except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash
+            return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
         base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
         result = RunResult.trained(run_dir, model.model_dir, metrics)

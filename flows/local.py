@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +34,10 @@ def _start_and_watch() -> None:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
+    # Started with SIGINT blocked (a mask the child keeps): a Ctrl-C in the terminal reaches embedforge,
+    # which stops training cleanly, and not the server, which must stay up to record how the run ended.
+    # It still stops on SIGTERM, as it is stopped at exit and by the watcher.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     server.start()
     # The server is a child process: a killed `embedforge run` (SIGKILL, OOM) cannot stop it, so a
     # watcher in its own session stops it once this process is gone. It waits on a pipe whose only

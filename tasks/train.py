@@ -40,6 +40,7 @@ from transformers.trainer_callback import ProgressCallback
 from tasks.adapters import AdapterConfig, adapter_problem, add_adapter, merge_adapter
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
+from tasks.interrupt import StopOnCtrlC, TrainingInterrupted, stop_on_ctrl_c, stop_requested
 from tasks.logs import run_logger
 from tasks.models import TrainedModel, embedding_dimension, load_model, max_positions
 from tasks.progress import PrefectProgress, TrainingBar
@@ -347,7 +348,7 @@ def _trainer(model, config: TrainConfig, args, splits: Splits, evaluate: Evaluat
         eval_dataset=eval_dataset,
         loss=build_loss(model, config.loss),
         evaluator=evaluator,
-        callbacks=[PrefectProgress()],
+        callbacks=[PrefectProgress(), StopOnCtrlC()],
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
@@ -370,9 +371,16 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
     if checkpoint:
         run_logger().info("Resuming from %s", checkpoint)
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        with stop_on_ctrl_c():
+            trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError:
         raise EmbedforgeError(out_of_memory_message(config)) from None
+    if stop_requested():
+        saved = newest_checkpoint(run_dir / "checkpoints")
+        raise TrainingInterrupted(
+            f"training stopped on Ctrl-C after step {trainer.state.global_step}"
+            + (f"; it resumes from {saved}" if saved else "; no checkpoint is saved (save_strategy), so it starts over")
+        )
     if trainer.is_world_process_zero():
         model.save(trained.model_dir)
         if config.peft and config.peft.merge:

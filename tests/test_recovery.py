@@ -110,3 +110,51 @@ def test_a_second_engine_on_a_run_being_trained_refuses_and_the_first_finishes(r
     final = json.loads((_complete(run_dir / "checkpoints")[-1] / "trainer_state.json").read_text())
     assert final["global_step"] == 800  # one engine's steps, not interleaved with a second's
     (release,) = [p for p in (tmp_path / "published").iterdir() if p.name != "latest"]
+
+
+def test_ctrl_c_during_training_cancels_the_run_cleanly_and_it_resumes(recipe_dict, tmp_path, write_recipe):
+    import sqlite3
+
+    recipe_dict["train"]["args"].update(
+        {"max_steps": 800, "save_strategy": "steps", "save_steps": 1000, "logging_steps": 100}
+    )
+    home = tmp_path / "prefect-home"
+    env = {**os.environ, "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    runs = tmp_path / "runs"
+    # As a terminal runs it: its own process group, and Ctrl-C is SIGINT to the whole group.
+    first = subprocess.Popen(
+        [EMBEDFORGE, "run", str(write_recipe(recipe_dict)), "--output-dir", str(runs)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not list(runs.glob("tiny-test/*/checkpoints/*/trainer_state.json")) and not list(
+        runs.glob("tiny-test/*/checkpoints")
+    ):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(3)  # well into training
+    server = [pid for pid in child_pids(first.pid) if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_text()]
+    os.killpg(first.pid, signal.SIGINT)
+    out, err = first.communicate(timeout=120)
+
+    assert first.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err, err[-3000:]
+    (run_dir,) = (runs / "tiny-test").iterdir()
+    lines = [line for line in err.splitlines() if line.startswith("Interrupted:")]
+    assert len(lines) == 1 and f"Continue it with `embedforge resume {run_dir}`" in lines[0], err[-2000:]
+    (checkpoint,) = _complete(run_dir / "checkpoints")  # saved at the step Ctrl-C stopped at, though not due
+    assert f"training stopped on Ctrl-C after step {checkpoint.name.split('-')[1]}" in lines[0]
+    assert server and not any(Path(f"/proc/{pid}").exists() for pid in server)  # the server stopped with it
+    with sqlite3.connect(home / "prefect.db") as db:
+        ((state, name),) = db.execute("SELECT state_type, state_name FROM flow_run").fetchall()
+    assert (state, name) == ("CANCELLED", "Cancelled")
+
+    resumed = subprocess.run([EMBEDFORGE, "resume", str(run_dir)], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {checkpoint}" in resumed.stdout + resumed.stderr
+    assert "Push: published to" in resumed.stdout
