@@ -60,7 +60,7 @@ def resume(run_dir: Annotated[str, typer.Argument(help="A run directory, e.g. ru
 
 
 def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
-    from flows.local import check_api, one_line_errors, start_embedded_api
+    from flows.local import check_api, one_line_errors, start_embedded_api, wait_for_api
 
     started = time.monotonic()
     api = start_embedded_api()
@@ -74,7 +74,7 @@ def _run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
         parsed = load_recipe(recipe, overrides)
         preflight(parsed, recipe, str(output_root(flow_options["output_dir"])))
         if api:
-            api.join()
+            wait_for_api(api)
         else:
             check_api()
         one_line_errors()

@@ -16,6 +16,12 @@ from tasks.errors import EmbedforgeError
 
 # The write end of the watcher's pipe, held open for this process's lifetime.
 _WATCHED: list[int] = []
+# Why the temporary server did not start, when it did not.
+_FAILED: list[str] = []
+# Prefect waits 20 s for its temporary server; on a busy 2-core box the first start (a new database) takes
+# longer, and a run that then succeeded on a second server began with a traceback. An operator's own
+# PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins.
+STARTUP_TIMEOUT = 120
 
 
 def start_embedded_api() -> threading.Thread | None:
@@ -38,7 +44,12 @@ def _start_and_watch() -> None:
     # which stops training cleanly, and not the server, which must stay up to record how the run ended.
     # It still stops on SIGTERM, as it is stopped at exit and by the watcher.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    server.start()
+    try:
+        server.start(timeout=_startup_timeout())
+    except Exception as exc:  # not started in time: never leave it running beside the next one
+        server.stop()
+        _FAILED.append(str(exc).split(" stdout:")[0])
+        return
     # The server is a child process: a killed `embedforge run` (SIGKILL, OOM) cannot stop it, so a
     # watcher in its own session stops it once this process is gone. It waits on a pipe whose only
     # writer is this process, so it wakes once, at the end, and takes no CPU from training before.
@@ -65,6 +76,23 @@ def api_answers(timeout: float = 10.0) -> bool:
     with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
         with get_client(httpx_settings={"timeout": timeout}, sync_client=True) as client:
             return client.api_healthcheck() is None
+
+
+def _startup_timeout() -> int:
+    from prefect.settings import get_current_settings
+
+    explicit = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ
+    return get_current_settings().server.ephemeral.startup_timeout_seconds if explicit else STARTUP_TIMEOUT
+
+
+def wait_for_api(starting: threading.Thread) -> None:
+    """Wait for the temporary server; one line, and no server left behind, when it did not start in time."""
+    starting.join()
+    if _FAILED:
+        raise EmbedforgeError(
+            f"the temporary Prefect server did not start within {_startup_timeout()} s ({_FAILED[0]}); "
+            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or point PREFECT_API_URL at a running server"
+        )
 
 
 def check_api() -> None:

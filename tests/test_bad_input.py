@@ -446,6 +446,12 @@ RUN = [
     ),
     Case("output-dir-is-a-file", lambda recipe, root: None, "--output-dir: "),
     Case(
+        "temporary-server-slower-than-its-timeout",
+        lambda recipe, root: None,
+        "the temporary Prefect server did not start within 1 s",
+        env={"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"},
+    ),
+    Case(
         "api-url-unreachable",
         lambda recipe, root: None,
         "PREFECT_API_URL=http://127.0.0.1:9/api does not answer",
@@ -471,6 +477,19 @@ def test_run_refuses_with_one_line_and_no_traceback(case, world, tmp_path):
     assert case.expected in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert _fingerprint(root / "published") == before
+    assert not _processes_of(tmp_path / "prefect-home")  # no temporary server left behind
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Processes started with this PREFECT_HOME: a temporary server would be one."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"PREFECT_HOME={home}".encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_out_of_gpu_memory_says_what_to_change(monkeypatch, recipe_dict, tmp_path):
