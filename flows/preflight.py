@@ -7,16 +7,17 @@ module only asks them all and reports every problem, one line each, against the 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from flows.recipe import Recipe
 from tasks.errors import EmbedforgeError, one_line
 from tasks.evaluate import check_metric_names
 from tasks.ingest import IngestConfig, required_columns, source_columns
-from tasks.models import embedding_dimension
+from tasks.models import embedding_dimension, weights_size
 from tasks.push import check_target, writable
 from tasks.split import DEFAULT_GROUP
-from tasks.train import check_training
+from tasks.train import check_training, space_needed
 
 
 def _sources(recipe: Recipe) -> list[tuple[str, IngestConfig]]:
@@ -72,6 +73,40 @@ def _check_models(recipe: Recipe) -> list[tuple[str, str]]:
     return problems
 
 
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB"
+
+
+def _check_space(recipe: Recipe, output_dir: Path) -> list[tuple[str, str]]:
+    """The run directory's disk (and the local release target's, when it is another) holds what the run writes."""
+    try:
+        needed = space_needed(recipe.train)
+    except EmbedforgeError:
+        return []  # check_training names a base model that does not resolve
+    if not needed:
+        return []
+    release = weights_size(recipe.train.base_model) if recipe.push.active and recipe.push.local_dir else 0
+    wants = {"--output-dir": (output_dir, needed)}
+    if release:
+        wants["push.local_dir"] = (Path(recipe.push.local_dir), release)
+    devices: dict[int, int] = {}
+    problems = []
+    for field, (folder, size) in wants.items():
+        existing = next(p for p in [folder.resolve(), *folder.resolve().parents] if p.exists())
+        device = existing.stat().st_dev
+        devices[device] = devices.get(device, 0) + size
+        free = shutil.disk_usage(existing).free
+        if devices[device] > free:
+            problems.append(
+                (
+                    field,
+                    f"{existing} has {_gb(free)} free; this run writes about {_gb(devices[device])} "
+                    "(the model, its checkpoints with optimizer state, the release)",
+                )
+            )
+    return problems
+
+
 def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> None:
     """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
     problems = [problem for field, config in _sources(recipe) for problem in _check_source(field, config)]
@@ -82,5 +117,6 @@ def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> Non
     problems += check_target(recipe.push)
     if output_dir and (problem := writable(Path(output_dir))):
         problems.append(("--output-dir", problem))
+    problems += _check_space(recipe, Path(output_dir or "runs"))
     if problems:
         raise EmbedforgeError("\n".join(f"{source}: {field}: {one_line(message)}" for field, message in problems))

@@ -160,3 +160,14 @@ def max_positions(ref: str, revision: str | None = None) -> int | None:
     """How many tokens the model's position embeddings cover, from config.json; None when it does not say."""
     config = _config_folder(ref, revision) / "config.json"
     return json.loads(config.read_text()).get("max_position_embeddings") if config.exists() else None
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def weights_size(ref: str) -> int | None:
+    """Bytes of a local model's weight files; None for a Hub model (its size is not known offline)."""
+    path = Path(resolve_model_ref(ref))
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for pattern in WEIGHT_FILES for f in path.rglob(pattern) if f.is_file())

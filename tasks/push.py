@@ -7,6 +7,7 @@ the published model (the champion) is measured on this run's test split: a relea
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -117,8 +118,10 @@ def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str
         shutil.copytree(model_dir, staging, dirs_exist_ok=True)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         os.rename(staging, root / release)  # fails on an existing non-empty folder: never replaces a release
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # a half-copied release would keep the disk full
+        if exc.errno == errno.ENOSPC:
+            raise EmbedforgeError(f"push: the disk of {root} is full ({exc}); nothing was published") from None
         raise
     link = root / f".latest-{release}"
     link.symlink_to(release)

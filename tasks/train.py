@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
 import functools
 import inspect
 import json
@@ -42,7 +43,7 @@ from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
 from tasks.interrupt import StopOnCtrlC, TrainingInterrupted, stop_on_ctrl_c, stop_requested
 from tasks.logs import run_logger
-from tasks.models import TrainedModel, embedding_dimension, load_model, max_positions
+from tasks.models import TrainedModel, embedding_dimension, load_model, max_positions, weights_size
 from tasks.progress import PrefectProgress, TrainingBar
 from tasks.split import Splits
 from tasks.tracking import link_tracking, tracking_env
@@ -302,6 +303,17 @@ def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]
     return problems
 
 
+def space_needed(config: TrainConfig) -> int | None:
+    """Bytes a run directory needs, estimated from the base model: the model, and each kept checkpoint's weights
+    with the optimizer's two moments (3x); None when the model's size is not known."""
+    size = weights_size(config.base_model)
+    if not size:
+        return None
+    saves = config.args.get("save_strategy", "steps") != "no"
+    kept = (config.args.get("save_total_limit") or 3) if saves else 0
+    return size * (1 + 3 * kept)
+
+
 def _reporting_problems(args: dict[str, Any]) -> list[tuple[str, str]]:
     """report_to integrations that are not installed: the trainer would fail at its first step."""
     from transformers.integrations.integration_utils import get_available_reporting_integrations
@@ -375,6 +387,10 @@ def run_training(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, 
             trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError:
         raise EmbedforgeError(out_of_memory_message(config)) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise EmbedforgeError(f"train: the disk of {run_dir} is full ({exc}); free space and resume") from None
+        raise
     if stop_requested():
         saved = newest_checkpoint(run_dir / "checkpoints")
         raise TrainingInterrupted(

@@ -534,3 +534,67 @@ def test_an_adapter_with_a_peft_too_old_for_transformers_is_refused_before_train
         f"transformers {importlib.metadata.version('transformers')} needs peft >= 99.0, and peft "
         f"{importlib.metadata.version('peft')} is installed: upgrade peft, or use transformers < 5.24 with it"
     )
+
+
+def test_a_disk_too_small_for_the_run_is_found_before_training(monkeypatch, world, write_recipe):
+    import collections
+
+    import flows.preflight
+    from flows.preflight import preflight
+    from flows.recipe import load_recipe
+    from tasks.errors import EmbedforgeError
+
+    recipe, root = world
+    path = write_recipe(recipe)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(flows.preflight.shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(EmbedforgeError) as error:
+        preflight(load_recipe(path), str(path), str(root / "runs"))
+    lines = str(error.value).splitlines()
+    assert lines[0].startswith(f"{path}: --output-dir: {root} has 0.0 GB free; this run writes about ")
+    assert "(the model, its checkpoints with optimizer state, the release)" in lines[0]
+
+
+def test_a_disk_that_fills_anyway_is_one_line_and_leaves_no_staging_folder(monkeypatch, tiny_model, tmp_path):
+    import errno
+
+    import tasks.push
+    from tasks.errors import EmbedforgeError
+    from tasks.push import PushConfig, _publish_local
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tasks.push.shutil, "copytree", full)
+    published = tmp_path / "published"
+    with pytest.raises(EmbedforgeError) as error:
+        _publish_local(PushConfig(local_dir=str(published)), Path(tiny_model), {}, "tiny-r1")
+    assert str(error.value) == (
+        f"push: the disk of {published} is full ([Errno 28] No space left on device); nothing was published"
+    )
+    assert list(published.iterdir()) == []  # no hidden staging folder keeping the disk full
+
+
+def test_a_disk_that_fills_during_training_is_one_line_naming_the_run(monkeypatch, recipe_dict, tmp_path):
+    import errno
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from flows.recipe import Recipe
+    from tasks.errors import EmbedforgeError
+    from tasks.ingest import ingest_dataset
+    from tasks.split import split_dataset
+    from tasks.train import run_training
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # what a checkpoint save raises on a full disk
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", full)
+    recipe = Recipe.model_validate(recipe_dict)
+    data = ingest_dataset.fn(recipe.ingest, str(tmp_path / "in"))
+    splits = split_dataset.fn(recipe.split, data, [], {}, str(tmp_path / "sp"))
+    with pytest.raises(EmbedforgeError) as error:
+        run_training(recipe.train, splits, recipe.evaluate, tmp_path / "run")
+    assert str(error.value) == (
+        f"train: the disk of {tmp_path / 'run'} is full ([Errno 28] No space left on device); free space and resume"
+    )
