@@ -6,6 +6,7 @@ connection errors and 5xx answers only, and a failure that outlasts them becomes
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,36 @@ def token(config: PushConfig) -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Connection errors of the HTTP client huggingface_hub uses: httpx, or httpx2 from huggingface_hub 2 on."""
+    try:
+        import httpx2
+    except ImportError:
+        return (httpx.TransportError,)
+    return (httpx.TransportError, httpx2.TransportError)
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
+
+@functools.cache
+def with_timeouts() -> None:
+    """huggingface_hub's client waits forever by default; a Hub that stops answering must fail, then retry.
+
+    The limits are per network operation (connect, one read, one write), so a large upload is not cut short.
+    """
+    from huggingface_hub.utils import _http
+
+    def client():
+        session = _http.default_client_factory()
+        session.timeout = type(session.timeout)(60.0, connect=10.0)
+        return session
+
+    _http.set_client_factory(client)
+
+
 def api(config: PushConfig, hub_token: str | None) -> HfApi:
+    with_timeouts()
     return HfApi(endpoint=config.endpoint, token=hub_token)
 
 
@@ -62,7 +92,7 @@ def retry_on_hub_outage(task, task_run, state) -> bool:
         state.result()
     except HfHubHTTPError as exc:
         return exc.response is None or exc.response.status_code >= 500
-    except httpx.TransportError:
+    except TRANSPORT_ERRORS:
         return True
     except Exception:
         return False
@@ -83,7 +113,7 @@ def call(config: PushConfig, hub_task, *args):
         return _with_hub_retries(hub_task, config)(config, *args)
     except HfHubHTTPError as exc:
         raise hub_error(exc, config.full_repo_id, token(config)) from None
-    except httpx.TransportError as exc:
+    except TRANSPORT_ERRORS as exc:
         raise EmbedforgeError(
             f"push: the Hub at {config.endpoint or 'huggingface.co'} cannot be reached "
             f"after {config.retries} retries: {exc}"

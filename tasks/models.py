@@ -104,13 +104,15 @@ def base_model_identity(ref: str, revision: str | None = None) -> str:
         return f"{ref}@sha256:{_folder_digest(path)}"
     if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
         return f"{ref}@{revision}"
-    from httpx import HTTPError
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    from tasks.hub import TRANSPORT_ERRORS, with_timeouts
+
+    with_timeouts()
     try:
         return f"{ref}@{HfApi().model_info(ref, revision=revision).sha}"
-    except (HfHubHTTPError, OfflineModeIsEnabled, HTTPError):
+    except (HfHubHTTPError, OfflineModeIsEnabled, *TRANSPORT_ERRORS):
         return f"{ref}@{revision or 'main'}"
 
 

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import httpx
 from huggingface_hub import CommitOperationAdd
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError
@@ -222,7 +221,7 @@ def check_target(config: PushConfig) -> list[tuple[str, str]]:
         hub.api(config, token).whoami()
     except HfHubHTTPError as exc:
         return [("push.repo_id", hub.hub_error(exc, config.full_repo_id, token).args[0].removeprefix("push: "))]
-    except httpx.TransportError as exc:
+    except hub.TRANSPORT_ERRORS as exc:
         return [("push.endpoint", f"the Hub at {config.endpoint or hub_constants.ENDPOINT} cannot be reached ({exc})")]
     return []
 

@@ -387,3 +387,31 @@ def test_resume_of_an_edited_run_directory_or_changed_data_is_refused(recipe_dic
     assert new_data.returncode == 1, new_data.stdout[-2000:] + new_data.stderr[-2000:]
     assert f"{run_dir}: its data (tiny_validation) changed since this run started" in new_data.stderr
     assert _tree_digest(tmp_path / "published") == before
+
+
+def test_a_hub_that_cannot_be_reached_or_never_answers_is_one_line(monkeypatch, tmp_path):
+    """huggingface_hub's client has no timeout of its own: a silent Hub must fail, not hold the run forever."""
+    import socket
+    import time
+
+    from tasks.hub import with_timeouts
+    from tasks.push import check_target
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    ((field, problem),) = check_target(PushConfig(repo_id="acme/m", endpoint=f"http://127.0.0.1:{port}"))
+    assert field == "push.endpoint" and problem.startswith(f"the Hub at http://127.0.0.1:{port} cannot be reached")
+
+    with_timeouts()
+    from huggingface_hub.utils import get_session
+
+    monkeypatch.setattr(get_session().timeout, "read", 1.0)  # the same client, a shorter wait for the test
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # takes the connection, never answers
+        started = time.monotonic()
+        ((field, problem),) = check_target(
+            PushConfig(repo_id="acme/m", endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        )
+    assert field == "push.endpoint" and "cannot be reached" in problem and time.monotonic() - started < 30
