@@ -26,23 +26,35 @@ def _complete(checkpoints: Path) -> list[Path]:
     )
 
 
+def _env(tmp_path: Path) -> dict:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _training(recipe: Path, tmp_path: Path, until: str, **popen) -> subprocess.Popen:
+    """`embedforge run` started in the background, returned once `until` (a glob under runs/) exists."""
+    popen = popen or {"stdout": open(tmp_path / "first.log", "w"), "stderr": subprocess.STDOUT}
+    command = [EMBEDFORGE, "run", str(recipe), "--output-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(command, env=_env(tmp_path), **popen)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "runs").glob(until)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError((tmp_path / "first.log").read_text()[-3000:] if "stdout" not in popen else "")
+        time.sleep(0.05)
+    return process
+
+
+FIRST_CHECKPOINT = "tiny-test/*/checkpoints/checkpoint-*/trainer_state.json"
+
+
 def test_killed_run_resumes_from_its_last_complete_checkpoint(recipe_dict, tmp_path, write_recipe):
     recipe_dict["train"]["args"].update(
         {"max_steps": 400, "save_strategy": "steps", "save_steps": 2, "save_total_limit": 3, "logging_steps": 50}
     )
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(
-        [EMBEDFORGE, "run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 240
-    while not list((tmp_path / "runs").glob("tiny-test/*/checkpoints/checkpoint-*/trainer_state.json")):
-        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.05)
+    env = _env(tmp_path)
+    first = _training(write_recipe(recipe_dict), tmp_path, FIRST_CHECKPOINT)
     server = [pid for pid in child_pids(first.pid) if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_text()]
     first.send_signal(signal.SIGKILL)  # a worker or pod gone: no clean-up of any kind
     first.wait()
@@ -81,19 +93,8 @@ def test_a_second_engine_on_a_run_being_trained_refuses_and_the_first_finishes(r
     recipe_dict["train"]["args"].update(
         {"max_steps": 800, "save_strategy": "steps", "save_steps": 20, "save_total_limit": 2, "logging_steps": 100}
     )
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(
-        [EMBEDFORGE, "run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 240
-    while not list((tmp_path / "runs").glob("tiny-test/*/checkpoints/checkpoint-*/trainer_state.json")):
-        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.2)
+    env = _env(tmp_path)
+    first = _training(write_recipe(recipe_dict), tmp_path, FIRST_CHECKPOINT)
     (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
 
     # The same run started again while the first engine trains it (as a rescheduled flow run would be).
@@ -118,25 +119,10 @@ def test_ctrl_c_during_training_cancels_the_run_cleanly_and_it_resumes(recipe_di
     recipe_dict["train"]["args"].update(
         {"max_steps": 800, "save_strategy": "steps", "save_steps": 1000, "logging_steps": 100}
     )
-    home = tmp_path / "prefect-home"
-    env = {**os.environ, "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_API_URL", None)
-    runs = tmp_path / "runs"
+    home, env, runs = tmp_path / "prefect-home", _env(tmp_path), tmp_path / "runs"
     # As a terminal runs it: its own process group, and Ctrl-C is SIGINT to the whole group.
-    first = subprocess.Popen(
-        [EMBEDFORGE, "run", str(write_recipe(recipe_dict)), "--output-dir", str(runs)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while not list(runs.glob("tiny-test/*/checkpoints/*/trainer_state.json")) and not list(
-        runs.glob("tiny-test/*/checkpoints")
-    ):
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
-        time.sleep(0.2)
+    terminal = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "start_new_session": True}
+    first = _training(write_recipe(recipe_dict), tmp_path, "tiny-test/*/checkpoints", **terminal)
     time.sleep(3)  # well into training
     server = [pid for pid in child_pids(first.pid) if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_text()]
     os.killpg(first.pid, signal.SIGINT)
