@@ -80,3 +80,12 @@ def merge_adapter(model_dir: str) -> None:
     model.save(str(staging))
     shutil.copytree(staging, folder, dirs_exist_ok=True)
     shutil.rmtree(staging)
+
+
+def missing_targets(targets: list[str] | str, modules: list[str]) -> list[str]:
+    """Target names (or a regex) that match none of the model's modules, as peft matches them."""
+    import re
+
+    if isinstance(targets, str):
+        return [] if any(re.fullmatch(targets, name) for name in modules) else [targets]
+    return [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in modules)]

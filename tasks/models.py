@@ -173,3 +173,19 @@ def weights_size(ref: str) -> int | None:
     if not path.is_dir():
         return None
     return sum(f.stat().st_size for pattern in WEIGHT_FILES for f in path.rglob(pattern) if f.is_file())
+
+
+def linear_module_names(ref: str, revision: str | None = None) -> list[str] | None:
+    """The dotted names of the model's Linear layers, what LoRA adapts; built on the meta device, no weights read.
+
+    None when the model's transformer config cannot be read from its files.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder = _config_folder(ref, revision)
+    if not (folder / "config.json").exists():
+        return None
+    with torch.device("meta"):
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]

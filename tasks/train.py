@@ -38,12 +38,19 @@ from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
 from transformers.trainer_callback import ProgressCallback
 
-from tasks.adapters import AdapterConfig, adapter_problem, add_adapter, merge_adapter
+from tasks.adapters import AdapterConfig, adapter_problem, add_adapter, merge_adapter, missing_targets
 from tasks.errors import EmbedforgeError
 from tasks.evaluate import EvaluateConfig, build_evaluators, check_matryoshka_dims
 from tasks.interrupt import StopOnCtrlC, TrainingInterrupted, stop_on_ctrl_c, stop_requested
 from tasks.logs import run_logger
-from tasks.models import TrainedModel, embedding_dimension, load_model, max_positions, weights_size
+from tasks.models import (
+    TrainedModel,
+    embedding_dimension,
+    linear_module_names,
+    load_model,
+    max_positions,
+    weights_size,
+)
 from tasks.progress import PrefectProgress, TrainingBar
 from tasks.split import Splits
 from tasks.tracking import link_tracking, tracking_env
@@ -293,6 +300,8 @@ def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]
         return [*problems, ("train.base_model", str(exc))]
     if config.peft and (problem := adapter_problem()):
         problems.append(("train.peft", problem))
+    if config.peft and config.peft.target_modules:
+        problems += _target_problems(config)
     problems += _reporting_problems(config.args)
     positions = max_positions(config.base_model, config.base_model_revision)
     if config.max_seq_length and positions and config.max_seq_length > positions:
@@ -312,6 +321,16 @@ def space_needed(config: TrainConfig) -> int | None:
     saves = config.args.get("save_strategy", "steps") != "no"
     kept = (config.args.get("save_total_limit") or 3) if saves else 0
     return size * (1 + 3 * kept)
+
+
+def _target_problems(config: TrainConfig) -> list[tuple[str, str]]:
+    """LoRA target modules the base model lacks: peft would stop at the first step, naming no field."""
+    modules = linear_module_names(config.base_model, config.base_model_revision)
+    missing = missing_targets(config.peft.target_modules, modules) if modules else []
+    if not missing:
+        return []
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in modules})
+    return [("train.peft.target_modules", f"{missing} match no module of the base model; its Linear layers: {leaves}")]
 
 
 def _reporting_problems(args: dict[str, Any]) -> list[tuple[str, str]]:

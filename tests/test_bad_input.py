@@ -368,6 +368,11 @@ VALIDATE = [
         "{recipe}: evaluate.matryoshka_dims: [64] exceed the model's dimension 32",
     ),
     Case(
+        "lora-target-the-model-lacks",
+        _set("train.peft", {"r": 4, "target_modules": ["q_proj", "query"]}),
+        "{recipe}: train.peft.target_modules: ['q_proj'] match no module of the base model; its Linear layers: ",
+    ),
+    Case(
         "latest-is-a-real-folder",
         _set("push.local_dir", lambda root: _with_latest_folder(root / "copied-by-hand")),
         "latest is a real folder, not the link to the newest release; move it away",
