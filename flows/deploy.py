@@ -142,10 +142,9 @@ def install_self_healing(heartbeat: int) -> list[str]:
 
 def announce(recipes: list[str]) -> None:
     """Each model's deployment exists from now: what its no-successful-run alert counts from."""
-    from prefect.events import emit_event
+    from prefect.events import Event
 
-    for name in recipes:
-        emit_event(event=events.DEPLOYED, resource=events.recipe_resource(name))
+    events.send(*[Event(event=events.DEPLOYED, resource=events.recipe_resource(name)) for name in recipes])
 
 
 def _register(recipe: Recipe, pool: str | None, job_variables: dict[str, Any], source: Path) -> tuple[str, str]:

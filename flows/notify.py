@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from flows.automations import alerts, sync_automations
 from flows.deploy import announce, check_server
 from tasks import events
 from tasks.errors import EmbedforgeError
-
-
-async def _emit(event, timeout: float = 30.0) -> None:
-    """Send one event; a server that takes the connection and never answers fails in `timeout` s, not never."""
-    from prefect.events.clients import get_events_client
-    from prefect.settings import get_current_settings
-
-    async def send() -> None:
-        async with get_events_client(reconnection_attempts=2) as client:
-            await client.emit(event)
-
-    try:
-        await asyncio.wait_for(send(), timeout)
-    except (asyncio.TimeoutError, OSError) as exc:
-        url = get_current_settings().api.url
-        raise EmbedforgeError(
-            f"notify: the Prefect API at {url} did not take the event within {timeout:.0f} s ({exc!r})"
-        ) from None
 
 
 def notify_data_updated(recipe: str) -> str:
@@ -43,8 +23,7 @@ def notify_data_updated(recipe: str) -> str:
                 f"notify: no deployment finetune/{recipe} on this server; register it with "
                 f"`embedforge deploy deployments/{recipe}.yaml`"
             ) from None
-    event = Event(event=events.DATA_UPDATED, resource=events.recipe_resource(recipe))
-    asyncio.run(_emit(event))
+    events.send(Event(event=events.DATA_UPDATED, resource=events.recipe_resource(recipe)))
     return f"{events.DATA_UPDATED} sent for {recipe}: deployment finetune/{recipe} starts a run"
 
 

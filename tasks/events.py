@@ -29,3 +29,29 @@ def emit_outcome(event: str, recipe: str, run_id: str, headline: str, value: flo
         resource=recipe_resource(recipe),
         payload={"recipe": recipe, "run_id": run_id, "headline": headline, "value": value, "reason": reason},
     )
+
+
+def send(*events, timeout: float = 30.0) -> None:
+    """Send events now and wait until the server has them; a command exits right after, with no queue to drain.
+
+    A server that takes the connection and never answers fails in `timeout` s, not never.
+    """
+    import asyncio
+
+    from prefect.events.clients import get_events_client
+    from prefect.settings import get_current_settings
+
+    from tasks.errors import EmbedforgeError
+
+    async def emit() -> None:
+        async with get_events_client(reconnection_attempts=2) as client:
+            for event in events:
+                await client.emit(event)
+
+    try:
+        asyncio.run(asyncio.wait_for(emit(), timeout))
+    except (asyncio.TimeoutError, OSError) as exc:
+        url = get_current_settings().api.url
+        raise EmbedforgeError(
+            f"the Prefect API at {url} did not take the events within {timeout:.0f} s ({exc!r})"
+        ) from None

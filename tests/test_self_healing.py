@@ -124,14 +124,11 @@ def webhook(live_server):
 
 
 def _emit(recipe: str, event: str, **payload) -> None:
-    import asyncio
-
     from prefect.events import Event
 
-    from flows.notify import _emit as emit
     from tasks import events
 
-    asyncio.run(emit(Event(event=event, resource=events.recipe_resource(recipe), payload=payload)))
+    events.send(Event(event=event, resource=events.recipe_resource(recipe), payload=payload))
 
 
 def test_alerts_notify_when_a_gate_rejects_a_model(live_server, webhook):
