@@ -94,9 +94,11 @@ def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, w
     ]
     assert _latest_artifact("tiny-test-push").data.startswith(f"## Up to date: {release}")
     # The history gained a row; the live release did not change, as no release was published.
+    # Newest first; the rows below these two are other tests' runs of a recipe of the same name.
     history = json.loads(_latest_artifact("tiny-test-history").data)
-    assert [row["decision"] for row in history] == ["up to date", "published"]
-    assert history[1]["fine-tuned"] == f"{first.finetuned:.4f}" and history[1]["run"] == Path(first.run_dir).name
+    rows = [(row["run"], row["decision"]) for row in history[:2]]
+    assert rows == [(Path(again.run_dir).name, "up to date"), (Path(first.run_dir).name, "published")]
+    assert history[1]["fine-tuned"] == f"{first.finetuned:.4f}"
     assert _latest_artifact("tiny-test-release").id == live.id
 
     # A card-only change is still the same model; the CLI says which release it matched.
