@@ -497,9 +497,8 @@ def _processes_of(home: Path) -> list[int]:
     return found
 
 
-def test_out_of_gpu_memory_says_what_to_change(monkeypatch, recipe_dict, tmp_path):
-    # No GPU here: the trainer raises what CUDA raises when a batch does not fit.
-    import torch
+def _training_refusal(monkeypatch, recipe_dict: dict, tmp_path: Path, raised: BaseException) -> str:
+    """The message run_training ends with when the trainer raises `raised` (no GPU or full disk needed)."""
     from sentence_transformers import SentenceTransformerTrainer
 
     from flows.recipe import Recipe
@@ -508,16 +507,24 @@ def test_out_of_gpu_memory_says_what_to_change(monkeypatch, recipe_dict, tmp_pat
     from tasks.split import split_dataset
     from tasks.train import run_training
 
-    def out_of_memory(self, *args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    def fail(self, *args, **kwargs):
+        raise raised
 
-    monkeypatch.setattr(SentenceTransformerTrainer, "train", out_of_memory)
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", fail)
     recipe = Recipe.model_validate(recipe_dict)
     data = ingest_dataset.fn(recipe.ingest, str(tmp_path / "in"))
     splits = split_dataset.fn(recipe.split, data, [], {}, str(tmp_path / "sp"))
     with pytest.raises(EmbedforgeError) as error:
         run_training(recipe.train, splits, recipe.evaluate, tmp_path / "run")
-    assert str(error.value) == (
+    return str(error.value)
+
+
+def test_out_of_gpu_memory_says_what_to_change(monkeypatch, recipe_dict, tmp_path):
+    import torch
+
+    # What CUDA raises when a batch does not fit.
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert _training_refusal(monkeypatch, recipe_dict, tmp_path, oom) == (
         "train: out of GPU memory at per_device_train_batch_size = 16. Lower train.args.per_device_train_batch_size, "
         "or keep the batch's in-batch negatives with train.loss.name: CachedMultipleNegativesRankingLoss and "
         "train.loss.args.mini_batch_size: 32 (memory of a 32-row batch)"
@@ -583,23 +590,7 @@ def test_a_disk_that_fills_anyway_is_one_line_and_leaves_no_staging_folder(monke
 def test_a_disk_that_fills_during_training_is_one_line_naming_the_run(monkeypatch, recipe_dict, tmp_path):
     import errno
 
-    from sentence_transformers import SentenceTransformerTrainer
-
-    from flows.recipe import Recipe
-    from tasks.errors import EmbedforgeError
-    from tasks.ingest import ingest_dataset
-    from tasks.split import split_dataset
-    from tasks.train import run_training
-
-    def full(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")  # what a checkpoint save raises on a full disk
-
-    monkeypatch.setattr(SentenceTransformerTrainer, "train", full)
-    recipe = Recipe.model_validate(recipe_dict)
-    data = ingest_dataset.fn(recipe.ingest, str(tmp_path / "in"))
-    splits = split_dataset.fn(recipe.split, data, [], {}, str(tmp_path / "sp"))
-    with pytest.raises(EmbedforgeError) as error:
-        run_training(recipe.train, splits, recipe.evaluate, tmp_path / "run")
-    assert str(error.value) == (
+    full = OSError(errno.ENOSPC, "No space left on device")  # what a checkpoint save raises on a full disk
+    assert _training_refusal(monkeypatch, recipe_dict, tmp_path, full) == (
         f"train: the disk of {tmp_path / 'run'} is full ([Errno 28] No space left on device); free space and resume"
     )
