@@ -17,9 +17,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import datasets  # noqa: E402
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator  # noqa: E402
 
-from tasks.evaluate import EvaluateConfig, _retrieval_inputs, build_evaluators, run_evaluators  # noqa: E402
-from tasks.models import load_model  # noqa: E402
-from tasks.split import EvalSplit, Splits  # noqa: E402
+from embedforge.config.evaluate import EvaluateConfig  # noqa: E402
+from embedforge.evaluators import _retrieval_inputs, build_evaluators, run_evaluators  # noqa: E402
+from embedforge.models import load_model  # noqa: E402
+from embedforge.types import EvalSplit, Splits  # noqa: E402
 
 DIMS = [384, 256, 128, 64]
 ROOT = Path(__file__).resolve().parent.parent

@@ -60,7 +60,7 @@ def main() -> None:
     embedforge = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "embedforge",
         "run",
         "deployments/demo-minilm.yaml",
         "--output-dir",

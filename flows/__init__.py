@@ -1,1 +1,1 @@
-"""The fine-tuning flow, its recipe, its deployments and the embedforge CLI."""
+"""The finetune flow: the stages wired as the DAG reads (installed as embedforge.flows)."""

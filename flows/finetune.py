@@ -1,170 +1,59 @@
 """The fine-tuning flow, wired as the DAG reads.
 
-ingest -> up to date with the release? -> split -> (mine) -> train -> evaluate -> gate -> card -> push -> outcome
-
-The flow run ends in a state named for what it decided (Published, Champion kept, Up to date, Rejected,
-Trained), so the dashboard's run list answers "what happened to the model" without opening a run.
+ingest -> up to date? -> split -> (mine) -> train -> evaluate -> gate -> card -> champion -> decide -> push
+-> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is
+named after the one that ended the run.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow
-from prefect.runtime import flow_run
-from prefect.states import Cancelled, Completed, State
-from pydantic import BaseModel, Field
+from prefect.states import Cancelled
 
-from flows.automations import automatic_retries, check_crash_retries, check_heartbeat_rule
-from flows.recipe import Recipe
-from tasks.card import render_model_card
-from tasks.evaluate import Metrics, evaluate_model, measure_base_model
-from tasks.gate import check_quality_gate
-from tasks.ingest import IngestReport, ingest_dataset
-from tasks.interrupt import TrainingInterrupted
-from tasks.logs import quiet_libraries, run_logger
-from tasks.mine import mine_hard_negatives
-from tasks.models import base_model_identity
-from tasks.outcome import Outcome, record_outcome, write_history
-from tasks.push import PushResult, push_model
-from tasks.record import RunRecord
-from tasks.release import CurrentRelease, find_current_release
-from tasks.rundir import check_same_inputs, one_engine
-from tasks.split import split_dataset
-from tasks.train import train_model
-
-
-class RunResult(BaseModel):
-    """What a run returns (and the CLI prints): where it is, the headline figures, and what push did."""
-
-    run_dir: str
-    headline: str
-    finetuned: float
-    model_dir: str | None = None
-    base: float | None = None
-    push: PushResult | None = None
-    up_to_date: CurrentRelease | None = Field(None, description="The published release this run matched; no training.")
-    outcome: Outcome | None = Field(None, description="What the run decided for the model.")
-
-    @classmethod
-    def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics) -> RunResult:
-        base, finetuned = metrics.base[metrics.headline], metrics.finetuned[metrics.headline]
-        return cls(run_dir=str(run_dir), model_dir=model_dir, headline=metrics.headline, base=base, finetuned=finetuned)
+from embedforge.flows.run import (
+    RunResult,
+    finish,
+    flow_run_name,
+    outcome,
+    push_outcome,
+    record_failure,
+    run_record,
+    start_run,
+    up_to_date,
+)
+from embedforge.flows.rundir import check_same_inputs
+from embedforge.recipe import Recipe
+from embedforge.tasks.card import render_model_card
+from embedforge.tasks.champion import measure_champion
+from embedforge.tasks.decide import decide_release
+from embedforge.tasks.evaluate import evaluate_model, measure_base_model
+from embedforge.tasks.gate import check_quality_gate
+from embedforge.tasks.ingest import ingest_dataset
+from embedforge.tasks.mine import mine_hard_negatives
+from embedforge.tasks.push import push_model
+from embedforge.tasks.release import find_current_release
+from embedforge.tasks.split import split_dataset
+from embedforge.tasks.train import train_model
+from embedforge.training.interrupt import TrainingInterrupted
+from embedforge.types import IngestReport, Splits, artifact_key
 
 
-def run_id(start: datetime | None = None, flow_run_id: str | None = None) -> str:
-    """The flow run's scheduled start (UTC) and id: a retry of the same flow run gets the same id back."""
-    start = start or flow_run.scheduled_start_time or datetime.now(timezone.utc)
-    return f"{start.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{(flow_run_id or flow_run.id or 'local')[:8]}"
+def _ingest(recipe: Recipe, run_dir: Path) -> tuple[list[IngestReport], dict[str, IngestReport]]:
+    """The training data and separate evaluation sources, then the test and eval files used whole."""
+    ingested = str(run_dir / "data" / "ingested")
+    data = [ingest_dataset(source, ingested) for source in recipe.sources]
+    files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
+    return data, files
 
 
-def _recipe_name(parameters: dict) -> str:
-    recipe = parameters.get("recipe")
-    return (recipe.get("name") if isinstance(recipe, dict) else getattr(recipe, "name", None)) or "finetune"
-
-
-def flow_run_name() -> str:
-    """The recipe and the run id: unique, so two runs triggered in the same second never share a name."""
-    return f"{_recipe_name(flow_run.parameters)}-{run_id()}"
-
-
-def artifact_key(recipe: Recipe | str, what: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only; recipe names may hold dots."""
-    name = recipe if isinstance(recipe, str) else recipe.name
-    return re.sub(r"[^a-z0-9-]+", "-", f"{name}-{what}")
-
-
-def output_root(output_dir: str | None = None) -> Path:
-    """Where run directories go: the argument, else EMBEDFORGE_OUTPUT_DIR (a volume every worker sees), else runs/."""
-    return Path(output_dir or os.environ.get("EMBEDFORGE_OUTPUT_DIR") or "runs")
-
-
-@contextmanager
-def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) -> Iterator[Path]:
-    """<output>/<recipe>/<run-id>/ (or the run being resumed), held by this engine alone, recipe saved first.
-
-    Saved first, so even a failed run says how it was made, and `embedforge resume` can continue it.
-    The run id is the flow run's, so a crashed run that is rescheduled finds its own checkpoints; a second
-    engine on the same directory refuses before it writes anything there.
-    """
-    quiet_libraries()
-    check_crash_retries(recipe.deployment.crash_retries)
-    check_heartbeat_rule()
-    run_dir = Path(resume_dir) if resume_dir else output_root(output_dir) / recipe.name / run_id()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with one_engine(run_dir):
-        check_same_inputs(run_dir, recipe.fingerprint())
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-        run_logger().info("Run directory: %s", run_dir)
-        yield run_dir
-
-
-def _finish(recipe: Recipe, result: RunResult, outcome: Outcome) -> State:
-    """The outcome recorded for the dashboard, and the flow run's final state named after it."""
-    result.outcome = record_outcome(outcome, artifact_key(recipe, "history"), artifact_key(recipe, "release"))
-    crashes = automatic_retries()
-    recovered = f" (recovered after {crashes} crash{'es' * (crashes > 1)})" if crashes else ""
-    return Completed(name=outcome.state_name, message=f"{outcome.reason}{recovered}", data=result)
-
-
-def _outcome(record: RunRecord, decision: str, reason: str, metrics: Metrics | None = None, **figures) -> Outcome:
-    if metrics:
-        figures |= {"headline": metrics.headline, "base": metrics.base[metrics.headline]}
-        figures |= {"finetuned": metrics.finetuned[metrics.headline]}
-    data = ", ".join(fingerprint[:12] for fingerprint in record.fingerprints.values())
-    return Outcome(
-        recipe=record.recipe, run_id=record.run_id, decision=decision, reason=reason, data_fingerprint=data, **figures
-    )
-
-
-def _up_to_date(run_dir: Path, record: RunRecord, current: CurrentRelease) -> tuple[RunResult, Outcome]:
-    result = RunResult(run_dir=str(run_dir), headline=current.headline, finetuned=current.value, up_to_date=current)
-    reason = f"same data, recipe and base model as release {current.release}: nothing trained"
-    figures = {"headline": current.headline, "champion": current.value, "release": current.release}
-    return result, _outcome(record, "up to date", reason, location=current.location, **figures)
-
-
-def _push_outcome(record: RunRecord, metrics: Metrics, push: PushResult) -> Outcome:
-    decision = "already published" if push.already else "published" if push.pushed else "not published"
-    decision = "champion kept" if not push.pushed and push.champion is not None else decision
-    release = record.release if push.pushed else None
-    return _outcome(
-        record, decision, push.reason, metrics, champion=push.champion, release=release, location=push.location
-    )
-
-
-def record_failure(flow, failed_run, state) -> None:
-    """A failed run gets its row in the model's history too: an operator sees failures beside releases."""
-    name = _recipe_name(failed_run.parameters)
-    outcome = Outcome(
-        recipe=name,
-        run_id=run_id(failed_run.expected_start_time, str(failed_run.id)),
-        decision="failed",
-        reason=(state.message or "failed").splitlines()[0][:300],
-    )
-    write_history(outcome, artifact_key(name, "history"), artifact_key(name, "release"), str(failed_run.id))
-
-
-def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport]) -> RunRecord:
-    return RunRecord(
-        recipe=recipe.name,
-        recipe_yaml=recipe.to_yaml(),
-        recipe_hash=recipe.fingerprint(),
-        model_hash=recipe.model_fingerprint(),
-        base_model_id=base_model_identity(recipe.train.base_model, recipe.train.base_model_revision),
-        run_id=run_dir.name,
-        run_dir=str(run_dir),
-        flow_run_id=flow_run.id,
-        flow_run_url=flow_run.ui_url,
-        repo_id=recipe.push.full_repo_id,
-        data=data,
-        files=files,
-    )
+def _split(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport]) -> Splits:
+    splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
+    if not recipe.mine:
+        return splits
+    mined, key = str(run_dir / "data" / "mined"), artifact_key(recipe.name, "mining")
+    return mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, mined, key)
 
 
 @flow(name="finetune", flow_run_name=flow_run_name, on_failure=[record_failure])
@@ -177,34 +66,23 @@ def finetune(
     unless `force` is set.
     """
     with start_run(recipe, output_dir, resume_dir) as run_dir:
-        ingested = str(run_dir / "data" / "ingested")
-        data = [ingest_dataset(source, ingested) for source in recipe.sources]
-        files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
+        data, files = _ingest(recipe, run_dir)
         record = run_record(recipe, run_dir, data, files)
         check_same_inputs(run_dir, record.recipe_hash, record.fingerprints)
-        current = find_current_release(recipe.push, record, force, artifact_key(recipe, "push"))
-        if current:
-            return _finish(recipe, *_up_to_date(run_dir, record, current))
-        splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
-        if recipe.mine:
-            mined = str(run_dir / "data" / "mined")
-            splits = mine_hard_negatives(
-                recipe.mine, splits, recipe.split.group_by, mined, artifact_key(recipe, "mining")
-            )
+        if current := find_current_release(recipe.push, record, force):
+            return finish(record, *up_to_date(run_dir, record, current))
+        splits = _split(recipe, run_dir, data, files)
         try:
-            model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), artifact_key(recipe, "tracking"))
+            model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
         except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash
             return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
         base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
         result = RunResult.trained(run_dir, model.model_dir, metrics)
-        rejected = check_quality_gate(recipe.evaluate, metrics, model.model_dir, artifact_key(recipe, "gain"))
-        if rejected:
-            return _finish(recipe, result, _outcome(record, "rejected", rejected, metrics))
-        render_model_card(
-            recipe.card, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "model-card")
-        )
-        result.push = push_model(
-            recipe.push, model, splits, recipe.evaluate, metrics, record, artifact_key(recipe, "push")
-        )
-        return _finish(recipe, result, _push_outcome(record, metrics, result.push))
+        if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):
+            return finish(record, result, outcome(record, "rejected", rejected, metrics))
+        render_model_card(recipe, model, splits, metrics, record)
+        champion = measure_champion(recipe.push, recipe.evaluate, splits, model, metrics)
+        decision = decide_release(recipe.push, record, metrics, champion)
+        result.push = push_model(recipe.push, model, record, metrics, decision)
+        return finish(record, result, push_outcome(record, metrics, result.push))

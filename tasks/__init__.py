@@ -1,1 +1,1 @@
-"""The stages of a fine-tune, one module each: ingest, split, train, evaluate, card, push."""
+"""The stages of a run, one module each, one side effect each (installed as embedforge.tasks)."""

@@ -12,82 +12,53 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field
 from sentence_transformers.base.model_card import generate_model_card
 
-from tasks.evaluate import EvaluateConfig, Metrics, card_evaluators, gain_table, leaf_results
-from tasks.logs import run_logger
-from tasks.models import TrainedModel
-from tasks.record import RunRecord
-from tasks.split import Splits
+from embedforge.config.card import CardConfig
+from embedforge.evaluators import card_evaluators, leaf_results
+from embedforge.logs import run_logger
+from embedforge.recipe import Recipe
+from embedforge.training.run import load_for_card
+from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
 
 # The front-matter keys a reader looks for first; the rest (widget, model-index) the body repeats.
 FRONT_MATTER_SHOWN = ["base_model", "language", "license", "library_name", "pipeline_tag", "datasets", "tags"]
 DEFAULT_TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "embedforge"]
 
 
-class CardConfig(BaseModel):
-    """What the model card says about the model that the training cannot know."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_name: str | None = Field(
-        None, description="Title of the card (default: 'SentenceTransformer based on <base model>')."
-    )
-    language: list[str] = Field(default_factory=list, description="ISO codes of the languages, e.g. [en] or [id].")
-    license: str | None = Field(None, description="License id for the card's front matter, e.g. apache-2.0.")
-    base_model_id: str | None = Field(
-        None, description="Hub id of the base model, when train.base_model is a local or pkg: path."
-    )
-    datasets: list[str] = Field(
-        default_factory=list, description="Hub ids of the training datasets, as the card links them."
-    )
-    tags: list[str] = Field(default_factory=list, description="Extra tags for the front matter.")
-
-
 def _gain_markdown(metrics: Metrics) -> str:
     rows = ["| Metric | Base | Fine-tuned | Δ |", "|:--|--:|--:|--:|"]
-    for row in gain_table(metrics):
+    for row in metrics.gain_table():
         name = f"**{row['metric']}**" if row["metric"] == metrics.headline else row["metric"]
         rows.append(f"| {name} | {row['base']:.4f} | {row['fine-tuned']:.4f} | {row['delta']:+.4f} |")
     return "\n".join(rows)
 
 
+def _overlap_lines(splits: Splits) -> list[str]:
+    return [
+        f"- `{name or splits.train_name}` {part}: {count}"
+        for name, entry in splits.evaluation.items()
+        for part, count in entry.overlap.items()
+    ]
+
+
 def _report(metrics: Metrics, record: RunRecord, splits: Splits) -> str:
-    lines = [
-        "## Fine-tuning Report",
-        "",
-        "### Gain over the Base Model",
-        "",
-        "Both models measured with the same evaluators on the held-out test split, which neither training nor "
-        "model selection saw.",
-        "",
-        _gain_markdown(metrics),
-        "",
-        *(["### Hard Negatives", "", splits.mining.markdown()] if splits.mining else []),
-        "### Overlap with Training",
-        "",
-        "Held-out pairs that share a text with a training pair (`split.max_overlap` bounds it):",
-        "",
-        *[
-            f"- `{name or splits.train_name}` {part}: {count}"
-            for name, entry in splits.evaluation.items()
-            for part, count in entry.overlap.items()
-        ],
-        "",
-        "### Data Fingerprint",
-        "",
-        *[f"- `{name}`: `{value}`" for name, value in record.fingerprints.items()],
+    """embedforge's own section: gain over the base, mining, overlap, data fingerprints and the recipe."""
+    gain = "Both models measured with the same evaluators on the held-out test split, which neither training nor "
+    gain += "model selection saw."
+    lines = ["## Fine-tuning Report", "", "### Gain over the Base Model", "", gain, "", _gain_markdown(metrics), ""]
+    lines += ["### Hard Negatives", "", splits.mining.markdown()] if splits.mining else []
+    lines += ["### Overlap with Training", "", "Held-out pairs that share a text with a training pair "]
+    lines[-1] += "(`split.max_overlap` bounds it):"
+    lines += ["", *_overlap_lines(splits), "", "### Data Fingerprint", ""]
+    lines += [f"- `{name}`: `{value}`" for name, value in record.fingerprints.items()]
+    lines += [
         "",
         "### Recipe",
         "",
         "Produced by [embedforge](https://github.com/embedforge/embedforge) from this recipe:",
-        "",
-        "```yaml",
-        record.recipe_yaml.strip(),
-        "```",
-        "",
     ]
+    lines += ["", "```yaml", record.recipe_yaml.strip(), "```", ""]
     if record.flow_run_url:
         lines += [f"Prefect flow run: [{record.flow_run_url}]({record.flow_run_url})", ""]
     return "\n".join(lines) + "\n"
@@ -126,31 +97,22 @@ def dashboard_markdown(content: str) -> str:
 
 
 @task(name="render-model-card")
-def render_model_card(
-    config: CardConfig,
-    model: TrainedModel,
-    splits: Splits,
-    evaluate: EvaluateConfig,
-    metrics: Metrics,
-    record: RunRecord,
-    artifact_key: str | None = None,
-) -> str:
+def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, record: RunRecord) -> str:
     """Render README.md beside the model, with the test-split results in its model-index; return its path."""
-    st_model = model.load_for_card()
+    st_model = load_for_card(model)
     data = st_model.model_card_data
     data.register_model(st_model)
-    _recipe_fields(data, config, record)
+    _recipe_fields(data, recipe.card, record)
     training_logs = [dict(row) for row in data.training_logs]
-    for evaluator in card_evaluators(splits, evaluate):
+    for evaluator in card_evaluators(splits, recipe.evaluate):
         for leaf, subset in leaf_results(evaluator, metrics.finetuned):
             data.set_evaluation_metrics(leaf, subset)
     data.training_logs = training_logs  # the final test numbers are not a training-time evaluation
     content = _insert_before(generate_model_card(st_model), "## Training Details", _report(metrics, record, splits))
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")
-    if artifact_key:
-        create_markdown_artifact(
-            dashboard_markdown(content), key=artifact_key, description="Model card of the latest run"
-        )
+    create_markdown_artifact(
+        dashboard_markdown(content), key=record.artifact_key("model-card"), description="Model card of the latest run"
+    )
     run_logger().info("Model card written to %s", readme)
     return str(readme)

@@ -9,8 +9,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.evaluate import EvaluateConfig, Metrics, gain_table, resolve_metric
-from tasks.logs import run_logger
+from embedforge.config.evaluate import EvaluateConfig
+from embedforge.evaluators import resolve_metric
+from embedforge.logs import run_logger
+from embedforge.types import Metrics
 
 
 def gate_failures(config: EvaluateConfig, metrics: Metrics) -> list[str]:
@@ -38,7 +40,7 @@ def check_quality_gate(
     if artifact_key:
         verdict = f"REJECTED by the quality gate, not published: {'; '.join(failures)}" if failures else "Passed"
         create_table_artifact(
-            gain_table(metrics),
+            metrics.gain_table(),
             key=artifact_key,
             description=f"{verdict}. Test-split metrics, base vs fine-tuned; headline {metrics.headline}",
         )

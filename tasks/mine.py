@@ -19,95 +19,24 @@ import random
 from collections import Counter, defaultdict
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING, Literal
 
 import datasets
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.logs import run_logger
-from tasks.models import base_model_identity, load_model
-
-if TYPE_CHECKING:  # Splits carries the mining report, so split imports this module
-    from tasks.split import Splits
-
-
-class MineConfig(BaseModel):
-    """Hard-negative mining before training; settings under sentence-transformers' own names."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(None, description="Model that ranks the candidates (default: train.base_model).")
-    model_revision: str | None = Field(None, description="Revision of that model, when it is on the Hub.")
-    num_negatives: int = Field(1, ge=1, description="Negatives per training pair.")
-    range_min: int = Field(0, ge=0, description="Skip this many of the closest candidates (likely false negatives).")
-    range_max: int | None = Field(None, gt=0, description="Consider candidates up to this rank (default: derived).")
-    max_score: float | None = Field(None, description="Drop candidates scoring above this (too close to be negative).")
-    min_score: float | None = Field(None, description="Drop candidates scoring below this (too easy to teach).")
-    absolute_margin: float | None = Field(
-        None, description="A negative must score at least this much below the positive."
-    )
-    relative_margin: float | None = Field(
-        None, description="A negative must score at most (1 - this) times the positive's score."
-    )
-    sampling_strategy: Literal["top", "random"] = Field(
-        "top", description="Take the hardest eligible candidates, or sample among them."
-    )
-    batch_size: int = Field(64, gt=0, description="Encoding batch size while mining.")
-    use_faiss: bool = Field(False, description="Search with faiss (pip install faiss-cpu) for large corpora.")
-    seed: int = Field(12, description="Seed of the random sampling strategy.")
-
-    @model_validator(mode="after")
-    def _a_window(self) -> MineConfig:
-        if self.range_max is not None and self.range_max <= self.range_min:
-            raise ValueError(f"range_max: {self.range_max} must be above range_min ({self.range_min})")
-        if self.min_score is not None and self.max_score is not None and self.min_score >= self.max_score:
-            raise ValueError(f"min_score: {self.min_score} must be below max_score ({self.max_score})")
-        return self
-
-
-class MiningReport(BaseModel):
-    """What mining did: the model card, the log and the dashboard show it."""
-
-    model: str
-    rows: int
-    mined_rows: int
-    in_batch_only_rows: int
-    negatives_per_anchor: int
-    same_group_skipped: int = Field(description="Candidates ranked high enough but of the positive's own group.")
-    positive_score: float | None = Field(None, description="Mean similarity of anchor and positive (mined rows).")
-    negative_score: float | None = Field(None, description="Mean similarity of anchor and mined negatives.")
-    settings: dict
-
-    def markdown(self) -> str:
-        scores = (
-            f"| similarity anchor–positive | {self.positive_score:.4f} |\n"
-            f"| similarity anchor–negative | {self.negative_score:.4f} |\n"
-            if self.positive_score is not None
-            else ""
-        )
-        return (
-            f"| | |\n|:--|--:|\n| training pairs | {self.rows} |\n"
-            f"| with {self.negatives_per_anchor} mined negative(s) | {self.mined_rows} |\n"
-            f"| in-batch negatives only | {self.in_batch_only_rows} |\n"
-            f"| same-group candidates skipped | {self.same_group_skipped} |\n{scores}\n"
-            f"Mined with `{self.model}` among the training split's passages; settings: "
-            f"`{json.dumps(self.settings, sort_keys=True)}`\n"
-        )
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as content:
-        return hashlib.file_digest(content, "sha256").hexdigest()
+from embedforge.config.mine import MineConfig
+from embedforge.hashing import file_digest
+from embedforge.logs import run_logger
+from embedforge.models import base_model_identity, load_model
+from embedforge.types import MiningReport, Splits
 
 
 def _mining_key(context, parameters) -> str:
     """A retry or resume of the run does not mine again: same training rows, settings, model and folder."""
     config, splits = parameters["config"], parameters["splits"]
     model = base_model_identity(config.model, config.model_revision)
-    key = [_file_digest(splits.train), config.model_dump(mode="json"), model, parameters["out_dir"]]
-    return "mined-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    key = [file_digest(splits.train).hex(), config.model_dump(mode="json"), model, parameters["out_dir"]]
+    return "embedforge-mined-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def _width(config: MineConfig, largest_group: int) -> int:
@@ -200,11 +129,7 @@ def _write(rows: list[dict], path: Path) -> str | None:
 
 @task(name="mine-hard-negatives", cache_key_fn=_mining_key, persist_result=True)
 def mine_hard_negatives(
-    config: MineConfig,
-    splits: Splits,
-    group_by: str | None,
-    out_dir: str,
-    artifact_key: str | None = None,
+    config: MineConfig, splits: Splits, group_by: str | None, out_dir: str, artifact_key: str | None = None
 ) -> Splits:
     """Give each training pair hard negatives from the other training passages; hand on the mined splits."""
     data = datasets.Dataset.from_parquet(splits.train)
@@ -219,11 +144,7 @@ def mine_hard_negatives(
     run_logger().info(
         "Mined %d negative(s) for %d of %d training pairs (%d train with in-batch negatives only); "
         "skipped %d same-group candidates",
-        config.num_negatives,
-        report.mined_rows,
-        report.rows,
-        report.in_batch_only_rows,
-        report.same_group_skipped,
+        *(config.num_negatives, report.mined_rows, report.rows, report.in_batch_only_rows, report.same_group_skipped),
     )
     if artifact_key:
         create_markdown_artifact(f"## Hard-negative mining\n\n{report.markdown()}", key=artifact_key)

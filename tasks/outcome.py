@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Literal
 
 from prefect import task
 from prefect.artifacts import Artifact, MarkdownArtifact, TableArtifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
-from tasks import events
-from tasks.logs import run_logger
+from embedforge.logs import run_logger
+from embedforge.orchestration import events
+from embedforge.types import Outcome
 
-Decision = Literal[
-    "published", "already published", "champion kept", "up to date", "rejected", "not published", "failed"
-]
-# The flow run's final state name for each decision: the dashboard's run list reads as what happened.
-STATE_NAMES: dict[str, str] = {
-    "published": "Published",
-    "already published": "Already published",  # a resumed run whose release exists: nothing written
-    "champion kept": "Champion kept",
-    "up to date": "Up to date",
-    "rejected": "Rejected",
-    "not published": "Trained",
-    "failed": "Failed",
-}
 EVENTS = {
     "published": events.PUBLISHED,
     "champion kept": events.KEPT,
@@ -39,26 +25,6 @@ EVENTS = {
     "rejected": events.REJECTED,
 }
 HISTORY_ROWS = 200  # a year of weekly retrains and then some; older rows stay in earlier artifact versions
-
-
-class Outcome(BaseModel):
-    """What a run decided for its model, and the headline figures it decided on."""
-
-    recipe: str
-    run_id: str
-    decision: Decision
-    reason: str
-    headline: str | None = None
-    base: float | None = None
-    finetuned: float | None = None
-    champion: float | None = None
-    release: str | None = None
-    location: str | None = None
-    data_fingerprint: str | None = None
-
-    @property
-    def state_name(self) -> str:
-        return STATE_NAMES[self.decision]
 
 
 def _figure(value: float | None) -> str:

@@ -1,8 +1,8 @@
-"""Push: publish a release of the model, to the Hugging Face Hub or to a local directory.
+"""Push: publish the release that decide settled on, to the Hugging Face Hub or to a local directory.
 
-The only stage that talks to the network. One Hub commit per release (model folder,
-README.md card and training_meta.json), so a failed push leaves the repo as it was. Before it,
-the published model (the champion) is measured on this run's test split: a release must earn its place.
+The only stage that writes to the push target. One Hub commit per release (model folder, README.md card
+and training_meta.json), so a failed push leaves the repo as it was; a local release appears whole,
+by a rename, or not at all. A published release is never written again.
 """
 
 from __future__ import annotations
@@ -15,93 +15,13 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd
-from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks import hub
-from tasks.errors import EmbedforgeError
-from tasks.evaluate import EvaluateConfig, Metrics
-from tasks.logs import run_logger
-from tasks.models import TrainedModel
-from tasks.record import META_FILE, RunRecord, release_meta
-from tasks.release import measure_champion
-from tasks.split import Splits
-
-
-class PushConfig(BaseModel):
-    """Where a release goes and when it may replace the published one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="Publish at all; false keeps the model in the run directory only.")
-    repo_id: str | None = Field(None, description="Hub repository ('name' or 'org/name').")
-    organization: str | None = Field(None, description="Hub organization, when repo_id has no 'org/'.")
-    private: bool = Field(True, description="Create the Hub repository as private.")
-    revision: str | None = Field(
-        None, description="Branch to commit to (created if missing); default: the repo's main branch."
-    )
-    tag_releases: bool = Field(True, description="Tag every release with its run id.")
-    endpoint: str | None = Field(
-        None, description="Hub endpoint for self-hosted hubs (default: HF_ENDPOINT or huggingface.co)."
-    )
-    token_secret: str | None = Field(
-        None,
-        description="Name of a Prefect Secret block holding the token (default: the HF_TOKEN environment variable).",
-    )
-    local_dir: str | None = Field(
-        None, description="Publish to this directory instead of the Hub: one subfolder per release and 'latest'."
-    )
-    require_improvement: bool = Field(
-        True,
-        description="Publish only when the headline metric is at least the published model's on this run's test split.",
-    )
-    keep_last: int | None = Field(
-        None,
-        ge=1,
-        description="Local target only: keep this many newest releases (the live one always); default: keep every one.",
-    )
-    retries: int = Field(3, ge=0, description="Retries of a Hub call (connection errors and 5xx only).")
-    retry_delay_seconds: float = Field(10.0, ge=0, description="First retry delay; doubles each retry.")
-
-    @model_validator(mode="after")
-    def _one_target(self) -> PushConfig:
-        if self.repo_id and self.local_dir:
-            raise ValueError("give repo_id or local_dir, not both")
-        return self
-
-    @model_validator(mode="after")
-    def _retention_is_local(self) -> PushConfig:
-        if self.keep_last and not self.local_dir:
-            raise ValueError(
-                "keep_last applies to a local_dir target; Hub releases are commits and tags, never deleted"
-            )
-        return self
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and bool(self.repo_id or self.local_dir)
-
-    @property
-    def full_repo_id(self) -> str | None:
-        if self.repo_id and self.organization and "/" not in self.repo_id:
-            return f"{self.organization}/{self.repo_id}"
-        return self.repo_id
-
-
-class PushResult(BaseModel):
-    """What push hands back: whether the release was published, why, and the two headline figures."""
-
-    pushed: bool = False
-    already: bool = Field(False, description="This run's release was published before (a resume): nothing written.")
-    reason: str
-    headline: str
-    challenger: float
-    champion: float | None = None
-    target: str | None = None
-    location: str | None = None
+from embedforge import hub
+from embedforge.config.push import PushConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.logs import run_logger
+from embedforge.types import META_FILE, Metrics, ReleaseDecision, RunRecord, TrainedModel
 
 
 def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str) -> str:
@@ -141,21 +61,6 @@ def _drop_old_releases(root: Path, keep: int) -> None:
             run_logger().info("Removed release %s (push.keep_last = %d)", old.name, keep)
 
 
-@task(name="find-release")
-def find_release(config: PushConfig, release: str) -> str | None:
-    """Where this release already is, when the run that published it runs again (resume); None otherwise."""
-    if config.local_dir:
-        folder = Path(config.local_dir) / release
-        return str(folder) if folder.exists() else None
-    try:
-        refs = hub.api(config, hub.token(config)).list_repo_refs(config.full_repo_id)
-    except HfHubHTTPError as exc:
-        if hub.not_found(exc):
-            return None
-        raise
-    return f"{config.full_repo_id}@{release}" if any(tag.name == release for tag in refs.tags) else None
-
-
 @task(name="upload-release")
 def upload_release(config: PushConfig, model_dir: str, meta: dict, release: str) -> str:
     """One Hub commit holding the model folder and training_meta.json, tagged with the release."""
@@ -181,63 +86,22 @@ def upload_release(config: PushConfig, model_dir: str, meta: dict, release: str)
     return commit.commit_url
 
 
-def writable(folder: Path) -> str | None:
-    """Why files cannot be written under this folder (created if missing), or None when they can."""
-    existing = next(p for p in [folder, *folder.parents] if p.exists())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as exc:
-        return f"cannot write to {existing} ({exc.strerror})"
-    return None
-
-
-def check_target(config: PushConfig) -> list[tuple[str, str]]:
-    """(field, problem) for a target this run could not publish to: checked before any training."""
-    if not config.active:
-        return []
-    if config.local_dir:
-        latest = Path(config.local_dir) / "latest"
-        if latest.exists() and not latest.is_symlink():
-            # The link to the newest release is replaced at publish time; a real folder there cannot be.
-            return [("push.local_dir", f"{latest} is a real folder, not the link to the newest release; move it away")]
-        problem = writable(Path(config.local_dir))
-        return [("push.local_dir", problem)] if problem else []
-    try:
-        token = hub.token(config)
-    except EmbedforgeError as exc:
-        return [("push.token_secret", str(exc).removeprefix("push.token_secret: "))]
-    if not token:
-        return [("push.repo_id", "publishing to the Hub needs a token: set HF_TOKEN or push.token_secret")]
-    if hub_constants.HF_HUB_OFFLINE:
-        return [
-            (
-                "push.repo_id",
-                "HF_HUB_OFFLINE is set, so nothing can be published to the Hub; unset it, or publish to push.local_dir",
-            )
-        ]
-    try:
-        hub.api(config, token).whoami()
-    except HfHubHTTPError as exc:
-        return [("push.repo_id", hub.hub_error(exc, config.full_repo_id, token).args[0].removeprefix("push: "))]
-    except hub.TRANSPORT_ERRORS as exc:
-        return [("push.endpoint", f"the Hub at {config.endpoint or hub_constants.ENDPOINT} cannot be reached ({exc})")]
-    return []
-
-
-def decide(config: PushConfig, headline: str, challenger: float, champion: float | None) -> tuple[bool, str]:
-    """Champion/challenger: publish only when this run is at least as good as what is published."""
-    if champion is None:
-        return True, "first release"
-    if not config.require_improvement:
-        return True, f"require_improvement is off ({headline}: {challenger:.4f} vs published {champion:.4f})"
-    if challenger > champion:
-        return True, f"{headline} {challenger:.4f} > published {champion:.4f}"
-    if challenger == champion:
-        # A forced retrain of the same inputs ties: another full copy of the same model would be all it adds.
-        return False, f"{headline} {challenger:.4f} equals the published model's: kept the published model"
-    return False, f"{headline} {challenger:.4f} < published {champion:.4f}: kept the published model"
+def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> dict:
+    """training_meta.json: what a published release says about how it was made."""
+    return {
+        "recipe": record.recipe,
+        "recipe_hash": record.recipe_hash,
+        "model_hash": record.model_hash,
+        "base_model_id": record.base_model_id,
+        "run_id": record.run_id,
+        "flow_run_id": record.flow_run_id,
+        "base_model": model.base_model,
+        "base_model_revision": model.base_model_revision,
+        "data_fingerprint": record.fingerprints,
+        "headline": metrics.headline,
+        "metrics": metrics.finetuned,
+        "test_key": metrics.test_key,
+    }
 
 
 def _publish(config: PushConfig, model: TrainedModel, meta: dict, release: str) -> str:
@@ -246,48 +110,15 @@ def _publish(config: PushConfig, model: TrainedModel, meta: dict, release: str) 
     return hub.call(config, upload_release, model.model_dir, meta, release)
 
 
-def _push_artifact(result: PushResult, release: str, key: str) -> None:
-    champion = "none" if result.champion is None else f"{result.champion:.4f}"
-    create_markdown_artifact(
-        f"## {'Published' if result.pushed else 'Not published'}: {release}\n\n"
-        f"| | {result.headline} |\n|:--|--:|\n| this run | {result.challenger:.4f} |\n| published | {champion} |\n\n"
-        f"{result.reason}\n",
-        key=key,
-        description="Push decision of the latest run",
-    )
-
-
 @task(name="push-model")
 def push_model(
-    config: PushConfig,
-    model: TrainedModel,
-    splits: Splits,
-    evaluate: EvaluateConfig,
-    metrics: Metrics,
-    record: RunRecord,
-    artifact_key: str | None = None,
-) -> PushResult:
-    """Publish one release in one step, unless the published model is better; return what happened."""
-    result = PushResult(
-        reason="push disabled", headline=metrics.headline, challenger=metrics.finetuned[metrics.headline]
-    )
-    result.target = config.local_dir or config.full_repo_id
-    if not config.active:
-        run_logger().info("Push is disabled for %s: the model is at %s", record.recipe, model.model_dir)
-        return result
-    if where := hub.call(config, find_release, record.release):
-        result.pushed, result.already, result.location = True, True, where
-        result.reason = f"release {record.release} was already published at {where}; a release is never rewritten"
-        run_logger().info("Push: %s", result.reason)
-        return result
-    champion = measure_champion(config, splits, evaluate, model, Path(record.run_dir), metrics.test_key)
-    result.champion = None if champion is None else champion[metrics.headline]
-    result.pushed, result.reason = decide(config, metrics.headline, result.challenger, result.champion)
-    if result.pushed:
-        result.location = _publish(config, model, release_meta(record, model, metrics), record.release)
-        run_logger().info("Published %s to %s (%s)", record.release, result.location, result.reason)
-    else:
-        run_logger().warning("Push skipped: %s. The model stays at %s", result.reason, model.model_dir)
-    if artifact_key:
-        _push_artifact(result, record.release, artifact_key)
-    return result
+    config: PushConfig, model: TrainedModel, record: RunRecord, metrics: Metrics, decision: ReleaseDecision
+) -> ReleaseDecision:
+    """Publish the release when the decision says so, and say where it went; otherwise write nothing."""
+    if not decision.publish:
+        if not decision.already:
+            run_logger().info("Nothing published (%s). The model stays at %s", decision.reason, model.model_dir)
+        return decision
+    location = _publish(config, model, release_meta(record, model, metrics), decision.release)
+    run_logger().info("Published %s to %s (%s)", decision.release, location, decision.reason)
+    return decision.model_copy(update={"location": location})

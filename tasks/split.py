@@ -10,120 +10,17 @@ from pathlib import Path
 
 import datasets
 from prefect import task
-from prefect.cache_policies import INPUTS
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from tasks.errors import EmbedforgeError
-from tasks.ingest import IngestConfig, IngestReport, Kind
-from tasks.logs import run_logger
-from tasks.mine import MiningReport
+from embedforge.columns import PAIR_TEXTS
+from embedforge.config.split import SplitConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.logs import run_logger
+from embedforge.types import EvalSplit, IngestReport, Splits
 
 # A passage (or sentence pair's first side) that appears twice must stay in one split,
 # or the test numbers measure memorisation.
-DEFAULT_GROUP = {"retrieval": "positive", "similarity": "sentence1", "classification": "sentence1"}
-# The two texts of a pair: a held-out pair whose either text was trained on measures memory, not generalisation.
-PAIR_TEXTS = {"retrieval": ("anchor", "positive"), "similarity": ("sentence1", "sentence2")}
-PAIR_TEXTS["classification"] = PAIR_TEXTS["similarity"]
-
-
-class SplitConfig(BaseModel):
-    """How the data is divided; the test split only ever feeds the final numbers."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    eval_size: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description="Share of groups for the eval split (used during training, e.g. load_best_model_at_end).",
-    )
-    test_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of groups held out for the final numbers.")
-    seed: int = Field(42, description="Seed of the split; the same seed and data give the same split.")
-    group_by: str | None = Field(
-        None,
-        description="Column whose equal values never cross splits; default: the passage (positive) or sentence1.",
-    )
-    eval_sources: list[IngestConfig] = Field(
-        default_factory=list,
-        description="Separate evaluation datasets, each an ingest section (e.g. STS-B beside SNLI training data); "
-        "each is split into eval/test halves by eval_size:test_size, and the training data is then used whole "
-        "for training.",
-    )
-    max_overlap: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="Share of eval or test pairs allowed to share a text with the training split; above it the run "
-        "is refused. Allowed overlap is logged and stated in the card.",
-    )
-    test_file: str | None = Field(
-        None,
-        description="A test file of its own (file, folder or glob, read with ingest's columns), used whole as the "
-        "test split; test_size is then not used.",
-    )
-    eval_file: str | None = Field(
-        None,
-        description="An eval file of its own, used whole as the eval split (read like test_file); eval_size is then "
-        "not used.",
-    )
-
-    @model_validator(mode="after")
-    def _sizes(self) -> SplitConfig:
-        if (self.test_file or self.eval_file) and self.eval_sources:
-            raise ValueError("test_file/eval_file: give these or eval_sources, not both")
-        for part in ("test", "eval"):
-            if getattr(self, f"{part}_file") and f"{part}_size" in self.model_fields_set:
-                raise ValueError(
-                    f"{part}_size: {part}_file is used whole as the {part} split, so {part}_size would be ignored; "
-                    "give one of the two"
-                )
-        if not self.eval_sources and sum(self.shares().values()) >= 1.0:
-            raise ValueError("eval_size + test_size must leave rows for training")
-        return self
-
-    def shares(self) -> dict[str, float]:
-        """What is carved out of the training data: the parts that have no file of their own."""
-        return {"eval": 0.0 if self.eval_file else self.eval_size, "test": 0.0 if self.test_file else self.test_size}
-
-    def files(self, train: IngestConfig) -> dict[str, IngestConfig]:
-        """The test and eval files as ingest sections: the training data's name, kind and columns, their own path."""
-        files = {"test": self.test_file, "eval": self.eval_file}
-        return {
-            part: train.model_copy(update={"path": path, "path_env": None, "dataset": None, "limit": None})
-            for part, path in files.items()
-            if path
-        }
-
-
-class EvalSplit(BaseModel):
-    """One evaluation dataset's held-out parts: eval (during training) and test (the final numbers)."""
-
-    kind: Kind
-    eval: str | None = None
-    test: str | None = None
-    overlap: dict[str, str] = Field(
-        default_factory=dict, description="Per part, how many of its pairs share a text with training: '3 of 120'."
-    )
-
-
-class Splits(BaseModel):
-    """What split hands on: the training rows and, per evaluation dataset (by evaluator name), its parts.
-
-    After mining, ``train`` holds the pairs with their negatives and ``in_batch_only`` those without.
-    """
-
-    train: str
-    in_batch_only: str | None = Field(None, description="Training pairs that train with in-batch negatives only.")
-    mining: MiningReport | None = None
-    train_name: str = Field(description="The training data's label, as the card names the dataset.")
-    train_kind: Kind
-    evaluation: dict[str, EvalSplit]
-
-    def parts(self, part: str) -> dict[str, tuple[str, str]]:
-        """{evaluator name: (kind, parquet path)} of every dataset that has this part ("eval" or "test")."""
-        return {
-            name: (entry.kind, getattr(entry, part)) for name, entry in self.evaluation.items() if getattr(entry, part)
-        }
+DEFAULT_GROUP = {kind: texts[1] if kind == "retrieval" else texts[0] for kind, texts in PAIR_TEXTS.items()}
 
 
 def _group_split(
@@ -218,7 +115,7 @@ def check_overlap(
     return found
 
 
-@task(name="split-dataset", cache_policy=INPUTS, persist_result=True)
+@task(name="split-dataset", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def split_dataset(
     config: SplitConfig,
     train: IngestReport,

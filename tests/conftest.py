@@ -210,6 +210,39 @@ def live_api(server: str, path: str, body: dict | None = None):
     return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
 
 
+def flow_runs(server: str, scheduled: bool = False, sort: str | None = None, **match) -> list[dict]:
+    """The server's flow runs matching a flow_runs filter (e.g. name={"like_": "tiny-"}).
+
+    The scheduler's upcoming runs are left out, or only they are kept with scheduled=True.
+    """
+    body = {"flow_runs": match} | ({"sort": sort} if sort else {})
+    return [run for run in live_api(server, "flow_runs/filter", body) if run["auto_scheduled"] == scheduled]
+
+
+def complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """The checkpoints saved whole (the trainer writes trainer_state.json last), oldest first."""
+    found = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def trainer_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "trainer_state.json").read_text())
+
+
+def cli(*args):
+    """`embedforge ...` in this process (typer's runner): its exit code and output, for one command."""
+    from typer.testing import CliRunner
+
+    from embedforge.cli.main import app
+
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def run_cli(recipe: Path, runs: Path, *extra):
+    """`embedforge run <recipe> --output-dir <runs>` in this process."""
+    return cli("run", recipe, "--output-dir", runs, *extra)
+
+
 def start_worker(server: str, pool: str, log: Path, limit: int = 1, **extra: str) -> subprocess.Popen:
     """A process worker on `pool` running at most `limit` flow runs at once, polling every 2 s, its output in `log`."""
     env = live_env(server, PREFECT_WORKER_QUERY_SECONDS="2", **extra)

@@ -17,11 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from flows.cli import app
-
-from conftest import make_pairs, write_jsonl
+from conftest import cli, make_pairs, write_jsonl
 
 
 @dataclass
@@ -256,7 +253,7 @@ VALIDATE = [
     Case(
         "unknown-gate-metric",
         _set("evaluate.gates", {"cosine_ndgc@10": 0.5}),
-        "{recipe}: evaluate.gates.cosine_ndgc@10: no evaluator reports 'cosine_ndgc@10'; did you mean cosine_ndcg@10?",
+        "{recipe}: evaluate.gates.cosine_ndgc@10: no evaluator reports 'cosine_ndgc@10' — did you mean cosine_ndcg@10?",
     ),
     Case(
         "unknown-headline",
@@ -417,7 +414,7 @@ def test_validate_refuses_with_one_line_per_problem(case, world, monkeypatch):
         monkeypatch.setenv(name, value)
     before = _fingerprint(root / "published")
     path = _prepare(case, recipe, root)
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = cli("validate", path)
     assert result.exit_code == 1, result.output
     assert case.expected.format(recipe=path) in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
@@ -425,15 +422,13 @@ def test_validate_refuses_with_one_line_per_problem(case, world, monkeypatch):
 
 
 def test_every_seed_recipe_passes_the_recipe_only_check():
-    result = CliRunner().invoke(
-        app, ["validate", "--recipe-only", *map(str, sorted(Path("deployments").glob("*.yaml")))]
-    )
+    result = cli("validate", "--recipe-only", *sorted(Path("deployments").glob("*.yaml")))
     assert result.exit_code == 0, result.output
 
 
 def test_set_keeps_a_word_the_user_typed(world, write_recipe):
     recipe, _ = world
-    from flows.recipe import load_recipe
+    from embedforge.recipe import load_recipe
 
     loaded = load_recipe(write_recipe(recipe), ["train.args.save_strategy=no", "push.private=false"])
     assert loaded.train.args["save_strategy"] == "no" and loaded.push.private is False
@@ -501,11 +496,11 @@ def _training_refusal(monkeypatch, recipe_dict: dict, tmp_path: Path, raised: Ba
     """The message run_training ends with when the trainer raises `raised` (no GPU or full disk needed)."""
     from sentence_transformers import SentenceTransformerTrainer
 
-    from flows.recipe import Recipe
-    from tasks.errors import EmbedforgeError
-    from tasks.ingest import ingest_dataset
-    from tasks.split import split_dataset
-    from tasks.train import run_training
+    from embedforge.errors import EmbedforgeError
+    from embedforge.recipe import Recipe
+    from embedforge.tasks.ingest import ingest_dataset
+    from embedforge.tasks.split import split_dataset
+    from embedforge.training.run import run_training
 
     def fail(self, *args, **kwargs):
         raise raised
@@ -535,8 +530,8 @@ def test_an_adapter_with_a_peft_too_old_for_transformers_is_refused_before_train
     pytest.importorskip("peft")
     import importlib.metadata
 
-    from flows.recipe import Recipe
-    from tasks.train import check_training
+    from embedforge.checks.training import check_training
+    from embedforge.recipe import Recipe
 
     monkeypatch.setattr("transformers.integrations.peft.MIN_PEFT_VERSION", "99.0")
     recipe_dict["train"]["peft"] = {"r": 8}
@@ -551,15 +546,15 @@ def test_an_adapter_with_a_peft_too_old_for_transformers_is_refused_before_train
 def test_a_disk_too_small_for_the_run_is_found_before_training(monkeypatch, world, write_recipe):
     import collections
 
-    import flows.preflight
-    from flows.preflight import preflight
-    from flows.recipe import load_recipe
-    from tasks.errors import EmbedforgeError
+    import embedforge.checks.space
+    from embedforge.cli.preflight import preflight
+    from embedforge.errors import EmbedforgeError
+    from embedforge.recipe import load_recipe
 
     recipe, root = world
     path = write_recipe(recipe)
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(flows.preflight.shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(embedforge.checks.space.shutil, "disk_usage", lambda folder: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(EmbedforgeError) as error:
         preflight(load_recipe(path), str(path), str(root / "runs"))
     lines = str(error.value).splitlines()
@@ -570,14 +565,15 @@ def test_a_disk_too_small_for_the_run_is_found_before_training(monkeypatch, worl
 def test_a_disk_that_fills_anyway_is_one_line_and_leaves_no_staging_folder(monkeypatch, tiny_model, tmp_path):
     import errno
 
-    import tasks.push
-    from tasks.errors import EmbedforgeError
-    from tasks.push import PushConfig, _publish_local
+    import embedforge.tasks.push
+    from embedforge.config.push import PushConfig
+    from embedforge.errors import EmbedforgeError
+    from embedforge.tasks.push import _publish_local
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tasks.push.shutil, "copytree", full)
+    monkeypatch.setattr(embedforge.tasks.push.shutil, "copytree", full)
     published = tmp_path / "published"
     with pytest.raises(EmbedforgeError) as error:
         _publish_local(PushConfig(local_dir=str(published)), Path(tiny_model), {}, "tiny-r1")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from huggingface_hub import ModelCard
 
-from flows.finetune import finetune
-from flows.recipe import Recipe
-from tasks.evaluate import Metrics, gain_table
+from embedforge.flows.finetune import finetune
+from embedforge.recipe import Recipe
+from embedforge.types import Metrics
 
 from conftest import make_pairs, make_recipe, write_jsonl
 
@@ -156,7 +156,7 @@ def test_gain_table_in_card_matches_metrics_json(matryoshka_run):
         m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
         for m in re.finditer(r"^\| \**([\w@.-]+)\** \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$", section, re.M)
     }
-    expected = gain_table(Metrics.model_validate(metrics))
+    expected = Metrics.model_validate(metrics).gain_table()
     assert len(rows) == len(expected) > 0
     for row in expected:
         assert rows[row["metric"]] == pytest.approx((row["base"], row["fine-tuned"], row["delta"]), abs=1e-4)
@@ -185,7 +185,7 @@ def test_similarity_and_classification_card(similarity_run):
 
 
 def test_dashboard_shows_front_matter_as_a_table_not_yaml(matryoshka_run):
-    from tasks.card import dashboard_markdown
+    from embedforge.tasks.card import dashboard_markdown
 
     shown = dashboard_markdown((Path(matryoshka_run.model_dir) / "README.md").read_text())
     assert shown.startswith("| Field | Value |\n|:--|:--|\n| base_model | org/tiny-bert |\n| language | en |\n")

@@ -11,18 +11,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
+
+from conftest import BIN, flow_runs, live_api, live_cli, live_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM, reason="no chromium: install it with `apt-get install -y chromium`"),
 ]
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +46,15 @@ def finished_run(server, tmp_path_factory, _tiny_model_master):
         deployment={"work_pool": "dashboard-pool", "schedule": {"cron": "0 4 * * 1"}},
     )
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "PREFECT_API_URL": f"{server}/api", "HF_HUB_OFFLINE": "1"}
-
-    def cli(*args):
-        done = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-    cli("embedforge", "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"))
-    cli("prefect", "work-pool", "create", "dashboard-pool", "--type", "process")
-    cli("embedforge", "deploy", str(root / "recipe.yaml"))
+    live_cli(server, "embedforge", "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"))
+    live_cli(server, "prefect", "work-pool", "create", "dashboard-pool", "--type", "process")
+    live_cli(server, "embedforge", "deploy", str(root / "recipe.yaml"))
     meta = json.loads((root / "published" / "latest" / "training_meta.json").read_text())
     # A retrain the quality gate refuses: exit 1 on the command line, a "Rejected" run in the dashboard.
     rejected = subprocess.run(
         [str(BIN / "embedforge"), "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"), "--force"]
         + ["--set", "evaluate.gates.gain=1.0"],
-        env=env,
+        env=live_env(server),
         capture_output=True,
         text=True,
         timeout=600,
@@ -99,13 +92,8 @@ def shots(tmp_path_factory) -> Path:
     return folder
 
 
-def _api(server: str, path: str, body: dict) -> list[dict]:
-    return httpx.post(f"{server}/api/{path}", json=body, timeout=10).json()
-
-
 def _flow_runs(server: str, name_prefix: str) -> list[dict]:
-    runs = _api(server, "flow_runs/filter", {"flow_runs": {"name": {"like_": name_prefix}}, "sort": "START_TIME_DESC"})
-    return [run for run in runs if not run["auto_scheduled"]]
+    return flow_runs(server, sort="START_TIME_DESC", name={"like_": name_prefix})
 
 
 def test_each_run_reads_as_what_it_decided(server, finished_run, page, shots):
@@ -138,7 +126,9 @@ def test_history_and_live_release_answer_an_operator(server, finished_run, page,
     page.get_by_role("heading", name=re.compile("Live release of tiny-dashboard")).wait_for(timeout=30000)
     page.screenshot(path=str(shots / "release.png"))
     # The live release is the published run's, though a later run was rejected.
-    (artifact,) = _api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": ["tiny-dashboard-release"]}}})
+    (artifact,) = live_api(
+        server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": ["tiny-dashboard-release"]}}}
+    )
     assert artifact["flow_run_id"] == finished_run
 
 
@@ -157,14 +147,20 @@ def test_flow_run_page_shows_every_stage(server, finished_run, page, shots):
         "evaluate-model",
         "check-quality-gate",
         "render-model-card",
+        "measure-champion",
+        "decide-release",
         "push-model",
         "record-outcome",
     ]:
         page.get_by_text(stage).first.wait_for(timeout=15000)
+    # The release decision is a node of its own, its verdict in its result.
+    task_runs = live_api(server, "task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [finished_run]}}})
+    (decide,) = [run for run in task_runs if run["task_key"].startswith("decide_release")]
+    assert decide["state_type"] == "COMPLETED"
 
 
 def _artifact_page(server: str, key: str) -> str:
-    (artifact,) = _api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": [key]}}})
+    (artifact,) = live_api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": [key]}}})
     return f"{server}/artifacts/artifact/{artifact['latest_id']}"
 
 
@@ -193,7 +189,7 @@ def test_model_card_renders_as_on_the_hub(server, finished_run, page, shots):
 def test_training_progress_reached_100_percent(server, finished_run, page, shots):
     (progress,) = [
         a
-        for a in _api(server, "artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
+        for a in live_api(server, "artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
         if a["flow_run_id"] == finished_run
     ]
     assert progress["data"] == 100.0
@@ -203,7 +199,7 @@ def test_training_progress_reached_100_percent(server, finished_run, page, shots
 
 
 def test_deployment_shows_its_schedule(server, finished_run, page, shots):
-    (deployment,) = _api(server, "deployments/filter", {"deployments": {"name": {"any_": ["tiny-dashboard"]}}})
+    (deployment,) = live_api(server, "deployments/filter", {"deployments": {"name": {"any_": ["tiny-dashboard"]}}})
     page.goto(f"{server}/deployments/deployment/{deployment['id']}")
     page.get_by_text("tiny-dashboard").first.wait_for(timeout=30000)
     page.get_by_text("dashboard-pool").first.wait_for(timeout=15000)
@@ -217,10 +213,12 @@ def test_deployment_shows_its_schedule(server, finished_run, page, shots):
 
 def test_the_run_is_recorded_whole_when_the_command_returns(server, finished_run):
     """`embedforge run` exits without the interpreter's teardown; its last logs and task states still arrive."""
-    logs = _api(server, "logs/filter", {"logs": {"flow_run_id": {"any_": [finished_run]}}, "sort": "TIMESTAMP_DESC"})
+    logs = live_api(
+        server, "logs/filter", {"logs": {"flow_run_id": {"any_": [finished_run]}}, "sort": "TIMESTAMP_DESC"}
+    )
     # The flow run's own last line, logged a moment before the command returns (a task's would not do).
     flow_lines = [log["message"] for log in logs if log["task_run_id"] is None]
     assert flow_lines and flow_lines[0].startswith("Finished in state Published("), flow_lines[:3]
-    task_runs = _api(server, "task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [finished_run]}}})
+    task_runs = live_api(server, "task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [finished_run]}}})
     states = {run["name"].rsplit("-", 1)[0]: run["state_type"] for run in task_runs}
     assert states.get("push-model") == "COMPLETED" and set(states.values()) == {"COMPLETED"}, states

@@ -12,10 +12,10 @@ from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments import run_deployment
 from prefect.settings import get_current_settings
-from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.recipe import load_recipe, recipe_files
+from embedforge.recipe import load_recipe, recipe_files
+
+from conftest import cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 def deployed(prefect_server):
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="test-gpu", type="process"))
-    result = CliRunner().invoke(app, ["deploy", "--pool", "test-gpu"])
+    result = cli("deploy", "--pool", "test-gpu")
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -93,13 +93,14 @@ def test_demo_deployment_runs_on_a_process_worker(deployed, tmp_path):
 def test_serve_builds_the_same_deployments_without_a_pool(monkeypatch):
     import prefect
 
-    import flows.deploy
-    from flows.deploy import serve_recipes
+    from embedforge.orchestration import deploy, events
+    from embedforge.orchestration.deploy import serve_recipes
 
     served = []
     monkeypatch.setattr(prefect, "serve", lambda *deployments, **kwargs: served.extend(deployments))
-    for server_call in ("check_server", "install_self_healing", "announce"):  # what this test is not about
-        monkeypatch.setattr(flows.deploy, server_call, lambda *args, **kwargs: None)
+    for server_call in ("check_server", "install_self_healing"):  # what this test is not about
+        monkeypatch.setattr(deploy, server_call, lambda *args, **kwargs: None)
+    monkeypatch.setattr(events, "announce", lambda *args, **kwargs: None)
     paths = recipe_files(folder=str(REPO / "deployments"))
     serve_recipes(paths)
     assert [d.name for d in served] == [load_recipe(p).name for p in paths]
@@ -108,6 +109,7 @@ def test_serve_builds_the_same_deployments_without_a_pool(monkeypatch):
         assert deployment.work_pool_name is None and deployment.parameters["recipe"] == recipe.model_dump(mode="json")
         assert deployment.schedules[0].schedule.cron == recipe.deployment.schedule.cron
         assert deployment.concurrency_limit == 1
+        assert deployment.entrypoint == "embedforge.flows.finetune.finetune"  # a module, not a file
 
 
 def test_deploy_checks_every_pool_before_registering_any(deployed, tmp_path, write_recipe, recipe_dict):
@@ -115,7 +117,7 @@ def test_deploy_checks_every_pool_before_registering_any(deployed, tmp_path, wri
 
     ok = write_recipe({**recipe_dict, "name": "aaa-first", "deployment": {"work_pool": "test-gpu"}}, "aaa-first.yaml")
     missing = write_recipe({**recipe_dict, "name": "zzz-last", "deployment": {"work_pool": "cpu"}}, "zzz-last.yaml")
-    result = CliRunner().invoke(app, ["deploy", str(ok), str(missing)])
+    result = cli("deploy", ok, missing)
     assert result.exit_code == 1
     url = get_current_settings().api.url
     assert result.output.strip() == (
@@ -134,7 +136,7 @@ def test_a_bad_second_recipe_registers_nothing(deployed, write_recipe, recipe_di
     bad = write_recipe(
         {**recipe_dict, "name": "zzz-bad", "deployment": {"work_pool": "test-gpu", "pool": "x"}}, "zzz-bad.yaml"
     )
-    result = CliRunner().invoke(app, ["deploy", str(good), str(bad)])
+    result = cli("deploy", good, bad)
     assert result.exit_code == 1 and f"{bad}: deployment.pool: unknown key" in result.output
     with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
         client.read_deployment_by_name("finetune/aaa-good")
@@ -145,7 +147,7 @@ def test_a_recipe_whose_heartbeat_the_silence_automation_would_take_for_a_crash_
 ):
     slow = {"work_pool": "test-gpu", "job_variables": {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "600"}}}
     path = write_recipe({**recipe_dict, "name": "slow-heartbeat", "deployment": slow}, "slow.yaml")
-    result = CliRunner().invoke(app, ["deploy", str(path)])
+    result = cli("deploy", path)
     assert result.exit_code == 1
     assert result.output.startswith(
         f"{path}: deployment.job_variables.env.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: '600' must be a number of seconds "
@@ -157,8 +159,8 @@ def test_a_run_on_a_worker_with_rarer_heartbeats_refuses_before_training(deploye
     """A worker or job template that overrides the heartbeat deploy handed out: the run stops in one line."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from flows.automations import check_heartbeat_rule
-    from tasks.errors import EmbedforgeError
+    from embedforge.errors import EmbedforgeError
+    from embedforge.orchestration.automations import check_heartbeat_rule
 
     monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", "a-deployment")  # Prefect's way to mock the runtime
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 180}):

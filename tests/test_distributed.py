@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from flows.finetune import finetune
-from flows.recipe import Recipe
+from embedforge.flows.finetune import finetune
+from embedforge.recipe import Recipe
+
+from conftest import complete_checkpoints, trainer_state
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -30,6 +31,6 @@ def test_two_process_training_saves_one_model(recipe_dict, tmp_path):
     import pandas as pd
 
     rows = len(pd.read_parquet(run_dir / "data" / "splits" / "train.parquet"))
-    state = json.loads(sorted((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    state = trainer_state(complete_checkpoints(run_dir / "checkpoints")[-1])
     assert state["global_step"] == 2 * math.floor(rows / 2 / 16) < 2 * math.ceil(rows / 16)
     assert result.finetuned > result.base

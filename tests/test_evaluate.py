@@ -7,22 +7,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.finetune import finetune
-from flows.recipe import Recipe
-from tasks.errors import EmbedforgeError
-from tasks.evaluate import (
-    EvaluateConfig,
+from embedforge.config.evaluate import EvaluateConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.evaluators import (
     MatryoshkaRetrievalEvaluator,
-    Metrics,
     build_evaluators,
     card_evaluators,
-    gain_table,
     resolve_metric,
     run_evaluators,
 )
-from tasks.gate import check_quality_gate, gate_failures
-from tasks.models import load_model
-from tasks.split import EvalSplit, Splits
+from embedforge.flows.finetune import finetune
+from embedforge.models import load_model
+from embedforge.recipe import Recipe
+from embedforge.tasks.gate import check_quality_gate, gate_failures
+from embedforge.types import EvalSplit, Metrics, Splits
+
+from conftest import make_pairs, run_cli
 
 
 def _splits(tmp_path: Path, pairs: list[dict]) -> Splits:
@@ -37,8 +37,6 @@ def _splits(tmp_path: Path, pairs: list[dict]) -> Splits:
 
 
 def test_matryoshka_metrics_per_dim_from_one_encoding(tiny_model, tmp_path):
-    from conftest import make_pairs
-
     pairs = make_pairs(40)
     splits = _splits(tmp_path, pairs)
     model = load_model(tiny_model)
@@ -78,8 +76,6 @@ def test_matryoshka_metrics_per_dim_from_one_encoding(tiny_model, tmp_path):
 
 
 def test_distractors_join_the_corpus(tiny_model, tmp_path):
-    from conftest import make_pairs
-
     splits = _splits(tmp_path, make_pairs(20))
     plain = build_evaluators(splits, "test", EvaluateConfig())[0]
     with_distractors = build_evaluators(splits, "test", EvaluateConfig(distractors=True))[0]
@@ -101,8 +97,6 @@ def test_metric_names_resolve_with_or_without_prefix():
 def test_card_names_the_library_evaluator_per_dim(tmp_path):
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    from conftest import make_pairs
-
     evaluators = card_evaluators(_splits(tmp_path, make_pairs(10)), EvaluateConfig(matryoshka_dims=[32, 8]))
     assert [(type(e), e.name, e.truncate_dim) for e in evaluators] == [
         (InformationRetrievalEvaluator, "docs_dim_32", 32),
@@ -120,7 +114,7 @@ def _metrics(base: float, tuned: float) -> Metrics:
 
 
 def test_gain_table_rows_are_base_finetuned_and_delta():
-    assert gain_table(_metrics(0.5, 0.61234)) == [
+    assert _metrics(0.5, 0.61234).gain_table() == [
         {"metric": "docs_cosine_ndcg@10", "base": 0.5, "fine-tuned": 0.6123, "delta": 0.1123},
         {"metric": "docs_cosine_mrr@10", "base": 0.3, "fine-tuned": 0.35, "delta": 0.05},
     ]
@@ -146,10 +140,6 @@ def test_a_nan_metric_never_passes_a_gate():
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_rejected_model_ends_the_run_as_rejected_and_publishes_nothing(recipe_dict, tmp_path, write_recipe):
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
     recipe_dict["train"]["args"]["num_train_epochs"] = 1
     recipe_dict["evaluate"] = {"gates": {"cosine_ndcg@10": 0.999}}
     result = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"), return_state=True)
@@ -164,15 +154,13 @@ def test_a_rejected_model_ends_the_run_as_rejected_and_publishes_nothing(recipe_
     assert not (tmp_path / "published").exists()
 
     # On the command line a rejection is one red line and exit 1, as a failed check is.
-    cli = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
-    assert cli.exit_code == 1 and "Rejected: quality gate failed: cosine_ndcg@10" in cli.output
-    assert "Traceback" not in cli.output
+    refused = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
+    assert refused.exit_code == 1 and "Rejected: quality gate failed: cosine_ndcg@10" in refused.output
+    assert "Traceback" not in refused.output
 
 
 def test_training_prompts_are_the_prompts_both_models_are_measured_with(tmp_path, recipe_dict):
-    from flows.recipe import Recipe
-
-    from conftest import make_pairs
+    from embedforge.recipe import Recipe
 
     recipe_dict["train"]["args"]["prompts"] = {"anchor": "query: ", "positive": "passage: "}
     config = Recipe.model_validate(recipe_dict).evaluate

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import _free_port, live_api, live_cli, start_prefect_server, start_worker, stop, wait_for
+from conftest import _free_port, flow_runs, live_api, live_cli, start_prefect_server, start_worker, stop, wait_for
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)
 INITDB = shutil.which("initdb") or (PG_BIN and f"{PG_BIN}/initdb")
@@ -73,8 +73,7 @@ class Watch:
         self.most, self.most_per_model, self.done = 0, dict.fromkeys(deployments.values(), 0), False
 
     def runs(self) -> list[dict]:
-        query = {"flow_runs": {"deployment_id": {"any_": list(self.deployments)}}}
-        return [run for run in live_api(self.server, "flow_runs/filter", query) if not run["auto_scheduled"]]
+        return flow_runs(self.server, deployment_id={"any_": list(self.deployments)})
 
     def sample(self) -> None:
         while not self.done:

@@ -14,13 +14,11 @@ from huggingface_hub import ModelCard
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sentence_transformers import SentenceTransformer
-from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.finetune import finetune
-from flows.recipe import Recipe
+from embedforge.flows.finetune import finetune
+from embedforge.recipe import Recipe
 
-from conftest import make_pairs, make_recipe, write_jsonl
+from conftest import make_pairs, make_recipe, run_cli, trainer_state, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -99,7 +97,7 @@ def test_dashboard_shows_the_run_and_its_artifacts(demo_like_run):
 def test_push_disabled_says_where_the_model_is(recipe_dict, tmp_path, write_recipe):
     recipe_dict["push"] = {"enabled": False}
     recipe_dict["train"]["args"]["num_train_epochs"] = 1
-    result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    result = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert "Push: not published (push disabled)" in result.output
     assert "Run directory: " + str(tmp_path / "runs" / "tiny-test") in result.output
@@ -108,7 +106,7 @@ def test_push_disabled_says_where_the_model_is(recipe_dict, tmp_path, write_reci
 def test_a_mapped_column_missing_is_refused_before_any_run(recipe_dict, tmp_path, write_recipe):
     recipe_dict["ingest"]["columns"] = {"anchor": "query", "positive": "context"}
     path = write_recipe(recipe_dict)
-    result = CliRunner().invoke(app, ["run", str(path), "--output-dir", str(tmp_path / "runs")])
+    result = run_cli(path, tmp_path / "runs")
     assert result.exit_code == 1
     assert f"{path}: ingest.columns: the data has no column 'query'" in result.output
     assert not (tmp_path / "runs").exists()  # found from the file's first row, before anything started
@@ -117,7 +115,7 @@ def test_a_mapped_column_missing_is_refused_before_any_run(recipe_dict, tmp_path
 def test_bad_data_found_during_the_run_keeps_the_run_directory(recipe_dict, tmp_path, write_recipe):
     with open(recipe_dict["ingest"]["path"], "a") as handle:
         handle.write('{"question": "broken", \n')
-    result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    result = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
     assert result.exit_code == 1
     assert "pairs.jsonl, row 121: not valid JSON" in result.output
     assert list((tmp_path / "runs" / "tiny-test").glob("*/recipe.yaml"))
@@ -126,9 +124,10 @@ def test_bad_data_found_during_the_run_keeps_the_run_directory(recipe_dict, tmp_
 def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp_path, caplog):
     import datasets
 
-    from tasks.evaluate import EvaluateConfig
-    from tasks.split import Splits
-    from tasks.train import TrainConfig, train_model
+    from embedforge.config.evaluate import EvaluateConfig
+    from embedforge.config.train import TrainConfig
+    from embedforge.tasks.train import train_model
+    from embedforge.types import Splits
 
     rows = datasets.Dataset.from_list([{"anchor": f"question {i}", "positive": f"passage {i}"} for i in range(64)])
     rows.to_parquet(str(tmp_path / "train.parquet"))
@@ -150,7 +149,7 @@ def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp
     longer = config.model_copy(update={"args": {**args, "num_train_epochs": 2}})
     train_model(longer, splits, EvaluateConfig(), str(run_dir))
     assert f"Resuming from {run_dir / 'checkpoints' / 'checkpoint-4'}" in caplog.text
-    state = json.loads((run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    state = trainer_state(run_dir / "checkpoints" / "checkpoint-8")
     assert state["global_step"] == 8
     # Steps 5-8 ran in epoch two only: the first epoch was not trained again.
     assert all(entry["epoch"] > 1 for entry in state["log_history"] if "loss" in entry and entry["step"] > 4)
@@ -200,7 +199,7 @@ def test_separate_train_and_test_files_run_as_given(recipe_dict, tmp_path, write
     recipe_dict["ingest"]["path"] = str(write_jsonl(tmp_path / "train.jsonl", rows[:100]))
     recipe_dict["split"] = {"test_file": str(write_jsonl(tmp_path / "test.jsonl", rows[100:])), "eval_size": 0.0}
     recipe_dict["train"]["args"]["num_train_epochs"] = 1
-    result = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    result = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
     assert result.exit_code == 0, result.output
     run_dir = next((tmp_path / "runs" / "tiny-test").iterdir())
     assert len(pd.read_parquet(run_dir / "data" / "splits" / "train.parquet")) == 100

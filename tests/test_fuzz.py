@@ -19,8 +19,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.recipe import load_recipe, recipe_files
-from tasks.errors import EmbedforgeError
+from embedforge.errors import EmbedforgeError
+from embedforge.recipe import load_recipe, recipe_files
 
 from conftest import REPO, make_pairs
 
@@ -110,10 +110,10 @@ def tiny_world(tmp_path_factory, _tiny_model_master):
 @given(data=st.data())
 def test_a_mutated_tiny_recipe_is_refused_before_training_or_trains(tiny_world, data):
     """validate's promise: what it accepts gets through a training step without a traceback."""
-    from flows.preflight import preflight
-    from tasks.ingest import ingest_dataset
-    from tasks.split import split_dataset
-    from tasks.train import run_training
+    from embedforge.cli.preflight import preflight
+    from embedforge.tasks.ingest import ingest_dataset
+    from embedforge.tasks.split import split_dataset
+    from embedforge.training.run import run_training
 
     base, root = tiny_world
     folder = root / f"case-{abs(hash(repr(data))) % 10**9}"
@@ -149,7 +149,8 @@ BROKEN = st.sampled_from(
 
 @given(rows=st.lists(ROW, min_size=0, max_size=30), broken=st.lists(BROKEN, max_size=3), where=st.integers(0, 30))
 def test_a_broken_data_file_is_named_or_read(tmp_path_factory, rows, broken, where):
-    from tasks.ingest import IngestConfig, ingest_dataset
+    from embedforge.config.ingest import IngestConfig
+    from embedforge.tasks.ingest import ingest_dataset
 
     folder = tmp_path_factory.mktemp("data")
     lines = [json.dumps(row).encode() + b"\n" for row in rows if not _has_nan(row)]

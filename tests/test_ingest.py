@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.errors import EmbedforgeError
-from tasks.ingest import IngestConfig, ingest_dataset
+from embedforge.config.ingest import IngestConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.tasks.ingest import ingest_dataset
 
 from conftest import make_pairs, write_jsonl
 
@@ -120,7 +121,7 @@ def test_unreadable_parquet_names_the_file(tmp_path):
 def test_a_json_array_and_a_gzipped_jsonl_read_like_the_jsonl(tmp_path):
     import gzip
 
-    from tasks.ingest import source_columns
+    from embedforge.datafiles import source_columns
 
     rows = make_pairs(30)
     (tmp_path / "array.json").write_text(json.dumps(rows), encoding="utf-8")

@@ -6,9 +6,12 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from tasks.ingest import IngestConfig, ingest_dataset
-from tasks.mine import MineConfig, mine_hard_negatives
-from tasks.split import SplitConfig, split_dataset
+from embedforge.config.ingest import IngestConfig
+from embedforge.config.mine import MineConfig
+from embedforge.config.split import SplitConfig
+from embedforge.tasks.ingest import ingest_dataset
+from embedforge.tasks.mine import mine_hard_negatives
+from embedforge.tasks.split import split_dataset
 
 from conftest import make_pairs, write_jsonl
 

@@ -12,16 +12,17 @@ import pandas as pd
 import pytest
 from prefect import get_client
 
-from flows.finetune import finetune
-from flows.recipe import Recipe
-from tasks.errors import EmbedforgeError
-from tasks.evaluate import EvaluateConfig, Metrics
-from tasks.models import TrainedModel
-from tasks.push import PushConfig, PushResult, push_model
-from tasks.record import RunRecord
-from tasks.split import EvalSplit, Splits
+from embedforge.config.evaluate import EvaluateConfig
+from embedforge.config.push import PushConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.flows.finetune import finetune
+from embedforge.recipe import Recipe
+from embedforge.tasks.champion import measure_champion
+from embedforge.tasks.decide import decide_release
+from embedforge.tasks.push import push_model
+from embedforge.types import EvalSplit, Metrics, ReleaseDecision, RunRecord, Splits, TrainedModel
 
-from conftest import make_pairs, write_jsonl
+from conftest import cli, make_pairs, run_cli, write_jsonl
 from hub_server import LocalHub
 
 TOKEN = "hf_embedforgeTestToken0123456789"
@@ -56,7 +57,8 @@ def _hub_recipe(recipe_dict: dict, hub: LocalHub, **push) -> Recipe:
 
 @pytest.fixture
 def release(prefect_server, tiny_model, tmp_path):
-    """push_model on the tiny model as a run would call it: a test split of real pairs, a headline score."""
+    """measure-champion, decide-release and push-model on the tiny model as a run calls them: a test split of
+    real pairs, a headline score."""
     folder = tmp_path / "splits"
     folder.mkdir()
     pd.DataFrame(
@@ -69,8 +71,12 @@ def release(prefect_server, tiny_model, tmp_path):
         evaluation={"": EvalSplit(kind="retrieval", test=str(folder / "test.parquet"))},
     )
 
-    def push(config: PushConfig, run_id: str = "rel-1", score: float = 0.5, test_key: str | None = None) -> PushResult:
-        model = TrainedModel(model_dir=tiny_model, base_model=tiny_model, card_data=str(tmp_path / "none.pkl"))
+    def push(
+        config: PushConfig, run_id: str = "rel-1", score: float = 0.5, test_key: str | None = None
+    ) -> ReleaseDecision:
+        model = TrainedModel(
+            model_dir=tiny_model, run_dir=str(tmp_path), base_model=tiny_model, card_data=str(tmp_path / "none.pkl")
+        )
         metrics = Metrics(
             headline="cosine_ndcg@10",
             base={"cosine_ndcg@10": 0.1},
@@ -88,7 +94,8 @@ def release(prefect_server, tiny_model, tmp_path):
             run_dir=str(tmp_path),
             data=[],
         )
-        return push_model(config, model, splits, EvaluateConfig(), metrics, record)
+        champion = measure_champion(config, EvaluateConfig(), splits, model, metrics)
+        return push_model(config, model, record, metrics, decide_release(config, record, metrics, champion))
 
     return push
 
@@ -262,36 +269,16 @@ def test_token_from_a_prefect_secret_block(release, hub, monkeypatch):
         release(PushConfig(repo_id="acme/m", endpoint=hub.url, token_secret="missing"), "rel-2")
 
 
-def test_decide_publishes_the_first_release_and_only_better_ones():
-    from tasks.push import decide
-
-    config = PushConfig(local_dir="x")
-    assert decide(config, "ndcg", 0.5, None) == (True, "first release")
-    assert decide(config, "ndcg", 0.6, 0.5) == (True, "ndcg 0.6000 > published 0.5000")
-    # A tie (a forced retrain of the same inputs) would only add another copy of the same model.
-    assert decide(config, "ndcg", 0.5, 0.5) == (
-        False,
-        "ndcg 0.5000 equals the published model's: kept the published model",
-    )
-    assert decide(config, "ndcg", 0.4, 0.5) == (False, "ndcg 0.4000 < published 0.5000: kept the published model")
-    forced = PushConfig(local_dir="x", require_improvement=False)
-    assert decide(forced, "ndcg", 0.4, 0.5) == (True, "require_improvement is off (ndcg: 0.4000 vs published 0.5000)")
-
-
 def test_a_failed_push_is_published_by_resume_without_training_again(recipe_dict, hub, tmp_path, write_recipe, caplog):
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
     recipe_dict["push"] = {"repo_id": "acme/tiny-model", "endpoint": hub.url, "retries": 1, "retry_delay_seconds": 0}
     hub.state.fail(r"/commit/", 503, 503)  # the upload and its one retry
-    failed = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    failed = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
     assert failed.exit_code == 1 and "push: the Hub refused the request for acme/tiny-model (HTTP 503)" in failed.output
     (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
     assert hub.state.commits("acme/tiny-model") == [] and (run_dir / "model" / "model.safetensors").exists()
 
     caplog.clear()
-    resumed = CliRunner().invoke(app, ["resume", str(run_dir)])
+    resumed = cli("resume", run_dir)
     assert resumed.exit_code == 0, resumed.output
     assert f"Push: published to {hub.url}/acme/tiny-model/commit/" in resumed.output
     assert len(hub.state.commits("acme/tiny-model")) == 1
@@ -331,15 +318,11 @@ def test_keep_last_removes_the_oldest_local_releases_but_never_the_live_one(rele
 
 @pytest.mark.slow  # runs embedforge end to end
 def test_resume_of_a_published_run_changes_no_byte_of_any_release(recipe_dict, tmp_path, write_recipe):
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
-    first = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    first = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
     assert first.exit_code == 0, first.output
     (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
     before = _tree_digest(tmp_path / "published")
-    resumed = CliRunner().invoke(app, ["resume", str(run_dir)])
+    resumed = cli("resume", run_dir)
     assert resumed.exit_code == 0, resumed.output
     assert f"release tiny-test-{run_dir.name} was already published at" in resumed.output
     assert _tree_digest(tmp_path / "published") == before
@@ -347,12 +330,8 @@ def test_resume_of_a_published_run_changes_no_byte_of_any_release(recipe_dict, t
 
 @pytest.mark.slow  # runs embedforge end to end
 def test_resume_of_an_edited_run_directory_or_changed_data_is_refused(recipe_dict, tmp_path, write_recipe):
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
     recipe_dict["push"]["require_improvement"] = False  # a resumed run would publish whatever it made
-    first = CliRunner().invoke(app, ["run", str(write_recipe(recipe_dict)), "--output-dir", str(tmp_path / "runs")])
+    first = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
     assert first.exit_code == 0, first.output
     (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
     before = _tree_digest(tmp_path / "published")
@@ -360,7 +339,7 @@ def test_resume_of_an_edited_run_directory_or_changed_data_is_refused(recipe_dic
     saved = run_dir / "recipe.yaml"
     original = saved.read_text()
     saved.write_text(original.replace("learning_rate: 0.0005", "learning_rate: 0.001"))
-    edited = CliRunner().invoke(app, ["resume", str(run_dir)])
+    edited = cli("resume", run_dir)
     assert edited.exit_code == 1 and edited.output.strip().startswith(
         f"{run_dir}: its recipe.yaml changed since this run started"
     ), edited.output
@@ -394,8 +373,8 @@ def test_a_hub_that_cannot_be_reached_or_never_answers_is_one_line(monkeypatch, 
     import socket
     import time
 
-    from tasks.hub import with_timeouts
-    from tasks.push import check_target
+    from embedforge.checks.push import check_target
+    from embedforge.hub import with_timeouts
 
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

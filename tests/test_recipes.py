@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.recipe import load_recipe, recipe_files
-from tasks.errors import EmbedforgeError
+from embedforge.errors import EmbedforgeError
+from embedforge.recipe import load_recipe, recipe_files
+
+from conftest import cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def test_every_recipe_in_deployments_validates(path):
 def test_misspelled_trainer_argument_names_file_field_and_fix(write_recipe, recipe_dict):
     recipe_dict["train"]["args"]["learning_rat"] = 1e-5
     path = write_recipe(recipe_dict, "x.yaml")
-    result = CliRunner().invoke(app, ["validate", str(path)])
+    result = cli("validate", path)
     assert result.exit_code == 1
     assert f"{path}: train.args.learning_rat: unknown key — did you mean learning_rate?" in result.output
 
@@ -71,7 +71,7 @@ def test_missing_recipe_file_and_bad_yaml(tmp_path):
 
 
 def test_readme_recipe_reference_is_current():
-    from flows.recipe import reference_markdown
+    from embedforge.cli.reference import reference_markdown
 
     assert reference_markdown() in (REPO / "README.md").read_text(), (
         "run `embedforge recipe-reference` and paste it into README.md"
@@ -82,11 +82,11 @@ def test_readme_recipe_reference_is_current():
 def test_artifact_keys_of_every_recipe_are_valid_prefect_keys(path):
     from prefect.types.names import raise_on_name_alphanumeric_dashes_only
 
-    from flows.finetune import artifact_key
+    from embedforge.types import artifact_key
 
     recipe = load_recipe(path)
     for what in ("gain", "model-card", "push"):
-        raise_on_name_alphanumeric_dashes_only(artifact_key(recipe, what))
+        raise_on_name_alphanumeric_dashes_only(artifact_key(recipe.name, what))
 
 
 def test_label_map_on_retrieval_data_is_refused_by_field(write_recipe, recipe_dict):
@@ -99,7 +99,7 @@ def test_label_map_on_retrieval_data_is_refused_by_field(write_recipe, recipe_di
 
 
 def test_override_sets_nested_values_read_as_yaml():
-    from flows.recipe import _apply_override
+    from embedforge.recipe import _apply_override
 
     data = {"train": {"args": {}}}
     _apply_override(data, "train.args.num_train_epochs=5")
@@ -116,12 +116,13 @@ def test_override_sets_nested_values_read_as_yaml():
 def test_format_errors_gives_one_line_per_problem_with_file_and_field():
     from pydantic import ValidationError
 
-    from flows.recipe import Recipe, format_errors
+    from embedforge.recipe import Recipe
+    from embedforge.recipe_file import format_errors
 
     bad = {"name": "x", "ingest": {"path": "d.jsonl", "nme": "docs"}, "train": {"base_model": "m", "devices": 0}}
     with pytest.raises(ValidationError) as error:
         Recipe.model_validate(bad)
-    assert format_errors(error.value, "r.yaml").splitlines() == [
+    assert format_errors(error.value, "r.yaml", Recipe).splitlines() == [
         "r.yaml: ingest.nme: unknown key — did you mean name?",
         "r.yaml: train.devices: Input should be greater than or equal to 1",
     ]
@@ -129,7 +130,7 @@ def test_format_errors_gives_one_line_per_problem_with_file_and_field():
 
 def test_a_recipe_reads_as_yaml_1_2_reads_it():
     """What a user types means what it says: 2e1 is a number, `no` a word, a date a string, 010 ten."""
-    from flows.recipe_file import read_yaml
+    from embedforge.recipe_file import read_yaml
 
     text = "scale: 2e1\nlr: 5.0e-5\nsave_strategy: no\nflag: true\nwhen: 2026-01-01\nsteps: 010\nmask: 0x10\n"
     assert read_yaml(text) == {
@@ -144,7 +145,7 @@ def test_a_recipe_reads_as_yaml_1_2_reads_it():
 
 
 def test_non_finite_numbers_are_found_wherever_they_are():
-    from flows.recipe_file import non_finite
+    from embedforge.recipe_file import non_finite
 
     assert non_finite({"train": {"args": {"lr": float("nan")}}, "evaluate": {"dims": [64, float("inf")]}}) == [
         "train.args.lr",

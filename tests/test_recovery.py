@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_pids
+from conftest import child_pids, complete_checkpoints, trainer_state
 
 pytestmark = pytest.mark.slow  # a real run, killed, and resumed in subprocesses
 EMBEDFORGE = str(Path(sys.executable).parent / "embedforge")
-
-
-def _complete(checkpoints: Path) -> list[Path]:
-    return sorted(
-        (p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").exists()),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
 
 
 def _env(tmp_path: Path) -> dict:
@@ -70,7 +62,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(recipe_dict, tmp_p
 
     # The next checkpoint, cut off while saving (the trainer writes trainer_state.json last). The kill
     # often lands inside that save already; when it did not, one is cut off here the same way.
-    newest = _complete(run_dir / "checkpoints")[-1]
+    newest = complete_checkpoints(run_dir / "checkpoints")[-1]
     step = int(newest.name.split("-")[1])
     torn = run_dir / "checkpoints" / f"checkpoint-{step + 2}"
     if not torn.exists():
@@ -83,7 +75,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(recipe_dict, tmp_p
     assert resumed.returncode == 0, output[-3000:]
     assert f"Skipping {torn}: it was not saved whole" in output
     assert f"Resuming from {run_dir / 'checkpoints' / newest.name}" in output
-    final = json.loads((_complete(run_dir / "checkpoints")[-1] / "trainer_state.json").read_text())
+    final = trainer_state(complete_checkpoints(run_dir / "checkpoints")[-1])
     assert final["global_step"] == 400  # the same total as an uninterrupted run
     assert min(e["step"] for e in final["log_history"] if "loss" in e and e["step"] > step) > step
     assert (run_dir / "model" / "model.safetensors").exists() and "Push: published to" in output
@@ -108,7 +100,7 @@ def test_a_second_engine_on_a_run_being_trained_refuses_and_the_first_finishes(r
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     output = (tmp_path / "first.log").read_text()
     assert "Push: published to" in output
-    final = json.loads((_complete(run_dir / "checkpoints")[-1] / "trainer_state.json").read_text())
+    final = trainer_state(complete_checkpoints(run_dir / "checkpoints")[-1])
     assert final["global_step"] == 800  # one engine's steps, not interleaved with a second's
     (release,) = [p for p in (tmp_path / "published").iterdir() if p.name != "latest"]
 
@@ -133,7 +125,7 @@ def test_ctrl_c_during_training_cancels_the_run_cleanly_and_it_resumes(recipe_di
     (run_dir,) = (runs / "tiny-test").iterdir()
     lines = [line for line in err.splitlines() if line.startswith("Interrupted:")]
     assert len(lines) == 1 and f"Continue it with `embedforge resume {run_dir}`" in lines[0], err[-2000:]
-    (checkpoint,) = _complete(run_dir / "checkpoints")  # saved at the step Ctrl-C stopped at, though not due
+    (checkpoint,) = complete_checkpoints(run_dir / "checkpoints")  # saved at the step Ctrl-C stopped at, though not due
     assert f"training stopped on Ctrl-C after step {checkpoint.name.split('-')[1]}" in lines[0]
     assert server and not any(Path(f"/proc/{pid}").exists() for pid in server)  # the server stopped with it
     with sqlite3.connect(home / "prefect.db") as db:

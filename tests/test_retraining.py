@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
-from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.finetune import finetune
-from flows.recipe import Recipe
-from tasks.record import RunRecord, changes
+from embedforge.flows.finetune import finetune
+from embedforge.recipe import Recipe
+from embedforge.tasks.release import changes
+from embedforge.types import RunRecord
 
-from conftest import make_pairs, write_jsonl
+from conftest import make_pairs, run_cli, write_jsonl
 
 
 def _recipe(data: dict) -> Recipe:
@@ -104,11 +103,11 @@ def test_a_second_run_on_the_same_inputs_trains_nothing(recipe_dict, tmp_path, w
     # A card-only change is still the same model; the CLI says which release it matched.
     card_only = copy.deepcopy(recipe_dict)
     card_only["card"]["license"] = "mit"
-    result = CliRunner().invoke(app, ["run", str(write_recipe(card_only)), "--output-dir", str(runs)])
+    result = run_cli(write_recipe(card_only), runs)
     assert result.exit_code == 0, result.output
     assert f"Up to date with release {release} at {tmp_path / 'published'}: nothing trained" in result.output
 
-    forced = CliRunner().invoke(app, ["run", str(write_recipe(card_only)), "--output-dir", str(runs), "--force"])
+    forced = run_cli(write_recipe(card_only), runs, "--force")
     assert forced.exit_code == 0 and "fine-tuned" in forced.output, forced.output
     # Training the same inputs again gives the same figures: no second copy of the same model is published.
     assert "equals the published model's: kept the published model" in forced.output

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import live_api, live_cli, start_worker, stop, wait_for
+from conftest import flow_runs, live_api, live_cli, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def _scheduled_runs(server: str, deployment_id: str) -> list[dict]:
-    runs = live_api(server, "flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
-    return [run for run in runs if run["auto_scheduled"]]
+    return flow_runs(server, scheduled=True, deployment_id={"any_": [deployment_id]})
 
 
 def test_the_scheduler_makes_runs_and_a_worker_completes_one(live_server, recipe_dict, tmp_path, write_recipe):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.recipe import load_recipe
+from embedforge.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO.parent / "shared" / "seeds"

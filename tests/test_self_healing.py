@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, child_pids, live_cli, start_worker, stop, wait_for
+from conftest import (
+    REPO,
+    child_pids,
+    complete_checkpoints,
+    flow_runs,
+    live_cli,
+    start_worker,
+    stop,
+    trainer_state,
+    wait_for,
+)
 from conftest import live_api as api
 
 pytestmark = pytest.mark.slow
@@ -19,8 +29,7 @@ pytestmark = pytest.mark.slow
 
 def _runs_of(server: str, deployment: str) -> list[dict]:
     (found,) = api(server, "deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
-    runs = api(server, "flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [found["id"]]}}})
-    return [run for run in runs if not run["auto_scheduled"]]  # not the cron schedule's upcoming runs
+    return flow_runs(server, deployment_id={"any_": [found["id"]]})  # not the cron schedule's upcoming runs
 
 
 def test_notify_starts_a_run_of_that_deployment_and_no_other(live_server):
@@ -44,8 +53,9 @@ def test_notify_names_a_recipe_without_a_deployment(live_server):
 
 
 def _complete_checkpoints(runs: Path) -> list[Path]:
-    found = [p.parent for p in runs.glob("tiny-crash/*/checkpoints/checkpoint-*/trainer_state.json")]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    return [
+        checkpoint for folder in runs.glob("tiny-crash/*/checkpoints") for checkpoint in complete_checkpoints(folder)
+    ]
 
 
 def _state(server: str, flow_run_id: str) -> str:
@@ -85,7 +95,7 @@ def test_a_run_whose_process_is_killed_is_retried_and_resumes(live_server, recip
     resumed_at = int(messages.split("Resuming from ")[1].split("checkpoint-")[1].split()[0])
     assert resumed_at == int(killed_at.name.split("-")[1])
     assert f"Skipping {torn}: it was not saved whole" in messages
-    final = json.loads((_complete_checkpoints(runs)[-1] / "trainer_state.json").read_text())
+    final = trainer_state(_complete_checkpoints(runs)[-1])
     assert final["global_step"] == 120  # the same total as an uninterrupted run
     assert (run_dir / "model" / "README.md").exists()
 
@@ -126,13 +136,13 @@ def webhook(live_server):
 def _emit(recipe: str, event: str, **payload) -> None:
     from prefect.events import Event
 
-    from tasks import events
+    from embedforge.orchestration import events
 
     events.send(Event(event=event, resource=events.recipe_resource(recipe), payload=payload))
 
 
 def test_alerts_notify_when_a_gate_rejects_a_model(live_server, webhook):
-    from tasks import events
+    from embedforge.orchestration import events
 
     out = live_cli(live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7")
     assert out.stdout.splitlines() == [
@@ -146,7 +156,7 @@ def test_alerts_notify_when_a_gate_rejects_a_model(live_server, webhook):
 
 def test_no_successful_run_alert_names_the_model_and_spares_one_that_is_up_to_date(live_server, webhook):
     """Counted from the deployment's registration; an up-to-date run is a successful one."""
-    from tasks import events
+    from embedforge.orchestration import events
 
     live_cli(live_server, "prefect", "work-pool", "create", "alert-pool", "--type", "process")
     deployed_before = REPO / "deployments" / "demo-minilm-cached.yaml"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.errors import EmbedforgeError
-from tasks.ingest import IngestConfig, ingest_dataset
-from tasks.split import SplitConfig, split_dataset
+from embedforge.config.ingest import IngestConfig
+from embedforge.config.split import SplitConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.tasks.ingest import ingest_dataset
+from embedforge.tasks.split import split_dataset
 
 from conftest import make_pairs, write_jsonl
 
@@ -85,7 +87,7 @@ def test_separate_eval_source_keeps_all_training_rows(tmp_path):
 def test_group_assignment_is_by_share_and_seed():
     import datasets
 
-    from tasks.split import _group_split
+    from embedforge.tasks.split import _group_split
 
     data = datasets.Dataset.from_dict({"doc": [f"d{i % 20}" for i in range(100)], "row": list(range(100))})
     parts = _group_split(data, {"train": 0.6, "eval": 0.2, "test": 0.2}, "doc", seed=1)
@@ -102,7 +104,7 @@ def test_group_assignment_is_by_share_and_seed():
 def test_too_few_groups_and_missing_group_column_are_named():
     import datasets
 
-    from tasks.split import _group_split
+    from embedforge.tasks.split import _group_split
 
     data = datasets.Dataset.from_dict({"doc": ["a", "b", "a", "b"], "row": [1, 2, 3, 4]})
     with pytest.raises(EmbedforgeError, match="only 2 distinct 'doc' values"):

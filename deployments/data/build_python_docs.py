@@ -49,7 +49,11 @@ def _pairs_from(obj, qualname: str):
         signature = str(inspect.signature(obj))
     except (TypeError, ValueError):
         signature = ""
-    yield {"anchor": summary, "positive": f"{qualname}{signature}\n{body[:MAX_BODY_CHARS]}", "module": qualname.split(".")[0]}
+    yield {
+        "anchor": summary,
+        "positive": f"{qualname}{signature}\n{body[:MAX_BODY_CHARS]}",
+        "module": qualname.split(".")[0],
+    }
 
 
 def _walk(module_name: str):

@@ -1,0 +1,1 @@
+"""embedforge: fine-tune sentence-transformers embedding models as Prefect 3 deployments."""

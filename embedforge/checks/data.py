@@ -1,0 +1,42 @@
+"""Pre-run checks of the data sections: every source can be read and has the columns the recipe names."""
+
+from __future__ import annotations
+
+from embedforge.columns import columns
+from embedforge.config.ingest import IngestConfig, required_columns
+from embedforge.datafiles import source_columns
+from embedforge.errors import EmbedforgeError
+from embedforge.recipe import Recipe
+
+
+def sources(recipe: Recipe) -> list[tuple[str, IngestConfig]]:
+    sources = [("ingest", recipe.ingest)]
+    sources += [(f"split.eval_sources[{i}]", source) for i, source in enumerate(recipe.split.eval_sources)]
+    return sources + [(f"split.{part}_file", source) for part, source in recipe.files.items()]
+
+
+def check_source(field: str, source: IngestConfig) -> list[tuple[str, str]]:
+    try:
+        found = source_columns(source)
+    except EmbedforgeError as exc:
+        where = "path_env" if source.path_env else "path"
+        return [(field if "_file" in field else f"{field}.{where}", str(exc).removeprefix("ingest: "))]
+    missing = [c for c in required_columns(source) if found is not None and c not in found]
+    if missing:
+        return [(f"{field}.columns", f"the data has no column {', '.join(map(repr, missing))}; it has {found}")]
+    return []
+
+
+def check_group(recipe: Recipe) -> list[tuple[str, str]]:
+    group = recipe.split.group_by
+    kept = [*recipe.ingest.columns, *columns(recipe.ingest.kind), *recipe.ingest.keep]
+    if group and not recipe.split.eval_sources and group not in kept:
+        return [("split.group_by", f"column {group!r} does not reach the split; add it to ingest.keep")]
+    return []
+
+
+def check_data(recipe: Recipe) -> list[tuple[str, str]]:
+    """(field, problem) for every data source of the recipe, then the group column."""
+    return [problem for field, config in sources(recipe) for problem in check_source(field, config)] + check_group(
+        recipe
+    )

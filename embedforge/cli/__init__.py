@@ -1,0 +1,1 @@
+"""The `embedforge` command line and its helpers: the temporary server, pre-run checks, the recipe reference."""

@@ -1,0 +1,49 @@
+"""Everything knowable before training, checked at once: data, base model, trainer arguments, metrics, push target.
+
+`embedforge validate` and `embedforge run` call it before any model is loaded for training, so a
+mistake costs seconds, not a training run. Each section's checks live in embedforge.checks; this
+module only asks them all and reports every problem, one line each, against the recipe file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedforge.checks.data import check_data
+from embedforge.checks.evaluation import check_metric_names
+from embedforge.checks.push import check_target, writable
+from embedforge.checks.space import check_space
+from embedforge.checks.training import check_models, check_training
+from embedforge.errors import EmbedforgeError, one_line
+from embedforge.models import similarity_name
+from embedforge.recipe import Recipe
+
+
+def _evaluated(recipe: Recipe) -> dict[str, str]:
+    sources = recipe.split.eval_sources or [recipe.ingest]
+    return {source.name: source.kind for source in sources}
+
+
+def _has_eval(recipe: Recipe) -> bool:
+    return bool(recipe.split.eval_file or recipe.split.eval_size > 0)
+
+
+def _similarity(recipe: Recipe) -> str:
+    try:
+        return similarity_name(recipe.train.base_model, recipe.train.base_model_revision)
+    except EmbedforgeError:
+        return "cosine"  # check_training names a base model that does not resolve
+
+
+def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> None:
+    """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
+    problems = check_data(recipe)
+    problems += check_training(recipe.train, _has_eval(recipe))
+    problems += check_models(recipe)
+    problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe))
+    problems += check_target(recipe.push)
+    if output_dir and (problem := writable(Path(output_dir))):
+        problems.append(("--output-dir", problem))
+    problems += check_space(recipe, Path(output_dir or "runs"))
+    if problems:
+        raise EmbedforgeError("\n".join(f"{source}: {field}: {one_line(message)}" for field, message in problems))

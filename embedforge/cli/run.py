@@ -1,0 +1,70 @@
+"""`embedforge run` and `resume`: the flow on this machine (a temporary server when none is set), and its summary."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from embedforge.errors import EmbedforgeError
+
+
+def fail(exc: Exception, code: int) -> None:
+    """The message alone, in red on stderr, and the exit code: no traceback for a user's mistake."""
+    typer.secho(str(exc), fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
+    """Read and check the recipe while the temporary server starts, run the flow, print what it decided."""
+    from embedforge.cli.local import check_api, one_line_errors, start_embedded_api, wait_for_api
+
+    started = time.monotonic()
+    api = start_embedded_api()
+    from prefect.exceptions import CancelledRun
+
+    from embedforge.cli.preflight import preflight
+    from embedforge.flows.finetune import finetune
+    from embedforge.flows.run import output_root
+    from embedforge.recipe import load_recipe
+
+    try:
+        parsed = load_recipe(recipe, overrides)
+        preflight(parsed, recipe, str(output_root(flow_options["output_dir"])))
+        if api:
+            wait_for_api(api)
+        else:
+            check_api()
+        one_line_errors()
+        result = finetune(recipe=parsed, **flow_options)
+    except EmbedforgeError as exc:
+        fail(exc, 1)
+    except CancelledRun as stopped:  # Ctrl-C during training: stopped at a step, the flow run Cancelled
+        fail(EmbedforgeError(f"Interrupted: {stopped}"), 130)
+    except KeyboardInterrupt:
+        where = flow_options.get("resume_dir") or f"the run directory under {output_root(flow_options['output_dir'])}"
+        fail(EmbedforgeError(f"Interrupted. Continue it with `embedforge resume {where}`"), 130)
+    _summary(result, time.monotonic() - started)
+
+
+def _summary(result, seconds: float) -> None:
+    """The run's outcome in a few lines; a model its quality gate rejected exits 1, as a failed check does."""
+    typer.echo(f"\nRun directory: {result.run_dir}")
+    outcome = result.outcome
+    if result.up_to_date:
+        current = result.up_to_date
+        typer.echo(f"Up to date with release {current.release} at {current.location}: nothing trained (--force trains)")
+        typer.echo(f"{result.headline}: published {result.finetuned:.4f}")
+    else:
+        typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
+    if outcome.decision == "rejected":
+        typer.secho(f"Rejected: {outcome.reason}; nothing was published", fg=typer.colors.RED)
+    elif result.push and result.push.already:
+        typer.echo(f"Push: {result.push.reason}")
+    elif result.push:
+        push = result.push
+        typer.echo(f"Push: published to {push.location}" if push.pushed else f"Push: not published ({push.reason})")
+    minutes, seconds = divmod(round(seconds), 60)
+    typer.echo(f"Wall time: {minutes} min {seconds:02d} s")
+    if outcome.decision == "rejected":
+        raise typer.Exit(1)

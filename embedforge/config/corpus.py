@@ -1,0 +1,114 @@
+"""The corpus section: documents instead of pairs. They are cut into chunks, and training pairs are made from them.
+
+A recipe with `corpus:` names no `ingest.path`: the pairs this section makes are the training data.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# A prompt for retrieval queries that a user of the documents would type, in the documents' own language.
+DEFAULT_PROMPT = (
+    "Here is a passage from a document collection.\n\n"
+    "<passage>\n{title}{text}\n</passage>\n\n"
+    "Write {n} different search queries that a person would type to find this passage, in the passage's "
+    "own language. Each must be answerable from the passage alone and must not copy a sentence from it. "
+    "Answer with the queries only, one per line, without numbering."
+)
+
+
+class LLMConfig(BaseModel):
+    """An OpenAI-compatible chat-completions endpoint: vLLM, Ollama, llama.cpp's server, TGI or a hosted API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="The API root, e.g. http://localhost:8000/v1 (POST {base_url}/chat/completions).")
+    model: str = Field(description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the key (none needed for most local servers)."
+    )
+    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the key instead.")
+    prompt: str = Field(
+        DEFAULT_PROMPT, description="Prompt template: {text} the chunk, {title} its title line, {n} queries wanted."
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(256, gt=0, description="Most tokens a reply may have.")
+    timeout_seconds: float = Field(120.0, gt=0, description="One request's time limit.")
+    retries: int = Field(5, ge=0, description="Retries of a request answered 429 or 5xx, or timed out.")
+    retry_delay_seconds: float = Field(2.0, ge=0, description="First retry delay (doubles); Retry-After wins.")
+    max_in_flight: int = Field(
+        4, ge=1, description="Requests in flight at once, shared by every run that uses this endpoint."
+    )
+    requests_per_minute: float | None = Field(None, gt=0, description="Also limit requests per minute (shared).")
+
+
+class GenerateConfig(BaseModel):
+    """How training pairs are made from the chunks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["llm", "crop", "inverse_cloze"] = Field(
+        "inverse_cloze",
+        description="llm: queries an LLM writes; crop: Contriever's independent cropping; inverse_cloze: "
+        "a sentence as the query for the rest of its chunk. The last two need no endpoint.",
+    )
+    queries_per_chunk: int = Field(1, ge=1, description="Pairs made per chunk.")
+    batch_size: int = Field(16, ge=1, description="Chunks per Prefect task (one task's requests run in turn).")
+    llm: LLMConfig | None = Field(None, description="The endpoint, for method: llm.")
+    seed: int = Field(13, description="Seed of crop and inverse_cloze.")
+
+    @model_validator(mode="after")
+    def _an_endpoint_for_llm(self) -> GenerateConfig:
+        if self.method == "llm" and self.llm is None:
+            raise ValueError("llm: method llm needs an endpoint (llm.base_url and llm.model)")
+        if self.method != "llm" and self.llm is not None:
+            raise ValueError(f"llm: method {self.method} uses no endpoint; remove llm, or set method: llm")
+        return self
+
+
+class FilterConfig(BaseModel):
+    """Which generated pairs are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round_trip_k: int | None = Field(
+        10,
+        ge=1,
+        description="Keep a query only when the base model ranks its own chunk within the top k of the corpus "
+        "(Promptagator/InPars consistency); null keeps every query.",
+    )
+    dedupe: bool = Field(True, description="Drop exact duplicate queries (after case and space folding).")
+    near_duplicate: float | None = Field(
+        0.9, gt=0, le=1, description="Drop a query whose word-trigram overlap with a kept one is at least this."
+    )
+    min_query_chars: int = Field(8, ge=1, description="Shorter queries are dropped.")
+    max_query_chars: int = Field(400, ge=1, description="Longer queries are dropped.")
+
+
+class CorpusConfig(BaseModel):
+    """Documents, cut into chunks by the base model's own tokenizer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        description="A file, folder or glob of .txt, .md, .html, .jsonl or .parquet documents (.pdf with "
+        "pip install 'embedforge[pdf]')."
+    )
+    text_column: str = Field("text", description="The text column of .jsonl/.parquet documents.")
+    id_column: str | None = Field("id", description="Their id column, when present (default: file and row).")
+    title_column: str | None = Field("title", description="Their title column, when present.")
+    chunk_tokens: int = Field(256, ge=16, description="Most tokens per chunk, counted by the base model's tokenizer.")
+    overlap: int = Field(32, ge=0, description="Tokens a chunk repeats from the end of the one before it.")
+    min_chunk_tokens: int = Field(24, ge=1, description="Shorter chunks (a lone heading, a footer) are dropped.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> CorpusConfig:
+        if self.overlap >= self.chunk_tokens:
+            raise ValueError(f"overlap: {self.overlap} must be below chunk_tokens ({self.chunk_tokens})")
+        if self.filter.min_query_chars >= self.filter.max_query_chars:
+            raise ValueError("filter.min_query_chars: must be below filter.max_query_chars")
+        return self

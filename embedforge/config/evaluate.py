@@ -1,0 +1,50 @@
+"""The evaluate section: which numbers are measured, and which ones a model must reach to be published."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def check_matryoshka_dims(dims: list[int] | None) -> None:
+    """Largest first: the first dim is the full-size one that the headline metric and the gates read."""
+    dims = dims or []
+    if any(a <= b for a, b in zip(dims, dims[1:])) or any(d <= 0 for d in dims):
+        raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
+
+
+class EvaluateConfig(BaseModel):
+    """Which numbers are measured, and which ones a model must reach to be published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matryoshka_dims: list[int] | None = Field(
+        None,
+        description="Report retrieval metrics at each of these dimensions (default: the MatryoshkaLoss dims, if any).",
+    )
+    distractors: bool = Field(
+        False,
+        description="Add the training split's passages to the retrieval corpus, "
+        "so the test queries must also beat them.",
+    )
+    batch_size: int = Field(32, gt=0, description="Encoding batch size for evaluation.")
+    prompts: dict[str, str] | None = Field(
+        None,
+        description="Prompts retrieval evaluation encodes with: anchor (queries) and positive (passages) "
+        "(default: train.args.prompts, so a model trained with a query prompt is measured with it).",
+    )
+    headline: str | None = Field(
+        None,
+        description="Metric used by gates and the champion/challenger check (default: the first evaluator's "
+        "primary metric).",
+    )
+
+    gates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Minimum values, e.g. {cosine_ndcg@10: 0.6, gain: 0.0}; 'gain' is the headline's fine-tuned "
+        "minus base.",
+    )
+
+    @model_validator(mode="after")
+    def _descending(self) -> EvaluateConfig:
+        check_matryoshka_dims(self.matryoshka_dims)
+        return self

@@ -1,0 +1,201 @@
+"""One typed recipe per model: every stage's configuration, composed; defaults live in the stages.
+
+A recipe file in deployments/ holds only what differs from those defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from embedforge.columns import columns
+from embedforge.config.card import CardConfig
+from embedforge.config.deployment import DeploymentConfig
+from embedforge.config.evaluate import EvaluateConfig
+from embedforge.config.ingest import IngestConfig
+from embedforge.config.loss import loss_data_problem
+from embedforge.config.mine import MineConfig
+from embedforge.config.push import PushConfig
+from embedforge.config.split import SplitConfig
+from embedforge.config.train import TrainConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.recipe_file import format_errors, non_finite, read_yaml
+
+# A release made with the same data, base model and these sections is what a new run would make again.
+MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
+
+
+class Recipe(BaseModel):
+    """Everything that makes one fine-tuned model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9.-]*$",
+        description="Lowercase kebab-case name: the run folder, deployment and artifact keys use it.",
+    )
+    description: str = Field("", description="What this model is for.")
+    ingest: IngestConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    mine: MineConfig | None = Field(None, description="Mine hard negatives from the training split before training.")
+    train: TrainConfig
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        # NaN passes every comparison check by failing none of them: a NaN gate always passes.
+        found = non_finite(data)
+        if found:
+            raise ValueError(f"{found[0]}: not a finite number; give a number (NaN and infinity mean nothing here)")
+        return data
+
+    @model_validator(mode="after")
+    def _evaluate_matryoshka_by_default(self) -> Recipe:
+        # A Matryoshka model is judged at the dims it was trained for unless the recipe says otherwise.
+        if self.evaluate.matryoshka_dims is None and self.train.loss.matryoshka_dims:
+            self.evaluate.matryoshka_dims = list(self.train.loss.matryoshka_dims)
+        return self
+
+    @model_validator(mode="after")
+    def _evaluate_with_the_training_prompts(self) -> Recipe:
+        # Base and fine-tuned models are measured with the prompts the model is trained to expect.
+        prompts = self.train.args.get("prompts")
+        if self.evaluate.prompts is None and prompts:
+            if isinstance(prompts, str):
+                prompts = {"anchor": prompts, "positive": prompts}
+            if not all(isinstance(value, str) for value in prompts.values()):
+                raise ValueError(
+                    "train.args.prompts: per-dataset prompts cannot be matched to the evaluators; "
+                    "give column prompts (anchor: ..., positive: ...) or set evaluate.prompts"
+                )
+            self.evaluate.prompts = dict(prompts)
+        return self
+
+    @model_validator(mode="after")
+    def _loss_reads_the_data(self) -> Recipe:
+        if problem := loss_data_problem(self.train.loss.name, self.ingest.kind):
+            raise ValueError(f"train.loss.name: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _prompts_for_columns_that_exist(self) -> Recipe:
+        # A prompt for a column the data does not have would be silently unused.
+        known = columns(self.ingest.kind)
+        for field, prompts in (
+            ("train.args.prompts", self.train.args.get("prompts")),
+            ("evaluate.prompts", self.evaluate.prompts),
+        ):
+            unknown = [key for key in prompts or {} if isinstance(prompts, dict) and key not in known]
+            if unknown:
+                raise ValueError(
+                    f"{field}: no column {', '.join(map(repr, unknown))} in {self.ingest.kind} data ({known})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _mine_with_the_base_model_by_default(self) -> Recipe:
+        if self.mine and self.ingest.kind != "retrieval":
+            raise ValueError(
+                f"mine: hard negatives need retrieval pairs (anchor, positive); ingest.kind is {self.ingest.kind}"
+            )
+        if self.mine and not self.mine.model:
+            self.mine.model, self.mine.model_revision = self.train.base_model, self.train.base_model_revision
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_eval_sources(self) -> Recipe:
+        # Each evaluation dataset gets its own folder and metric prefix, named after it.
+        labels = [source.label for source in self.split.eval_sources]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"split.eval_sources: give each source its own name (names: {labels})")
+        return self
+
+    @property
+    def sources(self) -> list[IngestConfig]:
+        """Every dataset the run reads: the training data first, then the separate evaluation sources."""
+        return [self.ingest, *self.split.eval_sources]
+
+    @property
+    def files(self) -> dict[str, IngestConfig]:
+        """The test and eval files that are used whole, read like the training data."""
+        return self.split.files(self.ingest)
+
+    def to_yaml(self) -> str:
+        """The resolved recipe, defaults filled in, as saved beside every run."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
+
+    def model_fingerprint(self) -> str:
+        """The sections that decide the model's weights and numbers; card, push and deployment do not."""
+        sections = self.model_dump(mode="json", include=set(MODEL_SECTIONS))
+        return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise EmbedforgeError(f"--set {assignment!r}: expected key.path=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise EmbedforgeError(f"--set {assignment!r}: {part} is not a section")
+    node[leaf] = read_yaml(raw)  # YAML 1.2, like the recipe file: `no` stays a word
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe file; every problem is reported against the file and field."""
+    path = Path(path)
+    try:
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except EmbedforgeError as exc:
+        raise EmbedforgeError(f"{path}: {exc}") from None
+    except FileNotFoundError:
+        raise EmbedforgeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise EmbedforgeError(f"{path}: is a folder; give a recipe file, e.g. {path}/<name>.yaml") from None
+    except UnicodeDecodeError as exc:
+        raise EmbedforgeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+    except OSError as exc:
+        raise EmbedforgeError(f"{path}: cannot read the recipe: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise EmbedforgeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise EmbedforgeError(f"{path}: a recipe is a YAML mapping of sections (ingest, train, ...)")
+    data.setdefault("name", path.stem)
+    for assignment in overrides or []:
+        _apply_override(data, assignment)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise EmbedforgeError(format_errors(exc, str(path), Recipe)) from None
+
+
+def load_job_variables(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of work-pool job variables, e.g. the Docker pool's GPU request."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise EmbedforgeError(f"{path}: cannot read job variables: {exc}") from None
+    if not isinstance(data, dict):
+        raise EmbedforgeError(f"{path}: job variables must be a YAML mapping")
+    return data
+
+
+def recipe_files(paths: list[str] | None = None, folder: str = "deployments") -> list[Path]:
+    """The given recipe files, or every recipe in deployments/."""
+    if paths:
+        return [Path(p) for p in paths]
+    return sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))

@@ -1,0 +1,55 @@
+"""Ctrl-C during training: stop at the next step boundary, checkpoint when the recipe saves checkpoints.
+
+The terminal sends SIGINT to the whole foreground process group. The temporary Prefect server is started
+with SIGINT blocked (flows/local.py), so it stays up to record the run as Cancelled. A second Ctrl-C
+stops at once, as Python does by default.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+from transformers import TrainerCallback
+
+from embedforge.errors import EmbedforgeError
+
+_requested = threading.Event()
+
+
+class TrainingInterrupted(EmbedforgeError):
+    """Training stopped on Ctrl-C at a step boundary; the run directory can be resumed."""
+
+
+def _ask_to_stop(signum, frame) -> None:
+    _requested.set()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C is a hard stop
+
+
+@contextmanager
+def stop_on_ctrl_c():
+    """While the body trains in the main thread, Ctrl-C asks for a stop at the next step instead of raising."""
+    _requested.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield  # torchrun workers and served runs: their parent owns the signals
+        return
+    previous = signal.signal(signal.SIGINT, _ask_to_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_requested() -> bool:
+    return _requested.is_set()
+
+
+class StopOnCtrlC(TrainerCallback):
+    """Ends training after the step in progress, saving a checkpoint there when the recipe saves any."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if _requested.is_set():
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"
+        return control

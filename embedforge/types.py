@@ -1,0 +1,250 @@
+"""What the stages hand each other: small typed values, defined here so that no stage imports another.
+
+A leaf module: it imports pydantic and the standard columns, nothing of embedforge's stages or Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from embedforge.columns import Kind
+
+META_FILE = "training_meta.json"
+
+
+def release_name(recipe: str | None, run_id: str | None) -> str:
+    """A release's name: the recipe and the run, so a tag or folder says where the model came from."""
+    return f"{recipe}-{run_id}"
+
+
+def artifact_key(recipe: str, what: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only; recipe names may hold dots."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{recipe}-{what}")
+
+
+class IngestReport(BaseModel):
+    """What ingest hands on: where the cleaned rows are, how many, what was dropped, and their fingerprint."""
+
+    name: str = Field(description="Evaluator prefix: the recipe's ingest.name, possibly empty.")
+    label: str = Field(description="File and folder name of this data (the name, or 'data').")
+    kind: Kind
+    path: str
+    source: str
+    revision: str | None = Field(None, description="Hub dataset revision, when the data came from the Hub.")
+    rows: int
+    dropped: dict[str, int]
+    fingerprint: str
+
+
+class MiningReport(BaseModel):
+    """What mining did: the model card, the log and the dashboard show it."""
+
+    model: str
+    rows: int
+    mined_rows: int
+    in_batch_only_rows: int
+    negatives_per_anchor: int
+    same_group_skipped: int = Field(description="Candidates ranked high enough but of the positive's own group.")
+    positive_score: float | None = Field(None, description="Mean similarity of anchor and positive (mined rows).")
+    negative_score: float | None = Field(None, description="Mean similarity of anchor and mined negatives.")
+    settings: dict
+
+    def markdown(self) -> str:
+        scores = (
+            f"| similarity anchor–positive | {self.positive_score:.4f} |\n"
+            f"| similarity anchor–negative | {self.negative_score:.4f} |\n"
+            if self.positive_score is not None
+            else ""
+        )
+        return (
+            f"| | |\n|:--|--:|\n| training pairs | {self.rows} |\n"
+            f"| with {self.negatives_per_anchor} mined negative(s) | {self.mined_rows} |\n"
+            f"| in-batch negatives only | {self.in_batch_only_rows} |\n"
+            f"| same-group candidates skipped | {self.same_group_skipped} |\n{scores}\n"
+            f"Mined with `{self.model}` among the training split's passages; settings: "
+            f"`{json.dumps(self.settings, sort_keys=True)}`\n"
+        )
+
+
+class EvalSplit(BaseModel):
+    """One evaluation dataset's held-out parts: eval (during training) and test (the final numbers)."""
+
+    kind: Kind
+    eval: str | None = None
+    test: str | None = None
+    overlap: dict[str, str] = Field(
+        default_factory=dict, description="Per part, how many of its pairs share a text with training: '3 of 120'."
+    )
+
+
+class Splits(BaseModel):
+    """What split hands on: the training rows and, per evaluation dataset (by evaluator name), its parts.
+
+    After mining, ``train`` holds the pairs with their negatives and ``in_batch_only`` those without.
+    """
+
+    train: str
+    in_batch_only: str | None = Field(None, description="Training pairs that train with in-batch negatives only.")
+    mining: MiningReport | None = None
+    train_name: str = Field(description="The training data's label, as the card names the dataset.")
+    train_kind: Kind
+    evaluation: dict[str, EvalSplit]
+
+    def parts(self, part: str) -> dict[str, tuple[str, str]]:
+        """{evaluator name: (kind, parquet path)} of every dataset that has this part ("eval" or "test")."""
+        return {
+            name: (entry.kind, getattr(entry, part)) for name, entry in self.evaluation.items() if getattr(entry, part)
+        }
+
+
+class TrainedModel(BaseModel):
+    """What train hands on: the saved model, the base it came from, and what the trainer recorded for the card."""
+
+    model_dir: str
+    run_dir: str
+    base_model: str
+    base_model_revision: str | None = None
+    max_seq_length: int | None = None
+    card_data: str = Field(description="Pickle of the model card data the trainer filled in (logs, dataset stats).")
+
+
+class EvaluatorInfo(BaseModel):
+    """One leaf evaluator as metrics.json lists it: name, class, primary metric and its metric keys."""
+
+    name: str
+    evaluator: str
+    primary_metric: str
+    metrics: list[str]
+
+
+class Metrics(BaseModel):
+    """What evaluate hands on: both models' test-split metrics, flat, and the headline metric's key."""
+
+    headline: str
+    base: dict[str, float]
+    finetuned: dict[str, float]
+    evaluators: list[EvaluatorInfo]
+    test_key: str | None = Field(None, description="measurement_key of the figures; None: not known.")
+
+    @property
+    def gain(self) -> float:
+        return self.finetuned[self.headline] - self.base[self.headline]
+
+    def gain_table(self) -> list[dict]:
+        """Rows of metric, base, fine-tuned and their difference."""
+        return [
+            {
+                "metric": key,
+                "base": round(self.base[key], 4),
+                "fine-tuned": round(value, 4),
+                "delta": round(value - self.base[key], 4),
+            }
+            for key, value in self.finetuned.items()
+            if key in self.base
+        ]
+
+
+class RunRecord(BaseModel):
+    """Where a model came from: recipe, run, flow run and data."""
+
+    recipe: str
+    recipe_yaml: str
+    recipe_hash: str
+    model_hash: str = Field(description="Fingerprint of the recipe sections that make the model (not card or push).")
+    base_model_id: str = Field(description="The base model as it is today: Hub commit, or content hash of a folder.")
+    run_id: str
+    run_dir: str
+    flow_run_id: str | None = None
+    flow_run_url: str | None = None
+    repo_id: str | None = None
+    data: list[IngestReport]
+    files: dict[str, IngestReport] = {}
+
+    @property
+    def release(self) -> str:
+        return release_name(self.recipe, self.run_id)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {report.label: report.fingerprint for report in self.data} | {
+            f"{report.label} ({part} file)": report.fingerprint for part, report in self.files.items()
+        }
+
+    def artifact_key(self, what: str) -> str:
+        return artifact_key(self.recipe, what)
+
+
+class CurrentRelease(BaseModel):
+    """The published release a run matches: nothing to train."""
+
+    release: str
+    headline: str
+    value: float
+    location: str
+
+
+class ReleaseDecision(BaseModel):
+    """What the decide stage settled for a model that passed its gate, and the two figures it compared.
+
+    Push hands it back carried out, with the release's location filled in.
+    """
+
+    verdict: Literal["publish", "already published", "champion kept", "push disabled"]
+    reason: str
+    release: str
+    headline: str
+    challenger: float
+    champion: float | None = None
+    target: str | None = None
+    location: str | None = Field(None, description="Where the release already is (verdict 'already published').")
+
+    @property
+    def publish(self) -> bool:
+        return self.verdict == "publish"
+
+    @property
+    def already(self) -> bool:  # a resumed run whose release is out: nothing is written
+        return self.verdict == "already published"
+
+    @property
+    def pushed(self) -> bool:  # the release is out, published by this run or before it
+        return self.publish or self.already
+
+
+Decision = Literal[
+    "published", "already published", "champion kept", "up to date", "rejected", "not published", "failed"
+]
+# The flow run's final state name for each decision: the dashboard's run list reads as what happened.
+STATE_NAMES: dict[str, str] = {
+    "published": "Published",
+    "already published": "Already published",  # a resumed run whose release exists: nothing written
+    "champion kept": "Champion kept",
+    "up to date": "Up to date",
+    "rejected": "Rejected",
+    "not published": "Trained",
+    "failed": "Failed",
+}
+
+
+class Outcome(BaseModel):
+    """What a run decided for its model, and the headline figures it decided on."""
+
+    recipe: str
+    run_id: str
+    decision: Decision
+    reason: str
+    headline: str | None = None
+    base: float | None = None
+    finetuned: float | None = None
+    champion: float | None = None
+    release: str | None = None
+    location: str | None = None
+    data_fingerprint: str | None = None
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.decision]

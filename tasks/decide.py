@@ -1,0 +1,84 @@
+"""Decide: publish this run's model, or keep the published one? The most important thing a retrain settles.
+
+Side effect: the `<recipe>-push` artifact, this run's model beside the champion with the verdict. The
+flow hands the decision to push, which publishes exactly what was decided and nothing else.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from embedforge import hub
+from embedforge.config.push import PushConfig
+from embedforge.logs import run_logger
+from embedforge.tasks.release import find_release
+from embedforge.types import Metrics, ReleaseDecision, RunRecord
+
+TITLES = {"publish": "Decided to publish", "already published": "Already published"}
+
+
+def decide(config: PushConfig, headline: str, challenger: float, champion: float | None) -> tuple[bool, str]:
+    """Champion/challenger: publish only when this run is at least as good as what is published."""
+    if champion is None:
+        return True, "first release"
+    if not config.require_improvement:
+        return True, f"require_improvement is off ({headline}: {challenger:.4f} vs published {champion:.4f})"
+    if challenger > champion:
+        return True, f"{headline} {challenger:.4f} > published {champion:.4f}"
+    if challenger == champion:
+        # A forced retrain of the same inputs ties: another full copy of the same model would be all it adds.
+        return False, f"{headline} {challenger:.4f} equals the published model's: kept the published model"
+    return False, f"{headline} {challenger:.4f} < published {champion:.4f}: kept the published model"
+
+
+def decision_markdown(decision: ReleaseDecision) -> str:
+    """The decision as the dashboard shows it: the verdict, both figures, and why."""
+    title = TITLES.get(decision.verdict, "Not published")
+    champion = "none" if decision.champion is None else f"{decision.champion:.4f}"
+    return (
+        f"## {title}: {decision.release}\n\n"
+        f"| | {decision.headline} |\n|:--|--:|\n| this run | {decision.challenger:.4f} |\n"
+        f"| published | {champion} |\n\n{decision.reason}\n"
+    )
+
+
+def _verdict(config: PushConfig, record: RunRecord, headline: str, challenger: float, champion: float | None):
+    """(verdict, reason, where the release already is)."""
+    if not config.active:
+        return "push disabled", "push disabled", None
+    if where := hub.call(config, find_release, record.release):
+        return (
+            "already published",
+            f"release {record.release} was already published at {where}; a release is never rewritten",
+            where,
+        )
+    publish, reason = decide(config, headline, challenger, champion)
+    return ("publish" if publish else "champion kept"), reason, None
+
+
+@task(name="decide-release")
+def decide_release(
+    config: PushConfig, record: RunRecord, metrics: Metrics, champion: dict[str, float] | None
+) -> ReleaseDecision:
+    """Publish, keep the champion, or nothing to do (push off, or this release is already out): decided here."""
+    challenger = metrics.finetuned[metrics.headline]
+    best = None if champion is None else champion[metrics.headline]
+    verdict, reason, where = _verdict(config, record, metrics.headline, challenger, best)
+    decision = ReleaseDecision(
+        verdict=verdict,
+        reason=reason,
+        release=record.release,
+        headline=metrics.headline,
+        challenger=challenger,
+        champion=best,
+        target=config.local_dir or config.full_repo_id,
+        location=where,
+    )
+    log = run_logger().warning if verdict == "champion kept" else run_logger().info
+    log("Decision: %s (%s)", verdict, reason)
+    if config.active:
+        create_markdown_artifact(
+            decision_markdown(decision), key=record.artifact_key("push"), description="Push decision of the latest run"
+        )
+    return decision
