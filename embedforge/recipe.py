@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from embedforge.columns import columns
 from embedforge.config.card import CardConfig
+from embedforge.config.corpus import CorpusConfig
 from embedforge.config.deployment import DeploymentConfig
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.ingest import IngestConfig
@@ -28,6 +29,8 @@ from embedforge.recipe_file import format_errors, non_finite, read_yaml
 
 # A release made with the same data, base model and these sections is what a new run would make again.
 MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
+# Where the corpus stages' pairs go in the ingest section of a corpus recipe: the run puts the real file there.
+CORPUS_PAIRS = "<the pairs made from corpus.path>"
 
 
 class Recipe(BaseModel):
@@ -40,6 +43,9 @@ class Recipe(BaseModel):
         description="Lowercase kebab-case name: the run folder, deployment and artifact keys use it.",
     )
     description: str = Field("", description="What this model is for.")
+    corpus: CorpusConfig | None = Field(
+        None, description="Documents to make the training pairs from, instead of an ingest.path of pairs."
+    )
     ingest: IngestConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
     mine: MineConfig | None = Field(None, description="Mine hard negatives from the training split before training.")
@@ -57,6 +63,23 @@ class Recipe(BaseModel):
         if found:
             raise ValueError(f"{found[0]}: not a finite number; give a number (NaN and infinity mean nothing here)")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pairs_from_the_corpus(cls, data: Any) -> Any:
+        """A corpus recipe's ingest reads the pairs the corpus stages make; split by document unless told."""
+        if not isinstance(data, dict) or not data.get("corpus"):
+            return data
+        ingest = dict(data.get("ingest") or {})
+        if ingest.get("kind", "retrieval") != "retrieval":
+            raise ValueError("ingest.kind: a corpus makes retrieval pairs (anchor, positive); leave kind out")
+        given = [key for key in ("path", "path_env", "dataset") if ingest.get(key) not in (None, CORPUS_PAIRS)]
+        if given:
+            raise ValueError(f"ingest.{given[0]}: the corpus section makes the training pairs; give one of the two")
+        ingest |= {"path": CORPUS_PAIRS, "keep": list(dict.fromkeys([*ingest.get("keep", []), "doc_id"]))}
+        split = dict(data.get("split") or {})
+        split.setdefault("group_by", "doc_id")  # the test split measures documents the model never saw
+        return {**data, "ingest": ingest, "split": split}
 
     @model_validator(mode="after")
     def _evaluate_matryoshka_by_default(self) -> Recipe:
@@ -138,7 +161,8 @@ class Recipe(BaseModel):
 
     def model_fingerprint(self) -> str:
         """The sections that decide the model's weights and numbers; card, push and deployment do not."""
-        sections = self.model_dump(mode="json", include=set(MODEL_SECTIONS))
+        # corpus only when set: recipes without one keep the fingerprint their releases were made with
+        sections = self.model_dump(mode="json", include=set(MODEL_SECTIONS) | ({"corpus"} if self.corpus else set()))
         return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,11 +1,7 @@
-"""What the stages hand each other: small typed values, defined here so that no stage imports another.
-
-A leaf module: it imports pydantic and the standard columns, nothing of embedforge's stages or Prefect.
-"""
+"""What the stages hand each other: small typed values in a leaf module (pydantic only): no stage imports another."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Literal
 
@@ -40,6 +36,38 @@ class IngestReport(BaseModel):
     fingerprint: str
 
 
+class CorpusReport(BaseModel):
+    """What chunk hands on: how many documents and chunks, and where the chunks are."""
+
+    documents: int
+    chunks: int
+    path: str
+
+
+class GenerationReport(BaseModel):
+    """What generate hands on: the pairs made, and what making them cost."""
+
+    path: str
+    method: str
+    documents: int
+    pairs: int
+    chunks: int
+    generated: int = Field(description="Chunks whose queries were made in this run.")
+    cached: int = Field(description="Chunks whose queries came from the cache.")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class FilterReport(BaseModel):
+    """What filter hands on: the pairs kept for training, and how many each filter dropped."""
+
+    path: str
+    generated: int
+    kept: int
+    dropped: dict[str, int]
+    generation: GenerationReport
+
+
 class MiningReport(BaseModel):
     """What mining did: the model card, the log and the dashboard show it."""
 
@@ -52,22 +80,6 @@ class MiningReport(BaseModel):
     positive_score: float | None = Field(None, description="Mean similarity of anchor and positive (mined rows).")
     negative_score: float | None = Field(None, description="Mean similarity of anchor and mined negatives.")
     settings: dict
-
-    def markdown(self) -> str:
-        scores = (
-            f"| similarity anchor–positive | {self.positive_score:.4f} |\n"
-            f"| similarity anchor–negative | {self.negative_score:.4f} |\n"
-            if self.positive_score is not None
-            else ""
-        )
-        return (
-            f"| | |\n|:--|--:|\n| training pairs | {self.rows} |\n"
-            f"| with {self.negatives_per_anchor} mined negative(s) | {self.mined_rows} |\n"
-            f"| in-batch negatives only | {self.in_batch_only_rows} |\n"
-            f"| same-group candidates skipped | {self.same_group_skipped} |\n{scores}\n"
-            f"Mined with `{self.model}` among the training split's passages; settings: "
-            f"`{json.dumps(self.settings, sort_keys=True)}`\n"
-        )
 
 
 class EvalSplit(BaseModel):
@@ -134,19 +146,6 @@ class Metrics(BaseModel):
     def gain(self) -> float:
         return self.finetuned[self.headline] - self.base[self.headline]
 
-    def gain_table(self) -> list[dict]:
-        """Rows of metric, base, fine-tuned and their difference."""
-        return [
-            {
-                "metric": key,
-                "base": round(self.base[key], 4),
-                "fine-tuned": round(value, 4),
-                "delta": round(value - self.base[key], 4),
-            }
-            for key, value in self.finetuned.items()
-            if key in self.base
-        ]
-
 
 class RunRecord(BaseModel):
     """Where a model came from: recipe, run, flow run and data."""
@@ -163,6 +162,7 @@ class RunRecord(BaseModel):
     repo_id: str | None = None
     data: list[IngestReport]
     files: dict[str, IngestReport] = {}
+    corpus: FilterReport | None = Field(None, description="How the training pairs were made from documents.")
 
     @property
     def release(self) -> str:
@@ -188,10 +188,7 @@ class CurrentRelease(BaseModel):
 
 
 class ReleaseDecision(BaseModel):
-    """What the decide stage settled for a model that passed its gate, and the two figures it compared.
-
-    Push hands it back carried out, with the release's location filled in.
-    """
+    """What decide settled for a model that passed its gate, and the figures it compared; push fills in location."""
 
     verdict: Literal["publish", "already published", "champion kept", "push disabled"]
     reason: str

@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Cancelled
 
+from embedforge.flows.corpus import pairs_from_corpus
 from embedforge.flows.run import (
     RunResult,
     finish,
@@ -37,19 +38,25 @@ from embedforge.tasks.release import find_current_release
 from embedforge.tasks.split import split_dataset
 from embedforge.tasks.train import train_model
 from embedforge.training.interrupt import TrainingInterrupted
-from embedforge.types import IngestReport, Splits, artifact_key
+from embedforge.types import RunRecord, Splits, artifact_key
 
 
-def _ingest(recipe: Recipe, run_dir: Path) -> tuple[list[IngestReport], dict[str, IngestReport]]:
-    """The training data and separate evaluation sources, then the test and eval files used whole."""
-    ingested = str(run_dir / "data" / "ingested")
-    data = [ingest_dataset(source, ingested) for source in recipe.sources]
+def _ingest(recipe: Recipe, run_dir: Path) -> RunRecord:
+    """The training data (made from documents, for a corpus recipe) and separate evaluation sources, then the
+    test and eval files used whole: what the run is made of."""
+    ingested, sources, corpus = str(run_dir / "data" / "ingested"), recipe.sources, None
+    if recipe.corpus:
+        corpus = pairs_from_corpus(recipe, run_dir)
+        sources[0] = recipe.ingest.model_copy(update={"path": corpus.path})
+    data = [ingest_dataset(source, ingested) for source in sources]
     files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
-    return data, files
+    return run_record(recipe, run_dir, data, files, corpus)
 
 
-def _split(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport]) -> Splits:
-    splits = split_dataset(recipe.split, data[0], data[1:], files, str(run_dir / "data" / "splits"))
+def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
+    splits = split_dataset(
+        recipe.split, record.data[0], record.data[1:], record.files, str(run_dir / "data" / "splits")
+    )
     if not recipe.mine:
         return splits
     mined, key = str(run_dir / "data" / "mined"), artifact_key(recipe.name, "mining")
@@ -66,12 +73,11 @@ def finetune(
     unless `force` is set.
     """
     with start_run(recipe, output_dir, resume_dir) as run_dir:
-        data, files = _ingest(recipe, run_dir)
-        record = run_record(recipe, run_dir, data, files)
+        record = _ingest(recipe, run_dir)
         check_same_inputs(run_dir, record.recipe_hash, record.fingerprints)
         if current := find_current_release(recipe.push, record, force):
             return finish(record, *up_to_date(run_dir, record, current))
-        splits = _split(recipe, run_dir, data, files)
+        splits = _split(recipe, run_dir, record)
         try:
             model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
         except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash

@@ -22,7 +22,16 @@ from embedforge.models import base_model_identity
 from embedforge.orchestration.automations import automatic_retries, check_crash_retries, check_heartbeat_rule
 from embedforge.recipe import Recipe
 from embedforge.tasks.outcome import record_outcome, write_history
-from embedforge.types import CurrentRelease, IngestReport, Metrics, Outcome, ReleaseDecision, RunRecord, artifact_key
+from embedforge.types import (
+    CurrentRelease,
+    FilterReport,
+    IngestReport,
+    Metrics,
+    Outcome,
+    ReleaseDecision,
+    RunRecord,
+    artifact_key,
+)
 
 
 class RunResult(BaseModel):
@@ -84,7 +93,9 @@ def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) ->
         yield run_dir
 
 
-def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport]) -> RunRecord:
+def run_record(
+    recipe: Recipe, run_dir: Path, data: list[IngestReport], files: dict[str, IngestReport], corpus: FilterReport | None
+) -> RunRecord:
     return RunRecord(
         recipe=recipe.name,
         recipe_yaml=recipe.to_yaml(),
@@ -98,6 +109,7 @@ def run_record(recipe: Recipe, run_dir: Path, data: list[IngestReport], files: d
         repo_id=recipe.push.full_repo_id,
         data=data,
         files=files,
+        corpus=corpus,
     )
 
 

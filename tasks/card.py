@@ -15,11 +15,13 @@ from prefect.artifacts import create_markdown_artifact
 from sentence_transformers.base.model_card import generate_model_card
 
 from embedforge.config.card import CardConfig
+from embedforge.config.corpus import CorpusConfig
 from embedforge.evaluators import card_evaluators, leaf_results
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
+from embedforge.reports import corpus_markdown, gain_table, mining_markdown
 from embedforge.training.run import load_for_card
-from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
+from embedforge.types import FilterReport, Metrics, RunRecord, Splits, TrainedModel
 
 # The front-matter keys a reader looks for first; the rest (widget, model-index) the body repeats.
 FRONT_MATTER_SHOWN = ["base_model", "language", "license", "library_name", "pipeline_tag", "datasets", "tags"]
@@ -28,7 +30,7 @@ DEFAULT_TAGS = ["sentence-transformers", "sentence-similarity", "feature-extract
 
 def _gain_markdown(metrics: Metrics) -> str:
     rows = ["| Metric | Base | Fine-tuned | Δ |", "|:--|--:|--:|--:|"]
-    for row in metrics.gain_table():
+    for row in gain_table(metrics):
         name = f"**{row['metric']}**" if row["metric"] == metrics.headline else row["metric"]
         rows.append(f"| {name} | {row['base']:.4f} | {row['fine-tuned']:.4f} | {row['delta']:+.4f} |")
     return "\n".join(rows)
@@ -42,12 +44,31 @@ def _overlap_lines(splits: Splits) -> list[str]:
     ]
 
 
-def _report(metrics: Metrics, record: RunRecord, splits: Splits) -> str:
+def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list[str]:
+    """How the training pairs were made from documents: the method, the model and prompt it used, the counts."""
+    if config is None or report is None:
+        return []
+    how = {
+        "llm": f"queries written by `{config.generate.llm.model}` at {config.generate.llm.base_url} for each chunk"
+        if config.generate.llm
+        else "",
+        "crop": "two independent random crops of each chunk (Contriever)",
+        "inverse_cloze": "a sentence of each chunk as the query, the rest of the chunk as the passage (inverse cloze)",
+    }[config.generate.method]
+    lines = ["### Training Data from Documents", "", f"The training pairs were made from `{config.path}`: {how}."]
+    lines += ["", corpus_markdown(report)]
+    if config.generate.llm:
+        lines += ["Prompt:", "", "```", config.generate.llm.prompt.strip(), "```", ""]
+    return lines
+
+
+def _report(metrics: Metrics, record: RunRecord, splits: Splits, made_from: list[str]) -> str:
     """embedforge's own section: gain over the base, mining, overlap, data fingerprints and the recipe."""
     gain = "Both models measured with the same evaluators on the held-out test split, which neither training nor "
     gain += "model selection saw."
     lines = ["## Fine-tuning Report", "", "### Gain over the Base Model", "", gain, "", _gain_markdown(metrics), ""]
-    lines += ["### Hard Negatives", "", splits.mining.markdown()] if splits.mining else []
+    lines += made_from
+    lines += ["### Hard Negatives", "", mining_markdown(splits.mining)] if splits.mining else []
     lines += ["### Overlap with Training", "", "Held-out pairs that share a text with a training pair "]
     lines[-1] += "(`split.max_overlap` bounds it):"
     lines += ["", *_overlap_lines(splits), "", "### Data Fingerprint", ""]
@@ -108,7 +129,11 @@ def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metri
         for leaf, subset in leaf_results(evaluator, metrics.finetuned):
             data.set_evaluation_metrics(leaf, subset)
     data.training_logs = training_logs  # the final test numbers are not a training-time evaluation
-    content = _insert_before(generate_model_card(st_model), "## Training Details", _report(metrics, record, splits))
+    content = _insert_before(
+        generate_model_card(st_model),
+        "## Training Details",
+        _report(metrics, record, splits, _made_from(recipe.corpus, record.corpus)),
+    )
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")
     create_markdown_artifact(

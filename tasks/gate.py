@@ -12,6 +12,7 @@ from prefect.artifacts import create_table_artifact
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.evaluators import resolve_metric
 from embedforge.logs import run_logger
+from embedforge.reports import gain_table
 from embedforge.types import Metrics
 
 
@@ -40,7 +41,7 @@ def check_quality_gate(
     if artifact_key:
         verdict = f"REJECTED by the quality gate, not published: {'; '.join(failures)}" if failures else "Passed"
         create_table_artifact(
-            metrics.gain_table(),
+            gain_table(metrics),
             key=artifact_key,
             description=f"{verdict}. Test-split metrics, base vs fine-tuned; headline {metrics.headline}",
         )

@@ -28,6 +28,7 @@ from embedforge.config.mine import MineConfig
 from embedforge.hashing import file_digest
 from embedforge.logs import run_logger
 from embedforge.models import base_model_identity, load_model
+from embedforge.reports import mining_markdown
 from embedforge.types import MiningReport, Splits
 
 
@@ -147,7 +148,7 @@ def mine_hard_negatives(
         *(config.num_negatives, report.mined_rows, report.rows, report.in_batch_only_rows, report.same_group_skipped),
     )
     if artifact_key:
-        create_markdown_artifact(f"## Hard-negative mining\n\n{report.markdown()}", key=artifact_key)
+        create_markdown_artifact(f"## Hard-negative mining\n\n{mining_markdown(report)}", key=artifact_key)
     return splits.model_copy(
         update={"train": mined_path or pairs_path, "in_batch_only": mined_path and pairs_path, "mining": report}
     )

@@ -36,7 +36,14 @@ def _group_split(
         raise EmbedforgeError(
             f"split: only {len(groups)} distinct {group!r} values; cannot make train/eval/test splits"
         )
-    assignment = _assign_groups(groups, shares, seed)
+    try:
+        assignment = _assign_groups(groups, shares, seed)
+    except ValueError:  # datasets' own refusal: a part would be left empty
+        parts = ", ".join(f"{name} {share:.2f}" for name, share in shares.items() if share)
+        raise EmbedforgeError(
+            f"split: {len(groups)} distinct {group!r} values are too few to divide as {parts} with none empty; "
+            "add data, or lower split.eval_size (0 makes no eval part) or split.test_size"
+        ) from None
     names = [assignment[value] for value in data[group]]
     return {name: data.select([i for i, n in enumerate(names) if n == name]) for name in shares if shares[name]}
 

@@ -13,6 +13,7 @@ from huggingface_hub import ModelCard
 
 from embedforge.flows.finetune import finetune
 from embedforge.recipe import Recipe
+from embedforge.reports import gain_table
 from embedforge.types import Metrics
 
 from conftest import make_pairs, make_recipe, write_jsonl
@@ -156,7 +157,7 @@ def test_gain_table_in_card_matches_metrics_json(matryoshka_run):
         m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
         for m in re.finditer(r"^\| \**([\w@.-]+)\** \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$", section, re.M)
     }
-    expected = Metrics.model_validate(metrics).gain_table()
+    expected = gain_table(Metrics.model_validate(metrics))
     assert len(rows) == len(expected) > 0
     for row in expected:
         assert rows[row["metric"]] == pytest.approx((row["base"], row["fine-tuned"], row["delta"]), abs=1e-4)

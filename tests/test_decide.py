@@ -8,6 +8,7 @@ import pytest
 
 from embedforge.config.push import PushConfig
 from embedforge.flows.run import push_outcome
+from embedforge.reports import gain_table
 from embedforge.tasks.decide import decide, decision_markdown
 from embedforge.tasks.outcome import history_row, release_markdown
 from embedforge.tasks.push import release_meta
@@ -112,7 +113,7 @@ def test_history_and_live_release_rows_carry_the_figures_decided_on():
 
 
 def test_gain_table_has_base_finetuned_and_delta_per_metric():
-    assert METRICS.gain_table() == [
+    assert gain_table(METRICS) == [
         {"metric": "cosine_ndcg@10", "base": 0.5, "fine-tuned": 0.6, "delta": 0.1},
         {"metric": "cosine_mrr@10", "base": 0.4, "fine-tuned": 0.55, "delta": 0.15},
     ]

@@ -36,6 +36,7 @@ def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
         "bge-small-en-v1.5-recipes",
         "deberta-v3-xsmall-snli",
         "demo-minilm-cached",
+        "demo-minilm-docs",
         "demo-minilm",
         "msmarco-distilbert-quran-id",
         "qwen3-embedding-0.6b-dnd",

@@ -19,6 +19,7 @@ from embedforge.evaluators import (
 from embedforge.flows.finetune import finetune
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
+from embedforge.reports import gain_table
 from embedforge.tasks.gate import check_quality_gate, gate_failures
 from embedforge.types import EvalSplit, Metrics, Splits
 
@@ -114,7 +115,7 @@ def _metrics(base: float, tuned: float) -> Metrics:
 
 
 def test_gain_table_rows_are_base_finetuned_and_delta():
-    assert _metrics(0.5, 0.61234).gain_table() == [
+    assert gain_table(_metrics(0.5, 0.61234)) == [
         {"metric": "docs_cosine_ndcg@10", "base": 0.5, "fine-tuned": 0.6123, "delta": 0.1123},
         {"metric": "docs_cosine_mrr@10", "base": 0.3, "fine-tuned": 0.35, "delta": 0.05},
     ]

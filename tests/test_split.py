@@ -162,3 +162,15 @@ def test_a_test_file_that_repeats_the_training_data_is_refused_or_reported(tmp_p
     allowed = SplitConfig(test_file="test.jsonl", eval_size=0.0, max_overlap=1.0)
     result = split(allowed, train, [], {"test": same}, str(tmp_path / "s2"))
     assert result.evaluation[""].overlap == {"test": "40 of 40"}
+
+
+def test_groups_too_few_for_every_part_are_named_with_the_shares():
+    import datasets
+
+    from embedforge.tasks.split import _group_split
+
+    data = datasets.Dataset.from_dict({"doc": ["a", "b", "c"] * 4, "row": list(range(12))})
+    shares = {"train": 0.6, "eval": 0.1, "test": 0.3}
+    with pytest.raises(EmbedforgeError, match=r"split: 3 distinct 'doc' values are too few to divide as train 0.60, "):
+        _group_split(data, shares, "doc", seed=1)
+    assert set(_group_split(data, {"train": 0.7, "test": 0.3}, "doc", seed=1)) == {"train", "test"}

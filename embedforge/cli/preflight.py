@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedforge.checks.corpus import check_corpus, check_endpoint
 from embedforge.checks.data import check_data
 from embedforge.checks.evaluation import check_metric_names
 from embedforge.checks.push import check_target, writable
@@ -37,7 +38,7 @@ def _similarity(recipe: Recipe) -> str:
 
 def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> None:
     """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
-    problems = check_data(recipe)
+    problems = check_data(recipe) + check_corpus(recipe) + check_endpoint(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
     problems += check_models(recipe)
     problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A prompt for retrieval queries that a user of the documents would type, in the documents' own language.
 DEFAULT_PROMPT = (
@@ -17,6 +17,16 @@ DEFAULT_PROMPT = (
     "own language. Each must be answerable from the passage alone and must not copy a sentence from it. "
     "Answer with the queries only, one per line, without numbering."
 )
+
+
+def _placeholders_known(prompt: str) -> str:
+    try:
+        prompt.format(text="", title="", n=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"{exc!s}: not a placeholder of the prompt; use {{text}}, {{title}} and {{n}}") from None
+    if "{text}" not in prompt:
+        raise ValueError("the prompt never shows the chunk: put {text} in it")
+    return prompt
 
 
 class LLMConfig(BaseModel):
@@ -43,6 +53,11 @@ class LLMConfig(BaseModel):
     )
     requests_per_minute: float | None = Field(None, gt=0, description="Also limit requests per minute (shared).")
 
+    @field_validator("prompt")
+    @classmethod
+    def _a_template(cls, prompt: str) -> str:
+        return _placeholders_known(prompt)
+
 
 class GenerateConfig(BaseModel):
     """How training pairs are made from the chunks."""
@@ -58,6 +73,13 @@ class GenerateConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="Chunks per Prefect task (one task's requests run in turn).")
     llm: LLMConfig | None = Field(None, description="The endpoint, for method: llm.")
     seed: int = Field(13, description="Seed of crop and inverse_cloze.")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="Who runs the batches: threads of this process, or a Dask cluster (pip: prefect-dask)."
+    )
+    workers: int = Field(4, ge=1, description="Batches at once (threads, or a local Dask cluster's threads).")
+    dask_address: str | None = Field(
+        None, description="A running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)."
+    )
 
     @model_validator(mode="after")
     def _an_endpoint_for_llm(self) -> GenerateConfig:
@@ -65,6 +87,8 @@ class GenerateConfig(BaseModel):
             raise ValueError("llm: method llm needs an endpoint (llm.base_url and llm.model)")
         if self.method != "llm" and self.llm is not None:
             raise ValueError(f"llm: method {self.method} uses no endpoint; remove llm, or set method: llm")
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError("dask_address: set task_runner: dask to run the batches on that cluster")
         return self
 
 

@@ -1,0 +1,95 @@
+"""Queries made for a chunk: by an LLM, by Contriever's independent cropping, or by the inverse cloze task.
+
+What a chunk gets depends only on the chunk and the settings, never on the run: the same chunk gets
+the same queries back from the cache (`<output>/.cache/queries/`), so a rerun pays only for new or
+changed chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+from embedforge.config.corpus import GenerateConfig, LLMConfig
+
+SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+MIN_SENTENCE_WORDS = 4
+LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)]|q\d*[:.)])\s*", re.IGNORECASE)
+
+
+def cache_key(digest: str, config: GenerateConfig) -> str:
+    """What a chunk's queries depend on: its content, the method and every setting that changes the answer."""
+    settings: dict = {"method": config.method, "n": config.queries_per_chunk}
+    if config.llm:
+        settings |= config.llm.model_dump(include={"base_url", "model", "prompt", "temperature", "max_tokens"})
+    else:
+        settings["seed"] = config.seed
+    return hashlib.sha256(json.dumps([digest, settings], sort_keys=True).encode()).hexdigest()
+
+
+class QueryCache:
+    """One small JSON file per chunk and settings, under a folder every worker sees."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        path = self._path(key)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, key: str, entry: dict) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{random.getrandbits(32):08x}.part")
+        partial.write_text(json.dumps(entry))
+        partial.replace(path)  # a reader never sees half an entry
+
+
+def _rng(config: GenerateConfig, digest: str) -> random.Random:
+    return random.Random(f"{config.seed}:{digest}")
+
+
+def crop_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
+    """Contriever's independent cropping: two random spans of 10-50 % of the chunk's words are a pair."""
+    words, rng = text.split(), _rng(config, digest)
+    if len(words) < 8:
+        return []
+
+    def span() -> str:
+        size = max(2, math.ceil(len(words) * rng.uniform(0.1, 0.5)))
+        start = rng.randrange(0, len(words) - size + 1)
+        return " ".join(words[start : start + size])
+
+    return [(span(), span()) for _ in range(config.queries_per_chunk)]
+
+
+def inverse_cloze_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
+    """The inverse cloze task: one sentence is the query, the rest of its chunk the passage."""
+    sentences = [s for s in SENTENCE_END.split(text.strip()) if s.strip()]
+    # A fragment (the overlap a chunk repeats from the one before) is no question anyone asks.
+    candidates = [i for i, sentence in enumerate(sentences) if len(sentence.split()) >= MIN_SENTENCE_WORDS]
+    rng = _rng(config, digest)
+    picked = rng.sample(candidates, min(config.queries_per_chunk, len(candidates)))
+    pairs = [(sentences[i], " ".join(sentences[:i] + sentences[i + 1 :])) for i in picked]
+    return [(query, rest) for query, rest in pairs if len(rest.split()) >= MIN_SENTENCE_WORDS]
+
+
+def prompt_for(config: LLMConfig, text: str, title: str, n: int) -> str:
+    return config.prompt.format(text=text, title=f"{title}\n" if title else "", n=n)
+
+
+def parse_queries(reply: str, n: int) -> list[str]:
+    """The queries in a reply: one per line, numbering, bullets and quotes taken off, at most n."""
+    found = []
+    for line in reply.splitlines():
+        query = LIST_MARK.sub("", line).strip().strip("\"'“”").strip()
+        if query and query not in found:
+            found.append(query)
+    return found[:n]

@@ -1,0 +1,67 @@
+"""The tables and markdown a person reads: in the dashboard's artifacts and in the model card, written once."""
+
+from __future__ import annotations
+
+import json
+
+from embedforge.types import FilterReport, Metrics, MiningReport
+
+
+def gain_table(metrics: Metrics) -> list[dict]:
+    """Rows of metric, base, fine-tuned and their difference."""
+    return [
+        {
+            "metric": key,
+            "base": round(metrics.base[key], 4),
+            "fine-tuned": round(value, 4),
+            "delta": round(value - metrics.base[key], 4),
+        }
+        for key, value in metrics.finetuned.items()
+        if key in metrics.base
+    ]
+
+
+def mining_markdown(report: MiningReport) -> str:
+    scores = (
+        f"| similarity anchor–positive | {report.positive_score:.4f} |\n"
+        f"| similarity anchor–negative | {report.negative_score:.4f} |\n"
+        if report.positive_score is not None
+        else ""
+    )
+    return (
+        f"| | |\n|:--|--:|\n| training pairs | {report.rows} |\n"
+        f"| with {report.negatives_per_anchor} mined negative(s) | {report.mined_rows} |\n"
+        f"| in-batch negatives only | {report.in_batch_only_rows} |\n"
+        f"| same-group candidates skipped | {report.same_group_skipped} |\n{scores}\n"
+        f"Mined with `{report.model}` among the training split's passages; settings: "
+        f"`{json.dumps(report.settings, sort_keys=True)}`\n"
+    )
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def corpus_markdown(report: FilterReport, samples: list[dict] | None = None) -> str:
+    """How the training pairs were made: documents, chunks, requests, cache hits, tokens, drops, a few samples."""
+    generated = report.generation
+    rows = [
+        ("documents", generated.documents),
+        ("chunks", generated.chunks),
+        (
+            f"chunks given queries now ({generated.method}{': requests' if generated.method == 'llm' else ''})",
+            generated.generated,
+        ),
+        ("chunks whose queries came from the cache", generated.cached),
+        ("pairs generated", generated.pairs),
+        *[(f"dropped: {name.replace('_', ' ')}", count) for name, count in report.dropped.items()],
+        ("pairs kept for training", report.kept),
+    ]
+    if generated.prompt_tokens or generated.completion_tokens:
+        rows += [("prompt tokens", generated.prompt_tokens), ("completion tokens", generated.completion_tokens)]
+    table = "| | |\n|:--|--:|\n" + "".join(f"| {name} | {value} |\n" for name, value in rows)
+    if samples:
+        table += "\n| query | passage |\n|:--|:--|\n"
+        table += "".join(f"| {_cell(s['anchor'])} | {_cell(s['positive'])} |\n" for s in samples)
+    return table

