@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from llm_server import LocalLLM
 
 from embedforge.chunking import Chunker, load_tokenizer
 from embedforge.config.corpus import CorpusConfig, GenerateConfig
@@ -23,6 +22,7 @@ from embedforge.generation import cache_key, crop_pairs, inverse_cloze_pairs, pa
 from embedforge.recipe import Recipe
 
 from conftest import BIN, make_recipe, run_cli
+from llm_server import LocalLLM
 
 TOPICS = ["castle", "river", "engine", "garden", "comet", "library", "forest", "market", "violin", "glacier"]
 
