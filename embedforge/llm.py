@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlparse
@@ -80,21 +82,26 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers, timeout=config.timeout_seconds)
 
-    def _post(self, prompt: str) -> httpx.Response:
-        from prefect.concurrency.sync import concurrency, rate_limit
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """One slot of the endpoint's concurrency limit, held while this client sends its requests one by one.
 
-        if self.config.requests_per_minute:
-            rate_limit(limit_name(self.config) + "-rpm")
+        A slot per batch, not per request: each request would otherwise cost two calls to the Prefect API,
+        and requests in flight still never exceed the limit, since a client sends one at a time.
+        """
+        from prefect.concurrency.sync import concurrency
+
         with concurrency(limit_name(self.config), occupy=1):
-            return self.http.post(
-                "/chat/completions",
-                json={
-                    "model": self.config.model,
-                    "messages": [{"role": "user", "content": prompt}],
-                    "temperature": self.config.temperature,
-                    "max_tokens": self.config.max_tokens,
-                },
-            )
+            yield
+
+    def _post(self, prompt: str) -> httpx.Response:
+        if self.config.requests_per_minute:
+            from prefect.concurrency.sync import rate_limit
+
+            rate_limit(limit_name(self.config) + "-rpm")
+        body = {"model": self.config.model, "messages": [{"role": "user", "content": prompt}]}
+        body |= {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+        return self.http.post("/chat/completions", json=body)
 
     def complete(self, prompt: str) -> Reply:
         from prefect.runtime import flow_run

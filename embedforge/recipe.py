@@ -67,18 +67,24 @@ class Recipe(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _pairs_from_the_corpus(cls, data: Any) -> Any:
-        """A corpus recipe's ingest reads the pairs the corpus stages make; split by document unless told."""
-        if not isinstance(data, dict) or not data.get("corpus"):
+        """A corpus recipe's ingest reads the pairs the corpus stages make; split by document unless told.
+
+        Sections of the wrong type are left as they are, for the field validation to name.
+        """
+        ingest, split = (data.get(key) or {} if isinstance(data, dict) else None for key in ("ingest", "split"))
+        if not isinstance(data, dict) or not data.get("corpus") or not isinstance(ingest, dict):
             return data
-        ingest = dict(data.get("ingest") or {})
         if ingest.get("kind", "retrieval") != "retrieval":
             raise ValueError("ingest.kind: a corpus makes retrieval pairs (anchor, positive); leave kind out")
         given = [key for key in ("path", "path_env", "dataset") if ingest.get(key) not in (None, CORPUS_PAIRS)]
         if given:
             raise ValueError(f"ingest.{given[0]}: the corpus section makes the training pairs; give one of the two")
-        ingest |= {"path": CORPUS_PAIRS, "keep": list(dict.fromkeys([*ingest.get("keep", []), "doc_id"]))}
-        split = dict(data.get("split") or {})
-        split.setdefault("group_by", "doc_id")  # the test split measures documents the model never saw
+        keep = ingest.get("keep", [])
+        ingest = {**ingest, "path": CORPUS_PAIRS} | (
+            {"keep": list(dict.fromkeys([*keep, "doc_id"]))} if isinstance(keep, list) else {}
+        )
+        if isinstance(split, dict):
+            split = {"group_by": "doc_id", **split}  # the test split measures documents the model never saw
         return {**data, "ingest": ingest, "split": split}
 
     @model_validator(mode="after")

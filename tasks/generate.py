@@ -7,6 +7,7 @@ machine, or a Dask cluster (`corpus.generate.dask_address`) for corpora that out
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -39,21 +40,21 @@ def _queries(config: GenerateConfig, chunk: dict, client: ChatClient | None) -> 
 
 @task(name="generate-queries")
 def generate_batch(config: GenerateConfig, chunks: list[dict], cache_dir: str) -> dict:
-    """One batch of chunks: cached ones read back, the rest generated and cached; the pairs and what it cost."""
+    """One batch of chunks: cached ones read back, the rest generated (holding one endpoint slot) and cached."""
     cache, client = generation.QueryCache(Path(cache_dir)), ChatClient(config.llm) if config.llm else None
-    done = {"rows": [], "generated": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    entries = {chunk["chunk_id"]: cache.get(generation.cache_key(chunk["digest"], config)) for chunk in chunks}
+    missing = [chunk for chunk in chunks if entries[chunk["chunk_id"]] is None]
+    done = {"rows": [], "generated": len(missing), "cached": len(chunks) - len(missing)}
+    with client.slot() if client and missing else nullcontext():
+        for chunk in missing:
+            entries[chunk["chunk_id"]] = _queries(config, chunk, client)
+            cache.put(generation.cache_key(chunk["digest"], config), entries[chunk["chunk_id"]])
+    done["prompt_tokens"] = sum(entries[chunk["chunk_id"]]["usage"][0] for chunk in missing)
+    done["completion_tokens"] = sum(entries[chunk["chunk_id"]]["usage"][1] for chunk in missing)
     for chunk in chunks:
-        key = generation.cache_key(chunk["digest"], config)
-        entry = cache.get(key)
-        done["cached" if entry else "generated"] += 1
-        if entry is None:
-            entry = _queries(config, chunk, client)
-            cache.put(key, entry)
-            done["prompt_tokens"] += entry["usage"][0]
-            done["completion_tokens"] += entry["usage"][1]
+        pairs = entries[chunk["chunk_id"]]["pairs"]
         done["rows"] += [
-            {"anchor": q, "positive": p, "chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"]}
-            for q, p in entry["pairs"]
+            {"anchor": q, "positive": p, "chunk_id": chunk["chunk_id"], "doc_id": chunk["doc_id"]} for q, p in pairs
         ]
     return done
 

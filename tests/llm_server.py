@@ -21,6 +21,7 @@ class LLMState:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.most_in_flight = 0
+        self.latency = 0.05  # seconds per request: long enough for requests sent at once to overlap
         self.models = ["local-model"]
         self.key: str | None = None  # when set, requests must carry it
         self.unrelated: dict[str, str] = {}  # a word of the passage -> the query answered instead
@@ -79,7 +80,7 @@ def make_handler(state: LLMState):
                 state.in_flight += 1
                 state.most_in_flight = max(state.most_in_flight, state.in_flight)
             try:
-                time.sleep(0.05)  # long enough for requests sent at once to overlap
+                time.sleep(state.latency)
                 if failure:
                     status, retry_after = failure
                     headers = {"Retry-After": retry_after} if retry_after else {}
