@@ -70,7 +70,8 @@ class SplitConfig(BaseModel):
         """The test and eval files as ingest sections: the training data's name, kind and columns, their own path."""
         files = {"test": self.test_file, "eval": self.eval_file}
         return {
-            part: train.model_copy(update={"path": path, "path_env": None, "dataset": None, "limit": None})
+            # Used whole: a column kept for grouping the training data (ingest.keep) is not needed here.
+            part: train.model_copy(update={"path": path, "path_env": None, "dataset": None, "limit": None, "keep": []})
             for part, path in files.items()
             if path
         }
