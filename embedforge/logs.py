@@ -38,5 +38,13 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     # datasets logs an ERROR for a JSON file it cannot parse; ingest reports it, naming the row datasets does not.
     logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
+    # sentence-transformers draws a bar while it picks the card's widget examples, at every trainer start,
+    # whatever the logging settings: its module's own tqdm name is pointed at a disabled one.
+    from functools import partial
+
+    import sentence_transformers.base.model_card as model_card
+    from tqdm.autonotebook import tqdm
+
+    model_card.tqdm = partial(tqdm, disable=True)
     # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")

@@ -183,6 +183,7 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
         "Loading weights",
         "{'loss'",
         "pin_memory",
+        "Computing widget examples",
     ]:
         assert noise not in output, noise
     assert "Task run 'train-model" in output and "step 5/" in output  # our stage lines
