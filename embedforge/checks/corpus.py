@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import httpx
 
-from embedforge.chunking import load_tokenizer
+from embedforge.chunking import tokenizer_folder
 from embedforge.documents import document_files
 from embedforge.errors import EmbedforgeError
-from embedforge.llm import api_key
+from embedforge.llm import ChatClient, api_key
+from embedforge.models import resolve_model_ref
 from embedforge.recipe import Recipe
 
 EXTRAS = {"prefect_dask": "dask", "pypdf": "pdf"}
@@ -22,7 +24,7 @@ def _missing(module: str) -> str | None:
 
 
 def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
-    """(field, problem) for documents that cannot be read, a tokenizer that does not load, an extra not installed."""
+    """(field, problem) for documents that cannot be read, a base model without a tokenizer, an extra not installed."""
     corpus = recipe.corpus
     if corpus is None:
         return []
@@ -41,11 +43,22 @@ def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
             api_key(corpus.generate.llm)
         except EmbedforgeError as exc:
             problems.append(("corpus.generate.llm.api_key_secret", str(exc).split(": ", 1)[1]))
+    return problems + _check_tokenizer(recipe.train.base_model, recipe.train.base_model_revision)
+
+
+def _check_tokenizer(ref: str, revision: str | None) -> list[tuple[str, str]]:
+    """A local base model whose folder has no tokenizer: the chunks are sized in its tokens. Nothing is loaded."""
     try:
-        load_tokenizer(recipe.train.base_model, recipe.train.base_model_revision)
+        local = Path(resolve_model_ref(ref)).is_dir()
     except EmbedforgeError:
-        pass  # check_training names a base model that cannot be had
-    return problems
+        return []  # check_training names a base model that cannot be had
+    if not local:
+        return []  # a Hub model's tokenizer is fetched with it
+    try:
+        tokenizer_folder(ref, revision)
+    except EmbedforgeError as exc:
+        return [("train.base_model", str(exc))]
+    return []
 
 
 def check_endpoint(recipe: Recipe) -> list[tuple[str, str]]:
@@ -54,12 +67,11 @@ def check_endpoint(recipe: Recipe) -> list[tuple[str, str]]:
     if llm is None:
         return []
     try:
-        key = api_key(llm)
+        client = ChatClient(llm)  # the run's own client: its base URL and key
     except EmbedforgeError:
         return []  # check_corpus names the missing Secret block
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(f"{llm.base_url.rstrip('/')}/models", headers=headers, timeout=10)
+        response = client.http.get("/models", timeout=10)
     except httpx.TransportError as exc:
         return [("corpus.generate.llm.base_url", f"{llm.base_url} cannot be reached ({type(exc).__name__}: {exc})")]
     if response.status_code in (401, 403):
