@@ -42,13 +42,14 @@ def _queries(config: GenerateConfig, chunk: dict, client: ChatClient | None) -> 
 def generate_batch(config: GenerateConfig, chunks: list[dict], cache_dir: str) -> dict:
     """One batch of chunks: cached ones read back, the rest generated (holding one endpoint slot) and cached."""
     cache, client = generation.QueryCache(Path(cache_dir)), ChatClient(config.llm) if config.llm else None
-    entries = {chunk["chunk_id"]: cache.get(generation.cache_key(chunk["digest"], config)) for chunk in chunks}
+    keys = {chunk["chunk_id"]: generation.cache_key(chunk["digest"], config) for chunk in chunks}
+    entries = {chunk_id: cache.get(key) for chunk_id, key in keys.items()}
     missing = [chunk for chunk in chunks if entries[chunk["chunk_id"]] is None]
     done = {"rows": [], "generated": len(missing), "cached": len(chunks) - len(missing)}
     with client.slot() if client and missing else nullcontext():
         for chunk in missing:
             entries[chunk["chunk_id"]] = _queries(config, chunk, client)
-            cache.put(generation.cache_key(chunk["digest"], config), entries[chunk["chunk_id"]])
+            cache.put(keys[chunk["chunk_id"]], entries[chunk["chunk_id"]])
     done["prompt_tokens"] = sum(entries[chunk["chunk_id"]]["usage"][0] for chunk in missing)
     done["completion_tokens"] = sum(entries[chunk["chunk_id"]]["usage"][1] for chunk in missing)
     for chunk in chunks:
