@@ -186,6 +186,14 @@ def live_server(tmp_path_factory):
     stop(process, 30)
 
 
+def embedded_env(tmp_path: Path) -> dict:
+    """The environment of `embedforge run` as the README has it: no server set, so its own temporary one,
+    with a Prefect home of its own in tmp_path."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
 def live_env(server: str, **extra: str) -> dict:
     """The environment of a command an operator runs against that server."""
     return {**os.environ, "PREFECT_API_URL": f"{server}/api", "HF_HUB_OFFLINE": "1", **extra}

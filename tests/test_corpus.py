@@ -6,7 +6,6 @@ embedforge's real client through Prefect's concurrency limits.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -21,29 +20,24 @@ from embedforge.errors import EmbedforgeError
 from embedforge.generation import cache_key, crop_pairs, inverse_cloze_pairs, parse_queries
 from embedforge.recipe import Recipe
 
-from conftest import BIN, make_recipe, run_cli
+from conftest import BIN, cli, embedded_env, make_recipe, run_cli
 from llm_server import LocalLLM
 
 TOPICS = ["castle", "river", "engine", "garden", "comet", "library", "forest", "market", "violin", "glacier"]
 
 
-def test_validate_asks_the_endpoint_for_its_models_and_key(tiny_model, tmp_path, write_recipe):
-    from conftest import cli
-
+def test_validate_asks_the_endpoint_for_its_models_and_key(tiny_model, tmp_path, write_recipe, monkeypatch):
     with LocalLLM() as llm:
         llm.state.key = "sk-right"
         recipe = _llm_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path, llm, api_key_env="TEST_LLM_KEY")
         path = write_recipe(recipe)
-        os.environ["TEST_LLM_KEY"] = "sk-wrong"
-        try:
-            refused = cli("validate", path)
-            os.environ["TEST_LLM_KEY"] = "sk-right"
-            llm.state.models = ["other-model"]
-            unknown = cli("validate", path)
-            llm.state.models = ["local-model"]
-            ok = cli("validate", path)
-        finally:
-            os.environ.pop("TEST_LLM_KEY")
+        monkeypatch.setenv("TEST_LLM_KEY", "sk-wrong")
+        refused = cli("validate", path)
+        monkeypatch.setenv("TEST_LLM_KEY", "sk-right")
+        llm.state.models = ["other-model"]
+        unknown = cli("validate", path)
+        llm.state.models = ["local-model"]
+        ok = cli("validate", path)
     assert (
         refused.exit_code == 1
         and f"corpus.generate.llm: {llm.url} refused the key (HTTP 401); check TEST_LLM_KEY" in refused.output
@@ -181,10 +175,8 @@ def test_documents_to_a_published_model_without_an_llm(tiny_model, tmp_path, wri
 
 def _embedforge_run(recipe: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """`embedforge run` as a user types it: its own process, the temporary server, the terminal's output."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
-    env.pop("PREFECT_API_URL", None)
     command = [BIN / "embedforge", "run", recipe, "--output-dir", tmp_path / "runs"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=embedded_env(tmp_path), capture_output=True, text=True, timeout=600)
 
 
 def _llm_recipe(tiny_model, docs, tmp_path, llm: LocalLLM, **settings) -> dict:

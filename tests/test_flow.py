@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformer
 from embedforge.flows.finetune import finetune
 from embedforge.recipe import Recipe
 
-from conftest import make_pairs, make_recipe, run_cli, trainer_state, write_jsonl
+from conftest import embedded_env, make_pairs, make_recipe, run_cli, trainer_state, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -157,14 +157,12 @@ def test_training_resumes_from_the_newest_checkpoint_of_its_run(recipe_dict, tmp
 
 def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict, tmp_path, write_recipe):
     """The terminal of `embedforge run` on the embedded server, as a new user reads it top to bottom."""
-    import os
     import subprocess
     import sys
 
     recipe_dict["train"]["args"].update({"disable_tqdm": False, "num_train_epochs": 1})
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
-    for setting in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
-        env.pop(setting, None)  # the README's way: embedded API, and a first run on this machine
+    env = embedded_env(tmp_path)
+    env.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)  # the README's way: embedded API, a first run here
     command = [
         str(Path(sys.executable).parent / "embedforge"),
         "run",

@@ -12,23 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_pids, complete_checkpoints, trainer_state
+from conftest import child_pids, complete_checkpoints, embedded_env, trainer_state
 
 pytestmark = pytest.mark.slow  # a real run, killed, and resumed in subprocesses
 EMBEDFORGE = str(Path(sys.executable).parent / "embedforge")
-
-
-def _env(tmp_path: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_API_URL", None)
-    return env
 
 
 def _training(recipe: Path, tmp_path: Path, until: str, **popen) -> subprocess.Popen:
     """`embedforge run` started in the background, returned once `until` (a glob under runs/) exists."""
     popen = popen or {"stdout": open(tmp_path / "first.log", "w"), "stderr": subprocess.STDOUT}
     command = [EMBEDFORGE, "run", str(recipe), "--output-dir", str(tmp_path / "runs")]
-    process = subprocess.Popen(command, env=_env(tmp_path), **popen)
+    process = subprocess.Popen(command, env=embedded_env(tmp_path), **popen)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob(until)):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -45,7 +39,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(recipe_dict, tmp_p
     recipe_dict["train"]["args"].update(
         {"max_steps": 400, "save_strategy": "steps", "save_steps": 2, "save_total_limit": 3, "logging_steps": 50}
     )
-    env = _env(tmp_path)
+    env = embedded_env(tmp_path)
     first = _training(write_recipe(recipe_dict), tmp_path, FIRST_CHECKPOINT)
     server = [pid for pid in child_pids(first.pid) if "uvicorn" in Path(f"/proc/{pid}/cmdline").read_text()]
     first.send_signal(signal.SIGKILL)  # a worker or pod gone: no clean-up of any kind
@@ -85,7 +79,7 @@ def test_a_second_engine_on_a_run_being_trained_refuses_and_the_first_finishes(r
     recipe_dict["train"]["args"].update(
         {"max_steps": 800, "save_strategy": "steps", "save_steps": 20, "save_total_limit": 2, "logging_steps": 100}
     )
-    env = _env(tmp_path)
+    env = embedded_env(tmp_path)
     first = _training(write_recipe(recipe_dict), tmp_path, FIRST_CHECKPOINT)
     (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
 
@@ -111,7 +105,7 @@ def test_ctrl_c_during_training_cancels_the_run_cleanly_and_it_resumes(recipe_di
     recipe_dict["train"]["args"].update(
         {"max_steps": 800, "save_strategy": "steps", "save_steps": 1000, "logging_steps": 100}
     )
-    home, env, runs = tmp_path / "prefect-home", _env(tmp_path), tmp_path / "runs"
+    home, env, runs = tmp_path / "prefect-home", embedded_env(tmp_path), tmp_path / "runs"
     # As a terminal runs it: its own process group, and Ctrl-C is SIGINT to the whole group.
     terminal = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "start_new_session": True}
     first = _training(write_recipe(recipe_dict), tmp_path, "tiny-test/*/checkpoints", **terminal)
