@@ -33,8 +33,10 @@ def chunk_corpus(config: CorpusConfig, train: TrainConfig, out_dir: str) -> Corp
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "chunks.parquet"
-    pd.DataFrame(rows).drop_duplicates("digest").to_parquet(path, index=False)
-    report = CorpusReport(documents=len(documents), chunks=len(rows), path=str(path))
+    # A chunk repeated word for word (a shared footer, a copied page) is asked about and trained on once.
+    chunks = pd.DataFrame(rows).drop_duplicates("digest")
+    chunks.to_parquet(path, index=False)
+    report = CorpusReport(documents=len(documents), chunks=len(chunks), path=str(path))
     run_logger().info(
         "Cut %d documents into %d chunks of at most %d tokens", report.documents, report.chunks, config.chunk_tokens
     )
