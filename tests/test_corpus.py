@@ -112,6 +112,19 @@ def test_chunks_fit_the_token_budget_and_end_on_paragraphs(tiny_model, tmp_path)
     assert all(c.text.rstrip().endswith(".") for c in chunks)  # sentences are not cut mid-way here
 
 
+def test_a_sentence_longer_than_a_chunk_is_cut_into_windows_that_fit_and_overlap(tiny_model):
+    from embedforge.documents import Document
+
+    tokenizer = load_tokenizer(tiny_model)
+    text = " ".join(f"the keeper{i} of castle{i} writes ledgers" for i in range(40))  # one sentence, no stop
+    config = CorpusConfig(path="x", chunk_tokens=32, overlap=6, min_chunk_tokens=1)
+    chunks = Chunker(tokenizer, config).chunks(Document("run-on.txt", text, None, markdown_blocks(text)))
+    sizes = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in chunks]
+    assert len(chunks) > 3 and max(sizes) <= 32
+    assert all(c.text.split()[0] in text.split() for c in chunks)  # each starts on a whole word
+    assert all(a.text.split()[-1] in b.text.split()[:6] for a, b in zip(chunks, chunks[1:]))  # and overlaps
+
+
 def test_crop_and_inverse_cloze_are_deterministic_per_chunk():
     text = "First sentence here. Second one follows. A third closes it. And a fourth one too."
     config = GenerateConfig(method="inverse_cloze", queries_per_chunk=2)
