@@ -326,3 +326,16 @@ def test_a_pdf_is_read_page_by_page(tmp_path):
     (tmp_path / "ledger.pdf").write_bytes(pdf)
     (document,) = read_documents(CorpusConfig(path=str(tmp_path)))
     assert document.id == "ledger.pdf" and "keeper writes a ledger" in document.text
+
+
+def test_a_prompt_with_an_unknown_placeholder_is_named(tmp_path, write_recipe):
+    recipe = {
+        "corpus": {
+            "path": str(tmp_path),
+            "generate": {"method": "llm", "llm": {"base_url": "http://x/v1", "model": "m", "prompt": "Ask {chunk}"}},
+        },
+        "train": {"base_model": "x"},
+    }
+    result = cli("validate", "--recipe-only", write_recipe(recipe))
+    assert result.exit_code == 1
+    assert "corpus.generate.llm.prompt: the prompt names {chunk}, which is no placeholder; use {text}" in result.output

@@ -23,7 +23,9 @@ def _placeholders_known(prompt: str) -> str:
     try:
         prompt.format(text="", title="", n=1)
     except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"{exc!s}: not a placeholder of the prompt; use {{text}}, {{title}} and {{n}}") from None
+        raise ValueError(
+            f"the prompt names {{{exc.args[0]}}}, which is no placeholder; use {{text}}, {{title}} and {{n}}"
+        ) from None
     if "{text}" not in prompt:
         raise ValueError("the prompt never shows the chunk: put {text} in it")
     return prompt
