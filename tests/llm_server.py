@@ -42,6 +42,21 @@ def queries_for(prompt: str) -> list[str]:
     return [f"what about the {' '.join(distinct[i : i + 3])}?" for i in range(0, 3 * n, 3)][:n]
 
 
+def _answer(state: LLMState, body: dict, failure: tuple[int, str | None] | None) -> tuple[int, dict, dict]:
+    """The status, body and headers of a chat completion: a scripted failure, or queries made of the passage."""
+    if failure:
+        status, retry_after = failure
+        return status, {"error": {"message": f"scripted {status}"}}, {"Retry-After": retry_after} if retry_after else {}
+    prompt = body["messages"][-1]["content"]
+    queries = queries_for(prompt)
+    for word, query in state.unrelated.items():
+        queries = [query] if word in prompt else queries
+    text = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(queries))
+    usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    return 200, {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage}, {}
+
+
 def make_handler(state: LLMState):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # quiet: the test reads state.requests instead
@@ -81,22 +96,13 @@ def make_handler(state: LLMState):
                 state.most_in_flight = max(state.most_in_flight, state.in_flight)
             try:
                 time.sleep(state.latency)
-                if failure:
-                    status, retry_after = failure
-                    headers = {"Retry-After": retry_after} if retry_after else {}
-                    self._send(status, {"error": {"message": f"scripted {status}"}}, headers)
-                    return
-                prompt = body["messages"][-1]["content"]
-                queries = queries_for(prompt)
-                for word, query in state.unrelated.items():
-                    queries = [query] if word in prompt else queries
-                text = "\n".join(f"{i + 1}. {q}" for i, q in enumerate(queries))
-                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
-                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                self._send(200, {"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage})
+                reply = _answer(state, body, failure)
             finally:
+                # Counted out before the answer leaves: a client holding it may send its next request at once,
+                # and that one must not find this one still counted.
                 with state.lock:
                     state.in_flight -= 1
+            self._send(*reply)
 
     return Handler
 
