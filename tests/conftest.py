@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import random
@@ -104,6 +106,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "prefect_server" in item.fixturenames:
             item.add_marker(pytest.mark.slow)
+    # The slow tests first: the workers share the files out in this order, and the files of fast tests
+    # are what fills the end, instead of one worker finishing a long file while the other waits.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -133,11 +138,36 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.cache
+def _migrated_database() -> Path:
+    """A SQLite Prefect database with every migration applied, made once per session. A server on an empty
+    home spends some ten seconds migrating before it answers, and no test but one is about that: the CLI
+    test of test_flow.py keeps a home of its own, as a first run on a fresh install has."""
+    home = Path(tempfile.mkdtemp(prefix="embedforge-prefect-db-"))
+    atexit.register(shutil.rmtree, home, True)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    subprocess.run(
+        [str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env, check=True, capture_output=True
+    )
+    return home / "prefect.db"
+
+
+def prefect_home(path: Path) -> Path:
+    """A Prefect home at path whose database is already migrated (a copy, so each test has its own)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "prefect.db").exists():
+        shutil.copyfile(_migrated_database(), path / "prefect.db")
+    return path
+
+
 def start_prefect_server(home: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     """`prefect server start`, the command the README gives, with its services (scheduler, triggers), on a free
     port with its own home; `settings` are extra PREFECT_* variables (a PostgreSQL database URL, say)."""
     import httpx
 
+    if not any(key.endswith("DATABASE_CONNECTION_URL") for key in settings):
+        prefect_home(home)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     # The UI asks the API at PREFECT_UI_API_URL, which would otherwise say the default port 4200.
@@ -186,10 +216,11 @@ def live_server(tmp_path_factory):
     stop(process, 30)
 
 
-def embedded_env(tmp_path: Path) -> dict:
+def embedded_env(tmp_path: Path, fresh: bool = False) -> dict:
     """The environment of `embedforge run` as the README has it: no server set, so its own temporary one,
-    with a Prefect home of its own in tmp_path."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
+    with a Prefect home of its own in tmp_path (its database migrated already unless `fresh`)."""
+    home = tmp_path / "prefect-home"
+    env = {**os.environ, "PREFECT_HOME": str(home if fresh else prefect_home(home)), "HF_HUB_OFFLINE": "1"}
     env.pop("PREFECT_API_URL", None)
     return env
 

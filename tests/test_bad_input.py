@@ -7,7 +7,6 @@ Most are refused by `embedforge validate` alone, before anything trains; the res
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import cli, make_pairs, write_jsonl
+from conftest import cli, embedded_env, make_pairs, write_jsonl
 
 
 @dataclass
@@ -467,9 +466,7 @@ def test_run_refuses_with_one_line_and_no_traceback(case, world, tmp_path):
     before = _fingerprint(root / "published")
     path = _prepare(case, recipe, root)
     output_dir = root / "data" / "pairs.jsonl" if case.id == "output-dir-is-a-file" else root / "runs"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1", **case.env}
-    if "PREFECT_API_URL" not in case.env:
-        env.pop("PREFECT_API_URL", None)
+    env = embedded_env(tmp_path) | case.env
     command = [str(Path(sys.executable).parent / "embedforge"), "run", str(path), "--output-dir", str(output_dir)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr

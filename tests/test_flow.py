@@ -161,8 +161,8 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
     import sys
 
     recipe_dict["train"]["args"].update({"disable_tqdm": False, "num_train_epochs": 1})
-    env = embedded_env(tmp_path)
-    env.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)  # the README's way: embedded API, a first run here
+    env = embedded_env(tmp_path, fresh=True)  # a first run on a fresh install: its database is made here
+    env.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)  # the README's way: embedded API
     command = [
         str(Path(sys.executable).parent / "embedforge"),
         "run",

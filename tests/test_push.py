@@ -22,7 +22,7 @@ from embedforge.tasks.decide import decide_release
 from embedforge.tasks.push import push_model
 from embedforge.types import EvalSplit, Metrics, ReleaseDecision, RunRecord, Splits, TrainedModel
 
-from conftest import cli, make_pairs, run_cli, write_jsonl
+from conftest import cli, make_pairs, prefect_home, run_cli, write_jsonl
 from hub_server import LocalHub
 
 TOKEN = "hf_embedforgeTestToken0123456789"
@@ -353,7 +353,7 @@ def test_resume_of_an_edited_run_directory_or_changed_data_is_refused(recipe_dic
     write_jsonl(Path(recipe_dict["ingest"]["path"]), rows)
     other = {
         **os.environ,
-        "PREFECT_HOME": str(tmp_path / "other-home"),
+        "PREFECT_HOME": str(prefect_home(tmp_path / "other-home")),
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "other-results"),
     }
     other.pop("PREFECT_API_URL", None)
