@@ -28,11 +28,13 @@ def mining_markdown(report: MiningReport) -> str:
         if report.positive_score is not None
         else ""
     )
+    share = f" ({report.in_batch_only_rows / report.rows:.0%})" if report.rows else ""
+    warnings = "".join(f"\n> **Warning:** {warning}.\n" for warning in report.warnings)
     return (
         f"| | |\n|:--|--:|\n| training pairs | {report.rows} |\n"
         f"| with {report.negatives_per_anchor} mined negative(s) | {report.mined_rows} |\n"
-        f"| in-batch negatives only | {report.in_batch_only_rows} |\n"
-        f"| same-group candidates skipped | {report.same_group_skipped} |\n{scores}\n"
+        f"| in-batch negatives only | {report.in_batch_only_rows}{share} |\n"
+        f"| same-group candidates skipped | {report.same_group_skipped} |\n{scores}{warnings}\n"
         f"Mined with `{report.model}` among the training split's passages; settings: "
         f"`{json.dumps(report.settings, sort_keys=True)}`\n"
     )

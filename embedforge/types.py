@@ -77,9 +77,12 @@ class MiningReport(BaseModel):
     in_batch_only_rows: int
     negatives_per_anchor: int
     same_group_skipped: int = Field(description="Candidates ranked high enough but of the positive's own group.")
+    few_candidates_rows: int = Field(0, description="Pairs without a negative: too few candidates passed the filters.")
+    own_group_rows: int = Field(0, description="Pairs without a negative: the candidates were of their own group.")
     positive_score: float | None = Field(None, description="Mean similarity of anchor and positive (mined rows).")
     negative_score: float | None = Field(None, description="Mean similarity of anchor and mined negatives.")
     settings: dict
+    warnings: list[str] = Field(default_factory=list, description="What went wrong, its likely cause, what to change.")
 
 
 class EvalSplit(BaseModel):

@@ -27,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from embedforge.config.mine import MineConfig
 from embedforge.hashing import file_digest
 from embedforge.logs import run_logger
+from embedforge.mining import mining_warnings
 from embedforge.models import base_model_identity, load_model
 from embedforge.reports import mining_markdown
 from embedforge.types import MiningReport, Splits
@@ -89,13 +90,16 @@ def _assign(data: datasets.Dataset, group: str, candidates: dict, config: MineCo
     groups: dict[str, set] = defaultdict(set)
     for passage, key in zip(data["positive"], data[group], strict=True):
         groups[passage].add(key)
-    rng, mined, in_batch, stats = random.Random(config.seed), [], [], {"skipped": 0, "pos": [], "neg": []}
+    rng, mined, in_batch = random.Random(config.seed), [], []
+    stats = {"skipped": 0, "pos": [], "neg": [], "few_candidates": 0, "own_group": 0}
     for row in data:
         found = candidates.get((row["anchor"], row["positive"]), [])
         eligible = [c for c in found[1:] if row[group] not in groups[c[0]]]
         stats["skipped"] += len(found[1:]) - len(eligible)
         chosen = _choose(config, eligible, rng)
         if len(chosen) < config.num_negatives:
+            # Why, for the report: the library found too few in its window, or they were of the own group.
+            stats["few_candidates" if len(found[1:]) < config.num_negatives else "own_group"] += 1
             in_batch.append({"anchor": row["anchor"], "positive": row["positive"]})
             continue
         mined.append(
@@ -108,17 +112,20 @@ def _assign(data: datasets.Dataset, group: str, candidates: dict, config: MineCo
 
 
 def _report(config: MineConfig, rows: int, mined: list, in_batch: list, stats: dict) -> MiningReport:
-    return MiningReport(
+    report = MiningReport(
         model=config.model,
         rows=rows,
         mined_rows=len(mined),
         in_batch_only_rows=len(in_batch),
         negatives_per_anchor=config.num_negatives,
         same_group_skipped=stats["skipped"],
+        few_candidates_rows=stats["few_candidates"],
+        own_group_rows=stats["own_group"],
         positive_score=fmean(stats["pos"]) if stats["pos"] else None,
         negative_score=fmean(stats["neg"]) if stats["neg"] else None,
         settings=config.model_dump(exclude_defaults=True),
     )
+    return report.model_copy(update={"warnings": mining_warnings(config, report)})
 
 
 def _write(rows: list[dict], path: Path) -> str | None:
@@ -144,9 +151,12 @@ def mine_hard_negatives(
     mined_path, pairs_path = _write(mined, out / "train.parquet"), _write(in_batch, out / "in-batch-only.parquet")
     run_logger().info(
         "Mined %d negative(s) for %d of %d training pairs (%d train with in-batch negatives only); "
-        "skipped %d same-group candidates",
+        "skipped %d same-group candidates; mean similarity to the anchor: positives %s, negatives %s",
         *(config.num_negatives, report.mined_rows, report.rows, report.in_batch_only_rows, report.same_group_skipped),
+        *(f"{score:.4f}" if score is not None else "-" for score in (report.positive_score, report.negative_score)),
     )
+    for warning in report.warnings:
+        run_logger().warning("Mining: %s", warning)
     if artifact_key:
         create_markdown_artifact(f"## Hard-negative mining\n\n{mining_markdown(report)}", key=artifact_key)
     return splits.model_copy(

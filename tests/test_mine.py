@@ -9,9 +9,12 @@ from prefect import flow
 from embedforge.config.ingest import IngestConfig
 from embedforge.config.mine import MineConfig
 from embedforge.config.split import SplitConfig
+from embedforge.mining import mining_warnings
+from embedforge.reports import mining_markdown
 from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.split import split_dataset
+from embedforge.types import MiningReport
 
 from conftest import make_pairs, write_jsonl
 
@@ -68,3 +71,46 @@ def test_a_rerun_of_the_same_mining_is_a_cache_hit(splits, tiny_model, tmp_path)
     first, second = twice()
     assert first.name == "Completed" and second.name == "Cached"
     assert second.result() == first.result()
+
+
+def test_most_pairs_without_a_negative_are_named_with_the_cause_and_the_fix(splits, tiny_model, tmp_path, caplog):
+    # No candidate can be 5 below its positive in cosine similarity: every pair is left without a negative.
+    mined = _mine(splits, tiny_model, tmp_path, num_negatives=1, absolute_margin=5.0)
+    report = mined.mining
+    assert report.in_batch_only_rows == report.rows == report.few_candidates_rows
+    (warning,) = report.warnings
+    assert warning.startswith(f"{report.rows} of {report.rows} training pairs (100%) got no mined negative")
+    assert "mine.absolute_margin" in warning and "mine.range_max: 100" in warning
+    assert f"Mining: {warning}" in caplog.text
+    assert f"> **Warning:** {warning}." in mining_markdown(report)  # the card's and the artifact's words
+    assert f"| in-batch negatives only | {report.rows} (100%) |" in mining_markdown(report)
+
+
+def test_candidates_all_of_the_own_group_say_to_widen_the_window(splits, tiny_model, tmp_path):
+    # One group holds every training passage: whatever the library ranks is of the pair's own group.
+    train = pd.read_parquet(splits.train).assign(topic="one topic")
+    train.to_parquet(tmp_path / "one-group.parquet")
+    report = _mine(
+        splits.model_copy(update={"train": str(tmp_path / "one-group.parquet")}), tiny_model, tmp_path
+    ).mining
+    assert report.own_group_rows == report.rows == report.in_batch_only_rows
+    assert "their own group (split.group_by)" in report.warnings[0]
+    assert "mine.range_max, unset" in report.warnings[0]
+
+
+def test_negatives_scoring_close_to_their_positives_are_called_likely_false_ones():
+    report = MiningReport(
+        model="m",
+        rows=100,
+        mined_rows=100,
+        in_batch_only_rows=0,
+        negatives_per_anchor=1,
+        same_group_skipped=0,
+        positive_score=0.80,
+        negative_score=0.78,
+        settings={},
+    )
+    (warning,) = mining_warnings(MineConfig(), report)
+    assert "likely false negatives" in warning and "mine.relative_margin: 0.05" in warning
+    # Well apart: nothing to say.
+    assert mining_warnings(MineConfig(), report.model_copy(update={"negative_score": 0.5})) == []
