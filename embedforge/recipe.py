@@ -138,6 +138,11 @@ class Recipe(BaseModel):
             )
         if self.mine and not self.mine.model:
             self.mine.model, self.mine.model_revision = self.train.base_model, self.train.base_model_revision
+        if self.mine and self.mine.choose and not (self.split.eval_size or self.split.eval_file):
+            raise ValueError(
+                "mine.choose: the candidates are compared on the eval split, and this recipe has none "
+                "(set split.eval_size, or split.eval_file)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from embedforge.types import FilterReport, Metrics, MiningReport
+from embedforge.types import FilterReport, Metrics, MiningReport, Splits
 
 
 def gain_table(metrics: Metrics) -> list[dict]:
@@ -38,6 +38,22 @@ def mining_markdown(report: MiningReport) -> str:
         f"Mined with `{report.model}` among the training split's passages; settings: "
         f"`{json.dumps(report.settings, sort_keys=True)}`\n"
     )
+
+
+def trials_markdown(splits: Splits) -> str:
+    """What mine.choose tried, each candidate's eval-split figure, and the mining report of the one chosen."""
+    rows = "".join(
+        f"| {'**' + t.name + '**' if t.chosen else t.name} | `{json.dumps(t.settings or {}, sort_keys=True)}` | "
+        f"{'-' if t.without_negative is None else t.without_negative} | {t.figure:.4f} |\n"
+        for t in splits.mining_trials
+    )
+    (chosen,) = [t for t in splits.mining_trials if t.chosen]
+    text = (
+        f"Each candidate trained a short run and was measured on the **eval** split ({chosen.metric}); the best "
+        f"was kept: **{chosen.name}**. The test split was read only afterwards, by the full run.\n\n"
+        f"| candidate | settings | pairs without a negative | eval {chosen.metric} |\n|:--|:--|--:|--:|\n{rows}"
+    )
+    return text + (f"\n{mining_markdown(splits.mining)}" if splits.mining else "")
 
 
 def _cell(text: str, limit: int = 160) -> str:

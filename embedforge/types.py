@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -85,26 +85,33 @@ class MiningReport(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="What went wrong, its likely cause, what to change.")
 
 
+class MiningTrial(BaseModel):
+    """One candidate `mine.choose` tried ('no mining' or 'choose[n]'): its short run's eval figure, and if it won."""
+
+    name: str
+    settings: dict | None = Field(None, description="The candidate's own fields; None for no mining.")
+    metric: str
+    figure: float
+    without_negative: int | None = Field(None, description="Training pairs the candidate left without a negative.")
+    chosen: bool = False
+
+
 class EvalSplit(BaseModel):
     """One evaluation dataset's held-out parts: eval (during training) and test (the final numbers)."""
 
     kind: Kind
     eval: str | None = None
     test: str | None = None
-    overlap: dict[str, str] = Field(
-        default_factory=dict, description="Per part, how many of its pairs share a text with training: '3 of 120'."
-    )
+    overlap: dict[str, str] = Field(default_factory=dict, description="Per part: pairs sharing a text with training.")
 
 
 class Splits(BaseModel):
-    """What split hands on: the training rows and, per evaluation dataset (by evaluator name), its parts.
-
-    After mining, ``train`` holds the pairs with their negatives and ``in_batch_only`` those without.
-    """
+    """What split hands on: the training rows (after mining: those with negatives), and each evaluation set's parts."""
 
     train: str
     in_batch_only: str | None = Field(None, description="Training pairs that train with in-batch negatives only.")
     mining: MiningReport | None = None
+    mining_trials: list[MiningTrial] = Field(default_factory=list, description="What mine.choose tried and chose.")
     train_name: str = Field(description="The training data's label, as the card names the dataset.")
     train_kind: Kind
     evaluation: dict[str, EvalSplit]
@@ -218,16 +225,9 @@ class ReleaseDecision(BaseModel):
 Decision = Literal[
     "published", "already published", "champion kept", "up to date", "rejected", "not published", "failed"
 ]
-# The flow run's final state name for each decision: the dashboard's run list reads as what happened.
-STATE_NAMES: dict[str, str] = {
-    "published": "Published",
-    "already published": "Already published",  # a resumed run whose release exists: nothing written
-    "champion kept": "Champion kept",
-    "up to date": "Up to date",
-    "rejected": "Rejected",
-    "not published": "Trained",
-    "failed": "Failed",
-}
+# The flow run's final state name for each decision: the dashboard's run list reads as what happened; a model
+# trained but not published (push off) is "Trained".
+STATE_NAMES = {decision: decision.capitalize() for decision in get_args(Decision)} | {"not published": "Trained"}
 
 
 class Outcome(BaseModel):

@@ -1,7 +1,7 @@
 """The fine-tuning flow, wired as the DAG reads.
 
-ingest -> up to date? -> split -> (mine) -> train -> evaluate -> gate -> card -> champion -> decide -> push
--> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is
+ingest -> up to date? -> split -> (mine, or choose how to mine) -> train -> evaluate -> gate -> card -> champion
+-> decide -> push -> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is
 named after the one that ended the run.
 """
 
@@ -28,6 +28,7 @@ from embedforge.flows.rundir import check_same_inputs
 from embedforge.recipe import Recipe
 from embedforge.tasks.card import render_model_card
 from embedforge.tasks.champion import measure_champion
+from embedforge.tasks.choose import choose_mining
 from embedforge.tasks.decide import decide_release
 from embedforge.tasks.evaluate import evaluate_model, measure_base_model
 from embedforge.tasks.gate import check_quality_gate
@@ -59,8 +60,10 @@ def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
     )
     if not recipe.mine:
         return splits
-    mined, key = str(run_dir / "data" / "mined"), artifact_key(recipe.name, "mining")
-    return mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, mined, key)
+    key = artifact_key(recipe.name, "mining")
+    if recipe.mine.choose:
+        return choose_mining(recipe, splits, str(run_dir / "data" / "mining-trials"), key)
+    return mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, str(run_dir / "data" / "mined"), key)
 
 
 @flow(name="finetune", flow_run_name=flow_run_name, on_failure=[record_failure])

@@ -19,7 +19,7 @@ from embedforge.config.corpus import CorpusConfig
 from embedforge.evaluators import card_evaluators, leaf_results
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
-from embedforge.reports import corpus_markdown, gain_table, mining_markdown
+from embedforge.reports import corpus_markdown, gain_table, mining_markdown, trials_markdown
 from embedforge.training.run import load_for_card
 from embedforge.types import FilterReport, Metrics, RunRecord, Splits, TrainedModel
 
@@ -68,7 +68,10 @@ def _report(metrics: Metrics, record: RunRecord, splits: Splits, made_from: list
     gain += "model selection saw."
     lines = ["## Fine-tuning Report", "", "### Gain over the Base Model", "", gain, "", _gain_markdown(metrics), ""]
     lines += made_from
-    lines += ["### Hard Negatives", "", mining_markdown(splits.mining)] if splits.mining else []
+    if splits.mining_trials:
+        lines += ["### Hard Negatives", "", trials_markdown(splits)]
+    elif splits.mining:
+        lines += ["### Hard Negatives", "", mining_markdown(splits.mining)]
     lines += ["### Overlap with Training", "", "Held-out pairs that share a text with a training pair "]
     lines[-1] += "(`split.max_overlap` bounds it):"
     lines += ["", *_overlap_lines(splits), "", "### Data Fingerprint", ""]

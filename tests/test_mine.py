@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
 import pandas as pd
 import pytest
-from prefect import flow
+from prefect import flow, get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from embedforge.config.ingest import IngestConfig
 from embedforge.config.mine import MineConfig
 from embedforge.config.split import SplitConfig
+from embedforge.flows.finetune import finetune
 from embedforge.mining import mining_warnings
+from embedforge.recipe import Recipe
 from embedforge.reports import mining_markdown
+from embedforge.tasks.choose import _trials
 from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.split import split_dataset
-from embedforge.types import MiningReport
+from embedforge.types import MiningReport, Splits
 
 from conftest import make_pairs, write_jsonl
 
@@ -114,3 +121,91 @@ def test_negatives_scoring_close_to_their_positives_are_called_likely_false_ones
     assert "likely false negatives" in warning and "mine.relative_margin: 0.05" in warning
     # Well apart: nothing to say.
     assert mining_warnings(MineConfig(), report.model_copy(update={"negative_score": 0.5})) == []
+
+
+def _splits_with(path: str, report: MiningReport | None = None) -> Splits:
+    return Splits(train=path, mining=report, train_name="t", train_kind="retrieval", evaluation={})
+
+
+def test_choose_keeps_no_mining_when_mining_lowers_the_eval_figure(tmp_path):
+    recipe = Recipe.model_validate(
+        {
+            "name": "choose",
+            "ingest": {"path": str(tmp_path / "d.jsonl")},
+            "train": {"base_model": "m"},
+            "mine": {"choose": [{"relative_margin": 0.1}, {"num_negatives": 3}]},
+        }
+    )
+    report = MiningReport(
+        model="m",
+        rows=10,
+        mined_rows=4,
+        in_batch_only_rows=6,
+        negatives_per_anchor=1,
+        same_group_skipped=0,
+        settings={},
+    )
+    plain, margin, three = _splits_with("plain"), _splits_with("margin", report), _splits_with("three", report)
+    metric = "eval_cosine_ndcg@10"
+    trials = _trials(recipe, [(metric, 0.71, plain), (metric, 0.69, margin), (metric, 0.70, three)])
+    assert [t.name for t in trials if t.chosen] == ["no mining"]
+    assert [(t.name, t.settings, t.without_negative) for t in trials] == [
+        ("no mining", None, None),
+        ("choose[0]", {"relative_margin": 0.1}, 6),
+        ("choose[1]", {"num_negatives": 3}, 6),
+    ]
+    # A tie is no gain: the simpler data wins.
+    assert [
+        t.name for t in _trials(recipe, [(metric, 0.7, plain), (metric, 0.7, margin), (metric, 0.6, three)]) if t.chosen
+    ] == ["no mining"]
+    # Mining that helps is kept.
+    assert [
+        t.name
+        for t in _trials(recipe, [(metric, 0.7, plain), (metric, 0.72, margin), (metric, 0.6, three)])
+        if t.chosen
+    ] == ["choose[0]"]
+
+
+def test_a_candidate_that_breaks_the_section_rules_is_named_by_its_place(tmp_path):
+    with pytest.raises(ValueError, match=r"choose\[1\]: range_max: 3 must be above range_min \(5\)"):
+        MineConfig(range_min=5, range_max=50, choose=[{}, {"range_max": 3}])
+    recipe = {"name": "r", "ingest": {"path": "d.jsonl"}, "train": {"base_model": "m"}, "split": {"eval_size": 0}}
+    with pytest.raises(ValueError, match=r"mine.choose: the candidates are compared on the eval split"):
+        Recipe.model_validate(recipe | {"mine": {"choose": [{}]}})
+
+
+def _task_runs_since(client, started: datetime) -> dict[str, list]:
+    """{task name: its runs} of the task runs this test made (tests in one process run one at a time)."""
+    found: dict[str, list] = {}
+    for run in client.read_task_runs(limit=200):
+        if run.start_time and run.start_time >= started:
+            found.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return found
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is_read(recipe_dict, tmp_path):
+    started = datetime.now(timezone.utc)
+    recipe_dict["split"]["group_by"] = "topic"
+    # One candidate leaves every pair without a negative (its short run is no mining's), one mines two each.
+    recipe_dict["mine"] = {"choose": [{"absolute_margin": 5.0}, {"num_negatives": 2}], "trial_steps": 4}
+    result = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
+    run_dir = Path(result.run_dir)
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-mining"]))
+        artifact = max(client.read_artifacts(artifact_filter=key), key=lambda a: a.created)
+        runs = _task_runs_since(client, started)
+    rows = [line.split("|") for line in artifact.data.splitlines() if line.startswith("| ") and "`" in line]
+    figures = {cells[1].strip(" *"): float(cells[4]) for cells in rows}
+    assert list(figures) == ["no mining", "choose[0]", "choose[1]"], artifact.data
+    assert figures["choose[0]"] == figures["no mining"]  # no negative for any pair: the same short run
+    winner = next(name for name, figure in figures.items() if figure == max(figures.values()))
+    assert f"the best was kept: **{winner}**" in " ".join(artifact.data.split())
+    assert winner != "choose[0]"  # a tie goes to no mining
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "### Hard Negatives" in card and f"| **{winner}** |" in card
+    assert (run_dir / "data" / "mining-trials" / "2" / "mined" / "train.parquet").exists()
+    # Every short run ended before the test split was read (the fine-tuned model's figures, or the base's).
+    assert len(runs["try-mining"]) == 3
+    test_read = min(r.start_time for name in ("measure-base-model", "evaluate-model") for r in runs.get(name, []))
+    assert max(r.end_time for r in runs["try-mining"]) <= test_read

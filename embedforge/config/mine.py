@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class MineCandidate(BaseModel):
+    """One setting `mine.choose` tries: the fields it names replace the section's own for that candidate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_negatives: int | None = Field(None, ge=1)
+    range_min: int | None = Field(None, ge=0)
+    range_max: int | None = Field(None, gt=0)
+    max_score: float | None = None
+    min_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    sampling_strategy: Literal["top", "random"] | None = None
 
 
 class MineConfig(BaseModel):
@@ -31,6 +46,15 @@ class MineConfig(BaseModel):
     batch_size: int = Field(64, gt=0, description="Encoding batch size while mining.")
     use_faiss: bool = Field(False, description="Search with faiss (pip install faiss-cpu) for large corpora.")
     seed: int = Field(12, description="Seed of the random sampling strategy.")
+    choose: list[MineCandidate] = Field(
+        default_factory=list,
+        description="Settings to try (each replaces fields of this section); with no mining, each trains a short "
+        "run and the best on the eval split is kept.",
+    )
+    trial_steps: int = Field(
+        100, gt=0, description="Training steps of each short run mine.choose compares (at most the full run's)."
+    )
+    parallel_trials: int = Field(1, ge=1, description="Short runs at once (on a GPU worker: as many as fit in memory).")
 
     @model_validator(mode="after")
     def _a_window(self) -> MineConfig:
@@ -38,4 +62,15 @@ class MineConfig(BaseModel):
             raise ValueError(f"range_max: {self.range_max} must be above range_min ({self.range_min})")
         if self.min_score is not None and self.max_score is not None and self.min_score >= self.max_score:
             raise ValueError(f"min_score: {self.min_score} must be below max_score ({self.max_score})")
+        for number, _ in enumerate(self.choose):
+            try:
+                self.candidate(number)
+            except ValidationError as exc:
+                raise ValueError(f"choose[{number}]: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
+
+    def candidate(self, number: int) -> MineConfig:
+        """The section as `choose[number]` has it: its fields over this section's, and nothing more to choose."""
+        fields = self.model_dump(exclude={"choose", "trial_steps", "parallel_trials"})
+        fields |= self.choose[number].model_dump(exclude_unset=True)
+        return MineConfig.model_validate(fields)

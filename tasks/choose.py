@@ -1,0 +1,106 @@
+"""Choose how to mine: no mining and every `mine.choose` candidate each train a short run, and the one that
+scores best on the eval split is kept. Whether mining helps depends on the data, and this measures it.
+
+Side effect: writes ``<run>/data/mining-trials/<n>/`` (each candidate's mined pairs; its short-run model is
+deleted once measured) and publishes the `<recipe>-mining` artifact with every candidate's figure. Only the
+eval split is measured here: the test split stays unread until the chosen setting's full model is evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import INPUTS
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from embedforge.config.mine import MineConfig
+from embedforge.config.train import TrainConfig
+from embedforge.errors import EmbedforgeError
+from embedforge.evaluators import build_evaluators, resolve_metric, run_evaluators
+from embedforge.logs import run_logger
+from embedforge.models import load_model
+from embedforge.recipe import Recipe
+from embedforge.reports import trials_markdown
+from embedforge.tasks.mine import mine_hard_negatives
+from embedforge.training.run import run_training
+from embedforge.types import MiningTrial, Splits
+
+# Whatever the full run asks of the trainer, a short run saves nothing, reports nowhere and evaluates once, after.
+SHORT_RUN = {"save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False, "report_to": "none"}
+
+
+def _short(config: TrainConfig, steps: int, rows: int) -> TrainConfig:
+    """The full run's trainer settings for `steps` steps, never more than the full run would take."""
+    args = config.args
+    per_step = args.get("per_device_train_batch_size", 8) * args.get("gradient_accumulation_steps", 1)
+    full = args.get("max_steps", -1)
+    full = full if full > 0 else math.ceil(rows / per_step) * math.ceil(args.get("num_train_epochs", 3))
+    args = {**args, **SHORT_RUN, "max_steps": min(steps, full)}
+    return config.model_copy(update={"args": args, "resume": False, "devices": 1})
+
+
+@task(name="try-mining", cache_policy=INPUTS, persist_result=True)
+def try_mining(
+    recipe: Recipe, candidate: MineConfig | None, splits: Splits, trial_dir: str
+) -> tuple[str, float, Splits]:
+    """Mine as the candidate says (or not at all), train a short run, and measure it on the eval split."""
+    mined = mine_hard_negatives(candidate, splits, recipe.split.group_by, f"{trial_dir}/mined") if candidate else splits
+    rows = len(pd.read_parquet(splits.train, columns=["anchor"]))
+    model = run_training(_short(recipe.train, recipe.mine.trial_steps, rows), mined, recipe.evaluate, Path(trial_dir))
+    evaluators = build_evaluators(mined, "eval", recipe.evaluate)
+    figures, leaves = run_evaluators(load_model(model.model_dir, max_seq_length=model.max_seq_length), evaluators)
+    shutil.rmtree(model.model_dir)  # measured: a copy of the base model's size per candidate is not worth keeping
+    metric = resolve_metric(recipe.evaluate.headline or leaves[0].primary_metric, figures)
+    return metric, figures[metric], mined
+
+
+def _trials(recipe: Recipe, results: list[tuple[str, float, Splits]]) -> list[MiningTrial]:
+    """One row per candidate; the best figure wins, and on a tie the earlier one (no mining is first)."""
+    best = max(range(len(results)), key=lambda n: (results[n][1], -n))
+    trials = []
+    for n, (metric, figure, mined) in enumerate(results):
+        trials.append(
+            MiningTrial(
+                name="no mining" if n == 0 else f"choose[{n - 1}]",
+                settings=None if n == 0 else recipe.mine.choose[n - 1].model_dump(exclude_unset=True),
+                metric=metric,
+                figure=figure,
+                without_negative=mined.mining.in_batch_only_rows if mined.mining else None,
+                chosen=n == best,
+            )
+        )
+    return trials
+
+
+@flow(name="choose-mining")
+def _choose(recipe: Recipe, splits: Splits, out_dir: str, artifact_key: str | None) -> Splits:
+    candidates = [None, *(recipe.mine.candidate(n) for n in range(len(recipe.mine.choose)))]
+    futures = [try_mining.submit(recipe, c, splits, f"{out_dir}/{n}") for n, c in enumerate(candidates)]
+    results = [future.result() for future in futures]
+    trials = _trials(recipe, results)
+    for trial in trials:
+        settings = f" {trial.settings}" if trial.settings else ""
+        chosen = " (chosen)" if trial.chosen else ""
+        run_logger().info(
+            "Mining candidate %s%s: eval %s %.4f%s", trial.name, settings, trial.metric, trial.figure, chosen
+        )
+    winner = results[next(n for n, trial in enumerate(trials) if trial.chosen)][2]
+    chosen = winner.model_copy(update={"mining_trials": trials})
+    if artifact_key:
+        create_markdown_artifact(f"## Hard-negative mining\n\n{trials_markdown(chosen)}", key=artifact_key)
+    return chosen
+
+
+def choose_mining(recipe: Recipe, splits: Splits, out_dir: str, artifact_key: str | None = None) -> Splits:
+    """The training data of the candidate that scored best on the eval split, with every candidate's figure."""
+    if not splits.parts("eval"):
+        raise EmbedforgeError(
+            "mine.choose: the candidates are compared on the eval split, and this run has none (split.eval_size is 0)"
+        )
+    runner = ThreadPoolTaskRunner(max_workers=recipe.mine.parallel_trials)
+    return _choose.with_options(task_runner=runner)(recipe, splits, out_dir, artifact_key)
