@@ -13,7 +13,9 @@ ranks the candidates; two things it cannot know are decided here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import random
 from collections import Counter, defaultdict
@@ -53,10 +55,20 @@ def _width(config: MineConfig, largest_group: int) -> int:
 
 def _candidates(data: datasets.Dataset, config: MineConfig, model, width: int) -> dict[tuple, list]:
     """{(anchor, positive): [(passage, score), ...] hardest first} from the library, plus the positive's score."""
+    corpus = list(dict.fromkeys(data["positive"]))
+    # The library encodes with show_progress_bar=True hard-wired: two screens of "Batches" bars in a run's
+    # output. They go to stderr, so it is silenced for the call; Prefect's log handler keeps its own stream.
+    with contextlib.redirect_stderr(io.StringIO()):
+        mined = _library_mining(data, config, model, width, corpus)
+    return {
+        (row["anchor"], row["positive"][0]): list(zip(row["positive"], row["scores"], strict=True)) for row in mined
+    }
+
+
+def _library_mining(data: datasets.Dataset, config: MineConfig, model, width: int, corpus: list[str]):
     from sentence_transformers.util import mine_hard_negatives
 
-    corpus = list(dict.fromkeys(data["positive"]))
-    mined = mine_hard_negatives(
+    return mine_hard_negatives(
         data.select_columns(["anchor", "positive"]),
         model,
         corpus=corpus,
@@ -74,9 +86,6 @@ def _candidates(data: datasets.Dataset, config: MineConfig, model, width: int) -
         use_faiss=config.use_faiss,
         verbose=False,
     )
-    return {
-        (row["anchor"], row["positive"][0]): list(zip(row["positive"], row["scores"], strict=True)) for row in mined
-    }
 
 
 def _choose(config: MineConfig, eligible: list, rng: random.Random) -> list:

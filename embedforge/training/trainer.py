@@ -106,8 +106,10 @@ def _evaluation(args, splits: Splits, evaluate: EvaluateConfig):
 def card_data(splits: Splits) -> SentenceTransformerModelCardData:
     """What the trainer fills in for the card; the card stage adds what the recipe says (language, ids)."""
     # Offline, the card machinery must not ask the Hub about datasets or the base model.
+    # One entry per training dataset the trainer gets (the library drops a list of another length, with a warning).
+    names = [splits.train_name] + ([f"{splits.train_name} (in-batch negatives only)"] if splits.in_batch_only else [])
     return SentenceTransformerModelCardData(
-        train_datasets=[{"name": splits.train_name}], local_files_only=hub_constants.HF_HUB_OFFLINE
+        train_datasets=[{"name": name} for name in names], local_files_only=hub_constants.HF_HUB_OFFLINE
     )
 
 
