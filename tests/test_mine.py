@@ -105,18 +105,12 @@ def test_candidates_all_of_the_own_group_say_to_widen_the_window(splits, tiny_mo
     assert "mine.range_max, unset" in report.warnings[0]
 
 
+def _report(**figures) -> MiningReport:
+    return MiningReport(model="m", negatives_per_anchor=1, same_group_skipped=0, settings={}, **figures)
+
+
 def test_negatives_scoring_close_to_their_positives_are_called_likely_false_ones():
-    report = MiningReport(
-        model="m",
-        rows=100,
-        mined_rows=100,
-        in_batch_only_rows=0,
-        negatives_per_anchor=1,
-        same_group_skipped=0,
-        positive_score=0.80,
-        negative_score=0.78,
-        settings={},
-    )
+    report = _report(rows=100, mined_rows=100, in_batch_only_rows=0, positive_score=0.80, negative_score=0.78)
     (warning,) = mining_warnings(MineConfig(), report)
     assert "likely false negatives" in warning and "mine.relative_margin: 0.05" in warning
     # Well apart: nothing to say.
@@ -136,15 +130,7 @@ def test_choose_keeps_no_mining_when_mining_lowers_the_eval_figure(tmp_path):
             "mine": {"choose": [{"relative_margin": 0.1}, {"num_negatives": 3}]},
         }
     )
-    report = MiningReport(
-        model="m",
-        rows=10,
-        mined_rows=4,
-        in_batch_only_rows=6,
-        negatives_per_anchor=1,
-        same_group_skipped=0,
-        settings={},
-    )
+    report = _report(rows=10, mined_rows=4, in_batch_only_rows=6)
     plain, margin, three = _splits_with("plain"), _splits_with("margin", report), _splits_with("three", report)
     metric = "eval_cosine_ndcg@10"
     trials = _trials(recipe, [(metric, 0.71, plain), (metric, 0.69, margin), (metric, 0.70, three)])
