@@ -170,7 +170,14 @@ def _task_runs_since(client, started: datetime) -> dict[str, list]:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is_read(recipe_dict, tmp_path):
+def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is_read(
+    recipe_dict, tmp_path, monkeypatch
+):
+    import embedforge.tasks.choose as choose
+
+    measured = []  # the parts the short runs were measured on
+    build = choose.build_evaluators
+    monkeypatch.setattr(choose, "build_evaluators", lambda s, part, c: measured.append(part) or build(s, part, c))
     started = datetime.now(timezone.utc)
     recipe_dict["split"]["group_by"] = "topic"
     # One candidate leaves every pair without a negative (its short run is no mining's), one mines two each.
@@ -192,6 +199,6 @@ def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is
     assert "### Hard Negatives" in card and f"| **{winner}** |" in card
     assert (run_dir / "data" / "mining-trials" / "2" / "mined" / "train.parquet").exists()
     # Every short run ended before the test split was read (the fine-tuned model's figures, or the base's).
-    assert len(runs["try-mining"]) == 3
+    assert len(runs["try-mining"]) == 3 and measured == ["eval"] * 3
     test_read = min(r.start_time for name in ("measure-base-model", "evaluate-model") for r in runs.get(name, []))
     assert max(r.end_time for r in runs["try-mining"]) <= test_read
