@@ -122,6 +122,7 @@ class Recipe(BaseModel):
         for field, prompts in (
             ("train.args.prompts", self.train.args.get("prompts")),
             ("evaluate.prompts", self.evaluate.prompts),
+            ("mine.prompts", self.mine and self.mine.prompts),
         ):
             unknown = [key for key in prompts or {} if isinstance(prompts, dict) and key not in known]
             if unknown:
@@ -138,6 +139,8 @@ class Recipe(BaseModel):
             )
         if self.mine and not self.mine.model:
             self.mine.model, self.mine.model_revision = self.train.base_model, self.train.base_model_revision
+            # A query-prompt model (Qwen3-Embedding, arctic-embed) ranks well only with its prompt.
+            self.mine.prompts = self.mine.prompts or self.evaluate.prompts
         if self.mine and self.mine.choose and not (self.split.eval_size or self.split.eval_file):
             raise ValueError(
                 "mine.choose: the candidates are compared on the eval split, and this recipe has none "

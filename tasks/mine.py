@@ -72,6 +72,8 @@ def _library_mining(data: datasets.Dataset, config: MineConfig, model, width: in
         data.select_columns(["anchor", "positive"]),
         model,
         corpus=corpus,
+        query_prompt=(config.prompts or {}).get("anchor"),
+        corpus_prompt=(config.prompts or {}).get("positive"),
         range_min=config.range_min,
         range_max=config.range_max,
         max_score=config.max_score,

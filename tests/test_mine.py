@@ -66,6 +66,26 @@ def test_every_training_pair_keeps_training(splits, tiny_model, tmp_path):
     assert report.in_batch_only_rows > 0
 
 
+def test_mining_ranks_with_the_prompts_the_model_trains_with(splits, recipe_dict, tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    # A query-prompt model (Qwen3-Embedding) is ranked as it is used: the recipe hands mining its prompts.
+    recipe_dict["train"]["args"]["prompts"] = {"anchor": "query: "}
+    recipe = Recipe.model_validate({**recipe_dict, "mine": {}})
+    assert recipe.mine.prompts == {"anchor": "query: "}
+    mined = _mine(splits, tiny_model, tmp_path, prompts=recipe.mine.prompts)
+    rows = pd.read_parquet(mined.train)
+    model = SentenceTransformer(tiny_model)
+
+    def mean_positive_score(prefix: str) -> float:
+        anchors = model.encode([prefix + text for text in rows["anchor"]], normalize_embeddings=True)
+        positives = model.encode(list(rows["positive"]), normalize_embeddings=True)
+        return float((anchors * positives).sum(axis=1).mean())
+
+    assert mined.mining.positive_score == pytest.approx(mean_positive_score("query: "), abs=1e-4)
+    assert mined.mining.positive_score != pytest.approx(mean_positive_score(""), abs=1e-4)
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_a_rerun_of_the_same_mining_is_a_cache_hit(splits, tiny_model, tmp_path):
     @flow

@@ -29,6 +29,11 @@ class MineConfig(BaseModel):
 
     model: str | None = Field(None, description="Model that ranks the candidates (default: train.base_model).")
     model_revision: str | None = Field(None, description="Revision of that model, when it is on the Hub.")
+    prompts: dict[str, str] | None = Field(
+        None,
+        description="Prompts the ranking encodes with: anchor (queries) and positive (passages) (default, when "
+        "mining with the base model: the training prompts, as the base model was made to be used).",
+    )
     num_negatives: int = Field(1, ge=1, description="Negatives per training pair.")
     range_min: int = Field(0, ge=0, description="Skip this many of the closest candidates (likely false negatives).")
     range_max: int | None = Field(None, gt=0, description="Consider candidates up to this rank (default: derived).")
