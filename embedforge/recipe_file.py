@@ -105,7 +105,8 @@ def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> s
     lines = []
     for error in exc.errors():
         loc = tuple(str(p) if not isinstance(p, int) else p for p in error["loc"])
-        path = ".".join(str(p) for p in loc)
+        # A list item reads as YAML users and the other messages write it: mine.choose[1].range_max.
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).removeprefix(".")
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             parent = model_at(root, loc[:-1])

@@ -148,6 +148,16 @@ VALIDATE = [
         "{recipe}: train.args.eval_strategy: evaluation during training needs an eval split",
     ),
     Case(
+        "misspelled-key-in-a-list-item",
+        _set("mine.choose", [{"relative_margin": 0.1}, {"range_maxx": 100}]),
+        "{recipe}: mine.choose[1].range_maxx: unknown key — did you mean range_max?",
+    ),
+    Case(
+        "empty-window-in-a-list-item",
+        _set("mine.choose", [{"range_min": 5, "range_max": 3}]),
+        "{recipe}: mine.choose[0].range_max: 3 must be above range_min (5)",
+    ),
+    Case(
         "ascending-matryoshka-dims",
         _set("train.loss.matryoshka_dims", [8, 16, 32]),
         "{recipe}: train.loss.matryoshka_dims: [8, 16, 32] must be positive and strictly descending",

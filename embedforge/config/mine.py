@@ -71,7 +71,11 @@ class MineConfig(BaseModel):
             try:
                 self.candidate(number)
             except ValidationError as exc:
-                raise ValueError(f"choose[{number}]: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                field, _, rest = message.partition(": ")  # "range_max: ..." names the candidate's field
+                raise ValueError(
+                    f"choose[{number}].{field}: {rest}" if rest and " " not in field else f"choose[{number}]: {message}"
+                ) from None
         return self
 
     def candidate(self, number: int) -> MineConfig:
