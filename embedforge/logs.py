@@ -46,5 +46,11 @@ def quiet_libraries() -> None:
     from tqdm.autonotebook import tqdm
 
     model_card.tqdm = partial(tqdm, disable=True)
+    # Hard-negative mining encodes with show_progress_bar=True hard-wired: two "Batches" bars per mining.
+    # The call passes disable= itself, so a partial would be overridden; this forces it.
+    import sentence_transformers.sentence_transformer.model as encoder
+    from tqdm.autonotebook import trange
+
+    encoder.trange = lambda *args, **kwargs: trange(*args, **{**kwargs, "disable": True})
     # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")

@@ -13,9 +13,7 @@ ranks the candidates; two things it cannot know are decided here:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import random
 from collections import Counter, defaultdict
@@ -56,10 +54,7 @@ def _width(config: MineConfig, largest_group: int) -> int:
 def _candidates(data: datasets.Dataset, config: MineConfig, model, width: int) -> dict[tuple, list]:
     """{(anchor, positive): [(passage, score), ...] hardest first} from the library, plus the positive's score."""
     corpus = list(dict.fromkeys(data["positive"]))
-    # The library encodes with show_progress_bar=True hard-wired: two screens of "Batches" bars in a run's
-    # output. They go to stderr, so it is silenced for the call; Prefect's log handler keeps its own stream.
-    with contextlib.redirect_stderr(io.StringIO()):
-        mined = _library_mining(data, config, model, width, corpus)
+    mined = _library_mining(data, config, model, width, corpus)  # its bars: off in logs.quiet_libraries
     return {
         (row["anchor"], row["positive"][0]): list(zip(row["positive"], row["scores"], strict=True)) for row in mined
     }

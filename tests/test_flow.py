@@ -161,6 +161,7 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
     import sys
 
     recipe_dict["train"]["args"].update({"disable_tqdm": False, "num_train_epochs": 1})
+    recipe_dict["mine"] = {}  # mining encodes with the library's bars hard-wired on
     env = embedded_env(tmp_path, fresh=True)  # a first run on a fresh install: its database is made here
     env.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)  # the README's way: embedded API
     command = [
@@ -182,6 +183,7 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
         "{'loss'",
         "pin_memory",
         "Computing widget examples",
+        "Batches",
     ]:
         assert noise not in output, noise
     assert "Task run 'train-model" in output and "step 5/" in output  # our stage lines
