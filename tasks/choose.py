@@ -12,7 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS
@@ -50,7 +50,7 @@ def try_mining(
 ) -> tuple[str, float, Splits]:
     """Mine as the candidate says (or not at all), train a short run, and measure it on the eval split."""
     mined = mine_hard_negatives(candidate, splits, recipe.split.group_by, f"{trial_dir}/mined") if candidate else splits
-    rows = len(pd.read_parquet(splits.train, columns=["anchor"]))
+    rows = pq.read_metadata(splits.train).num_rows
     model = run_training(_short(recipe.train, recipe.mine.trial_steps, rows), mined, recipe.evaluate, Path(trial_dir))
     evaluators = build_evaluators(mined, "eval", recipe.evaluate)
     figures, leaves = run_evaluators(load_model(model.model_dir, max_seq_length=model.max_seq_length), evaluators)
