@@ -132,7 +132,7 @@ def _report(**figures) -> MiningReport:
 def test_negatives_scoring_close_to_their_positives_are_called_likely_false_ones():
     report = _report(rows=100, mined_rows=100, in_batch_only_rows=0, positive_score=0.80, negative_score=0.78)
     (warning,) = mining_warnings(MineConfig(), report)
-    assert "likely false negatives" in warning and "mine.relative_margin: 0.05" in warning
+    assert "likely false negatives" in warning and "mine.relative_margin: 0.1" in warning
     # Well apart: nothing to say.
     assert mining_warnings(MineConfig(), report.model_copy(update={"negative_score": 0.5})) == []
 
