@@ -38,19 +38,21 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     # datasets logs an ERROR for a JSON file it cannot parse; ingest reports it, naming the row datasets does not.
     logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
-    # sentence-transformers draws a bar while it picks the card's widget examples, at every trainer start,
-    # whatever the logging settings: its module's own tqdm name is pointed at a disabled one.
+    _quiet_sentence_transformers()
+    # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")
+
+
+def _quiet_sentence_transformers() -> None:
+    """Two bars sentence-transformers draws whatever the logging settings; each module's own name is replaced."""
     from functools import partial
 
     import sentence_transformers.base.model_card as model_card
-    from tqdm.autonotebook import tqdm
+    import sentence_transformers.sentence_transformer.model as encoder
+    from tqdm.autonotebook import tqdm, trange
 
+    # While it picks the card's widget examples, at every trainer start.
     model_card.tqdm = partial(tqdm, disable=True)
     # Hard-negative mining encodes with show_progress_bar=True hard-wired: two "Batches" bars per mining.
     # The call passes disable= itself, so a partial would be overridden; this forces it.
-    import sentence_transformers.sentence_transformer.model as encoder
-    from tqdm.autonotebook import trange
-
     encoder.trange = lambda *args, **kwargs: trange(*args, **{**kwargs, "disable": True})
-    # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
-    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")
