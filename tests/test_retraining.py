@@ -15,7 +15,7 @@ from embedforge.recipe import Recipe
 from embedforge.tasks.release import changes
 from embedforge.types import RunRecord
 
-from conftest import make_pairs, run_cli, write_jsonl
+from conftest import make_pairs, run_cli, wait_for, write_jsonl
 
 
 def _recipe(data: dict) -> Recipe:
@@ -53,9 +53,18 @@ def test_only_what_makes_the_model_counts_as_a_change(recipe_dict):
 
 
 def _task_runs(flow_run_id) -> dict[str, str]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+    """{task name: its final state name}. The server records task runs from events, a moment after the flow
+    returns: wait until every run has a final state and two reads agree."""
+    seen: list[dict] = []
+
+    def settled():
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        if runs and all(run.state and run.state.is_final() for run in runs):
+            seen.append({run.name.rsplit("-", 1)[0]: run.state.name for run in runs})
+            return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1]
+
+    return wait_for(settled, 30, f"the task runs of flow run {flow_run_id} to reach final states")
 
 
 def _run(recipe: dict, runs: Path):
