@@ -20,8 +20,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from embedforge.config.corpus import GenerateConfig  # noqa: E402
+from embedforge.data_reports import CorpusReport  # noqa: E402
 from embedforge.tasks.generate import generate_pairs  # noqa: E402
-from embedforge.types import CorpusReport  # noqa: E402
 
 from llm_server import LocalLLM  # noqa: E402
 

@@ -8,7 +8,7 @@ The thresholds are the published ones: NV-Retriever (Moreira et al., 2024) treat
 from __future__ import annotations
 
 from embedforge.config.mine import MineConfig
-from embedforge.types import MiningReport
+from embedforge.data_reports import MiningReport
 
 CLOSE = 0.95  # a negative above this share of its positive's score is likely a false one
 MOST = 0.5  # more than this share of pairs without a negative: mining did little

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from embedforge.types import FilterReport, Metrics, MiningReport, Splits
+from embedforge.data_reports import FilterReport, MiningReport
+from embedforge.types import Metrics, Splits
 
 
 def gain_table(metrics: Metrics) -> list[dict]:

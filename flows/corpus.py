@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedforge.data_reports import FilterReport
 from embedforge.recipe import Recipe
 from embedforge.tasks.chunk import chunk_corpus
 from embedforge.tasks.filter_pairs import filter_pairs
 from embedforge.tasks.generate import generate_pairs
-from embedforge.types import FilterReport, artifact_key
+from embedforge.types import artifact_key
 
 
 def query_cache(run_dir: Path) -> Path:

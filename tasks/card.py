@@ -16,12 +16,13 @@ from sentence_transformers.base.model_card import generate_model_card
 
 from embedforge.config.card import CardConfig
 from embedforge.config.corpus import CorpusConfig
+from embedforge.data_reports import FilterReport
 from embedforge.evaluators import card_evaluators, leaf_results
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
 from embedforge.reports import corpus_markdown, gain_table, mining_markdown, trials_markdown
 from embedforge.training.run import load_for_card
-from embedforge.types import FilterReport, Metrics, RunRecord, Splits, TrainedModel
+from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
 
 # The front-matter keys a reader looks for first; the rest (widget, model-index) the body repeats.
 FRONT_MATTER_SHOWN = ["base_model", "language", "license", "library_name", "pipeline_tag", "datasets", "tags"]

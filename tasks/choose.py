@@ -20,6 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from embedforge.config.mine import MineConfig
 from embedforge.config.train import TrainConfig
+from embedforge.data_reports import MiningTrial
 from embedforge.errors import EmbedforgeError
 from embedforge.evaluators import build_evaluators, resolve_metric, run_evaluators
 from embedforge.logs import run_logger
@@ -28,7 +29,7 @@ from embedforge.recipe import Recipe
 from embedforge.reports import trials_markdown
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.training.run import run_training
-from embedforge.types import MiningTrial, Splits
+from embedforge.types import Splits
 
 # Whatever the full run asks of the trainer, a short run saves nothing, reports nowhere and evaluates once, after.
 SHORT_RUN = {"save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False, "report_to": "none"}

@@ -13,10 +13,10 @@ from prefect import task
 from embedforge.chunking import Chunker, load_tokenizer
 from embedforge.config.corpus import CorpusConfig
 from embedforge.config.train import TrainConfig
+from embedforge.data_reports import CorpusReport
 from embedforge.documents import read_documents
 from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
-from embedforge.types import CorpusReport
 
 
 @task(name="chunk-corpus")

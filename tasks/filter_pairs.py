@@ -16,10 +16,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from embedforge.config.corpus import FilterConfig
 from embedforge.config.train import TrainConfig
+from embedforge.data_reports import FilterReport, GenerationReport
 from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.reports import corpus_markdown
-from embedforge.types import FilterReport, GenerationReport
 
 
 def _fold(query: str) -> str:

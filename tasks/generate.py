@@ -18,9 +18,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from embedforge import generation
 from embedforge.config.corpus import GenerateConfig
+from embedforge.data_reports import CorpusReport, GenerationReport
 from embedforge.llm import ChatClient, ensure_limits
 from embedforge.logs import run_logger
-from embedforge.types import CorpusReport, GenerationReport
 
 METHODS = {"crop": generation.crop_pairs, "inverse_cloze": generation.inverse_cloze_pairs}
 

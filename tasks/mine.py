@@ -25,12 +25,13 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from embedforge.config.mine import MineConfig
+from embedforge.data_reports import MiningReport
 from embedforge.hashing import file_digest
 from embedforge.logs import run_logger
 from embedforge.mining import mining_warnings
 from embedforge.models import base_model_identity, load_model
 from embedforge.reports import mining_markdown
-from embedforge.types import MiningReport, Splits
+from embedforge.types import Splits
 
 
 def _mining_key(context, parameters) -> str:

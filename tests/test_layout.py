@@ -130,7 +130,9 @@ def test_no_import_cycle_not_even_under_type_checking():
 
 
 def test_the_hand_off_types_import_no_stage():
-    assert _import_graph()["embedforge.types"] <= {"embedforge.columns"}
+    graph = _import_graph()
+    assert graph["embedforge.types"] <= {"embedforge.columns", "embedforge.data_reports"}
+    assert graph["embedforge.data_reports"] == set()
 
 
 def test_the_cycle_finder_finds_a_cycle():

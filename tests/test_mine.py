@@ -13,6 +13,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from embedforge.config.ingest import IngestConfig
 from embedforge.config.mine import MineConfig
 from embedforge.config.split import SplitConfig
+from embedforge.data_reports import MiningReport
 from embedforge.flows.finetune import finetune
 from embedforge.mining import mining_warnings
 from embedforge.recipe import Recipe
@@ -21,7 +22,7 @@ from embedforge.tasks.choose import _trials
 from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.split import split_dataset
-from embedforge.types import MiningReport, Splits
+from embedforge.types import Splits
 
 from conftest import make_pairs, write_jsonl
 
