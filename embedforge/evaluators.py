@@ -6,8 +6,6 @@ training-time evaluation on the eval split, and the names the model card and the
 
 from __future__ import annotations
 
-import hashlib
-
 import datasets
 from sentence_transformers.sentence_transformer.evaluation import (
     BinaryClassificationEvaluator,
@@ -20,54 +18,12 @@ from sentence_transformers.sentence_transformer.evaluation import (
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
+from embedforge.matryoshka import MatryoshkaRetrievalEvaluator, TruncatedRetrievalEvaluator
 from embedforge.models import load_model
 from embedforge.types import EvaluatorInfo, Splits
 
 # The seed cards report every similarity function for pair data, not only the model's own.
 ALL_SIMILARITIES = ["cosine", "euclidean", "manhattan", "dot"]
-
-
-class TruncatedRetrievalEvaluator(InformationRetrievalEvaluator):
-    """An InformationRetrievalEvaluator that slices full-size embeddings from a shared cache.
-
-    Matryoshka dims are prefixes of one embedding, so encoding once and truncating per
-    dim gives the same numbers as re-encoding at every dim, at 1/len(dims) of the cost.
-    """
-
-    cache: dict | None = None
-
-    def embed_inputs(self, model, sentences, encode_fn_name=None, prompt_name=None, prompt=None, **kwargs):
-        if self.cache is None:
-            return super().embed_inputs(model, sentences, encode_fn_name, prompt_name, prompt, **kwargs)
-        key = (encode_fn_name, prompt_name, prompt, hashlib.sha1("\x00".join(sentences).encode()).hexdigest())
-        if key not in self.cache:
-            dim, self.truncate_dim = self.truncate_dim, None
-            try:
-                self.cache[key] = super().embed_inputs(model, sentences, encode_fn_name, prompt_name, prompt, **kwargs)
-            finally:
-                self.truncate_dim = dim
-        return self.cache[key][..., : self.truncate_dim]
-
-
-class MatryoshkaRetrievalEvaluator(SequentialEvaluator):
-    """Retrieval metrics at every Matryoshka dim, each text encoded once per call."""
-
-    def __init__(self, evaluators: list[TruncatedRetrievalEvaluator]):
-        super().__init__(evaluators)
-
-    def __call__(self, model, output_path=None, epoch=-1, steps=-1):
-        cache: dict = {}
-        for evaluator in self.evaluators:
-            evaluator.cache = cache
-        try:
-            results = super().__call__(model, output_path, epoch, steps)
-        finally:
-            for evaluator in self.evaluators:
-                evaluator.cache = None
-        # The full-size dim leads; its primary metric stands for the group (not "sequential_score").
-        results.pop("sequential_score", None)
-        self.primary_metric = self.evaluators[0].primary_metric
-        return results
 
 
 def _column(data: datasets.Dataset, name: str) -> list:
@@ -151,13 +107,33 @@ def build_evaluators(splits: Splits, part: str, config: EvaluateConfig) -> list:
     return evaluators
 
 
+def general_evaluators(splits: Splits, config: EvaluateConfig) -> dict[str, list]:
+    """Each evaluate.general set's evaluators: the whole set as a test set, without the domain's distractors."""
+    return {
+        name: dataset_evaluators(datasets.Dataset.from_parquet(path), "retrieval", name, config)
+        for name, path in splits.general.items()
+    }
+
+
+def general_keys(general: dict[str, list], leaves: list[EvaluatorInfo]) -> dict[str, list[str]]:
+    """{general set: its metric keys, its primary metric first}, from a measurement's leaves (general sets last)."""
+    counts = {name: sum(len(leaves_of(e)) for e in evaluators) for name, evaluators in general.items()}
+    rest = leaves[len(leaves) - sum(counts.values()) :]
+    keys = {}
+    for name, count in counts.items():
+        own, rest = rest[:count], rest[count:]
+        metrics = [key for leaf in own for key in leaf.metrics]
+        keys[name] = [own[0].primary_metric] + [key for key in metrics if key != own[0].primary_metric]
+    return keys
+
+
 def card_evaluators(splits: Splits, config: EvaluateConfig) -> list:
     """The test split's evaluators as the model card names them: the library's own classes, one per Matryoshka dim.
 
     They encode nothing here; the card only reads their names, classes and descriptions.
     """
     card = []
-    for evaluator in build_evaluators(splits, "test", config):
+    for evaluator in test_split_evaluators(splits, config):
         if isinstance(evaluator, MatryoshkaRetrievalEvaluator):
             card.extend(
                 InformationRetrievalEvaluator(
@@ -175,11 +151,15 @@ def card_evaluators(splits: Splits, config: EvaluateConfig) -> list:
     return card
 
 
+def leaves_of(evaluator) -> list:
+    """The evaluators that report metrics of their own: one per Matryoshka dim, or the evaluator itself."""
+    return evaluator.evaluators if isinstance(evaluator, SequentialEvaluator) else [evaluator]
+
+
 def leaf_results(evaluator, metrics: dict) -> list[tuple[object, dict]]:
     """Split one evaluator's metrics per leaf evaluator (one per Matryoshka dim), as the model card lists them."""
-    leaves = evaluator.evaluators if isinstance(evaluator, SequentialEvaluator) else [evaluator]
     out = []
-    for leaf in leaves:
+    for leaf in leaves_of(evaluator):
         prefix = f"{leaf.name}_" if leaf.name else ""
         out.append((leaf, {k: v for k, v in metrics.items() if k.startswith(prefix)}))
     return out
@@ -205,11 +185,11 @@ def run_evaluators(model, evaluators: list) -> tuple[dict[str, float], list[Eval
 
 
 def test_split_evaluators(splits: Splits, config: EvaluateConfig) -> list:
-    """The test split's evaluators, built once for every model measured on it."""
+    """The test split's evaluators, then the general sets', built once for every model measured on them."""
     evaluators = build_evaluators(splits, "test", config)
     if not evaluators:
         raise EmbedforgeError("evaluate: no test split to evaluate on")
-    return evaluators
+    return evaluators + [e for group in general_evaluators(splits, config).values() for e in group]
 
 
 def measure(

@@ -154,6 +154,9 @@ class Recipe(BaseModel):
         labels = [source.label for source in self.split.eval_sources]
         if len(set(labels)) < len(labels):
             raise ValueError(f"split.eval_sources: give each source its own name (names: {labels})")
+        # Each set's evaluators are named after it: a general set named like the domain's data would mix figures.
+        if taken := [g.name for g in self.evaluate.general if g.name in {d.name for d in self.sources}]:
+            raise ValueError(f"evaluate.general: {taken} also names the domain's data; name the general set apart")
         return self
 
     @property
@@ -175,8 +178,11 @@ class Recipe(BaseModel):
 
     def model_fingerprint(self) -> str:
         """The sections that decide the model's weights and numbers; card, push and deployment do not."""
-        # corpus only when set: recipes without one keep the fingerprint their releases were made with
-        sections = self.model_dump(mode="json", include=set(MODEL_SECTIONS) | ({"corpus"} if self.corpus else set()))
+        # Later fields only when set (corpus, general sets): recipes without them keep the fingerprint their
+        # releases were made with, so upgrading embedforge retrains nothing.
+        unset = {"evaluate": {"general", "max_general_drop"}} if not self.evaluate.general else {}
+        include = set(MODEL_SECTIONS) | ({"corpus"} if self.corpus else set())
+        sections = self.model_dump(mode="json", include=include, exclude=unset)
         return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -22,6 +22,21 @@ def gain_table(metrics: Metrics) -> list[dict]:
     ]
 
 
+def general_markdown(metrics: Metrics, max_drop: float | None) -> str:
+    """Each general set's primary metric for both models: what the fine-tune kept of general ability."""
+    rows = "".join(
+        f"| {name} | {key} | {metrics.base[key]:.4f} | {metrics.finetuned[key]:.4f} | "
+        f"{metrics.finetuned[key] - metrics.base[key]:+.4f} |\n"
+        for name, (key, *_) in metrics.general.items()
+    )
+    bound = f"a drop over {max_drop} (`evaluate.max_general_drop`) rejects the run" if max_drop is not None else ""
+    return (
+        "Retrieval sets outside the domain (`evaluate.general`), measured for both models with the same "
+        f"evaluators{'; ' + bound if bound else ''}.\n\n"
+        f"| set | metric | base | fine-tuned | Δ |\n|:--|:--|--:|--:|--:|\n{rows}"
+    )
+
+
 def mining_markdown(report: MiningReport) -> str:
     scores = (
         f"| similarity anchor–positive | {report.positive_score:.4f} |\n"

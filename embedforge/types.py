@@ -56,6 +56,7 @@ class Splits(BaseModel):
     train_name: str = Field(description="The training data's label, as the card names the dataset.")
     train_kind: Kind
     evaluation: dict[str, EvalSplit]
+    general: dict[str, str] = Field(default_factory=dict, description="{name: parquet} of evaluate.general's sets.")
 
     def parts(self, part: str) -> dict[str, tuple[str, str]]:
         """{evaluator name: (kind, parquet path)} of every dataset that has this part ("eval" or "test")."""
@@ -92,10 +93,19 @@ class Metrics(BaseModel):
     finetuned: dict[str, float]
     evaluators: list[EvaluatorInfo]
     test_key: str | None = Field(None, description="measurement_key of the figures; None: not known.")
+    general: dict[str, list[str]] = Field(
+        default_factory=dict, description="{evaluate.general set: its metric keys, its primary metric first}."
+    )
 
     @property
     def gain(self) -> float:
         return self.finetuned[self.headline] - self.base[self.headline]
+
+    @property
+    def domain(self) -> dict[str, float]:
+        """The fine-tuned model's figures on the domain's own data: what the headline and gates name."""
+        general = {key for keys in self.general.values() for key in keys}
+        return {key: value for key, value in self.finetuned.items() if key not in general}
 
 
 class RunRecord(BaseModel):
@@ -114,6 +124,7 @@ class RunRecord(BaseModel):
     data: list[IngestReport]
     files: dict[str, IngestReport] = {}
     corpus: FilterReport | None = Field(None, description="How the training pairs were made from documents.")
+    general: dict[str, IngestReport] = Field(default_factory=dict, description="evaluate.general's sets, ingested.")
 
     @property
     def release(self) -> str:
@@ -121,9 +132,11 @@ class RunRecord(BaseModel):
 
     @property
     def fingerprints(self) -> dict[str, str]:
-        return {report.label: report.fingerprint for report in self.data} | {
-            f"{report.label} ({part} file)": report.fingerprint for part, report in self.files.items()
-        }
+        return (
+            {report.label: report.fingerprint for report in self.data}
+            | {f"{report.label} ({part} file)": report.fingerprint for part, report in self.files.items()}
+            | {f"{name} (general set)": report.fingerprint for name, report in self.general.items()}
+        )
 
     def artifact_key(self, what: str) -> str:
         return artifact_key(self.recipe, what)

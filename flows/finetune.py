@@ -44,20 +44,21 @@ from embedforge.types import RunRecord, Splits, artifact_key
 
 def _ingest(recipe: Recipe, run_dir: Path) -> RunRecord:
     """The training data (made from documents, for a corpus recipe) and separate evaluation sources, then the
-    test and eval files used whole: what the run is made of."""
+    test and eval files and the general sets, used whole: what the run is made of."""
     ingested, sources, corpus = str(run_dir / "data" / "ingested"), recipe.sources, None
     if recipe.corpus:
         corpus = pairs_from_corpus(recipe, run_dir)
         sources[0] = recipe.ingest.model_copy(update={"path": corpus.path})
     data = [ingest_dataset(source, ingested) for source in sources]
     files = {part: ingest_dataset(source, f"{ingested}/{part}") for part, source in recipe.files.items()}
-    return run_record(recipe, run_dir, data, files, corpus)
+    general = {source.name: ingest_dataset(source, f"{ingested}/general") for source in recipe.evaluate.general}
+    return run_record(recipe, run_dir, data, files, corpus).model_copy(update={"general": general})
 
 
 def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
     splits = split_dataset(
         recipe.split, record.data[0], record.data[1:], record.files, str(run_dir / "data" / "splits")
-    )
+    ).model_copy(update={"general": {name: report.path for name, report in record.general.items()}})
     if not recipe.mine:
         return splits
     key = artifact_key(recipe.name, "mining")

@@ -20,7 +20,7 @@ from embedforge.data_reports import FilterReport
 from embedforge.evaluators import card_evaluators, leaf_results
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
-from embedforge.reports import corpus_markdown, gain_table, mining_markdown, trials_markdown
+from embedforge.reports import corpus_markdown, gain_table, general_markdown, mining_markdown, trials_markdown
 from embedforge.training.run import load_for_card
 from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
 
@@ -45,6 +45,12 @@ def _overlap_lines(splits: Splits) -> list[str]:
     ]
 
 
+def _general(recipe: Recipe, metrics: Metrics) -> list[str]:
+    if not metrics.general:
+        return []
+    return ["### General Ability", "", general_markdown(metrics, recipe.evaluate.max_general_drop)]
+
+
 def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list[str]:
     """How the training pairs were made from documents: the method, the model and prompt it used, the counts."""
     if config is None or report is None:
@@ -63,12 +69,13 @@ def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list
     return lines
 
 
-def _report(metrics: Metrics, record: RunRecord, splits: Splits, made_from: list[str]) -> str:
-    """embedforge's own section: gain over the base, mining, overlap, data fingerprints and the recipe."""
+def _report(metrics: Metrics, record: RunRecord, splits: Splits, sections: list[str]) -> str:
+    """embedforge's own section: gain over the base, `sections` (general ability, training data from documents),
+    mining, overlap, data fingerprints and the recipe."""
     gain = "Both models measured with the same evaluators on the held-out test split, which neither training nor "
     gain += "model selection saw."
     lines = ["## Fine-tuning Report", "", "### Gain over the Base Model", "", gain, "", _gain_markdown(metrics), ""]
-    lines += made_from
+    lines += sections
     if splits.mining_trials:
         lines += ["### Hard Negatives", "", trials_markdown(splits)]
     elif splits.mining:
@@ -130,13 +137,14 @@ def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metri
     _recipe_fields(data, recipe.card, record)
     training_logs = [dict(row) for row in data.training_logs]
     for evaluator in card_evaluators(splits, recipe.evaluate):
-        for leaf, subset in leaf_results(evaluator, metrics.finetuned):
+        # An unnamed dataset's metrics carry no prefix: look for them among the domain's figures only.
+        for leaf, subset in leaf_results(evaluator, metrics.finetuned if evaluator.name else metrics.domain):
             data.set_evaluation_metrics(leaf, subset)
     data.training_logs = training_logs  # the final test numbers are not a training-time evaluation
     content = _insert_before(
         generate_model_card(st_model),
         "## Training Details",
-        _report(metrics, record, splits, _made_from(recipe.corpus, record.corpus)),
+        _report(metrics, record, splits, _general(recipe, metrics) + _made_from(recipe.corpus, record.corpus)),
     )
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")

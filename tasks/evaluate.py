@@ -13,7 +13,13 @@ from pathlib import Path
 from prefect import task
 
 from embedforge.config.evaluate import EvaluateConfig
-from embedforge.evaluators import measure, resolve_metric, test_split_evaluators
+from embedforge.evaluators import (
+    general_evaluators,
+    general_keys,
+    measure,
+    resolve_metric,
+    test_split_evaluators,
+)
 from embedforge.hashing import files_digest
 from embedforge.logs import run_logger
 from embedforge.types import Metrics, Splits, TrainedModel
@@ -25,6 +31,7 @@ def measurement_key(config: EvaluateConfig, splits: Splits, max_seq_length: int 
     Two figures with the same key were measured alike, so one can stand for a new measurement.
     """
     files = [(name, path) for name, (_, path) in splits.parts("test").items()]
+    files += [(f"general {name}", path) for name, path in splits.general.items()]
     if config.distractors:
         files.append(("distractors", splits.train))
     settings = config.model_dump(mode="json", exclude={"gates", "headline"})
@@ -55,9 +62,13 @@ def evaluate_model(
     finetuned, leaves = measure(
         model.model_dir, test_split_evaluators(splits, config), max_seq_length=model.max_seq_length
     )
-    headline = resolve_metric(config.headline or leaves[0].primary_metric, finetuned)
-    test_key = measurement_key(config, splits, model.max_seq_length)
-    metrics = Metrics(headline=headline, base=base, finetuned=finetuned, evaluators=leaves, test_key=test_key)
-    run_logger().info("%s: base %.4f, fine-tuned %.4f", headline, base[headline], finetuned[headline])
+    general = general_keys(general_evaluators(splits, config), leaves)
+    metrics = Metrics(headline="", base=base, finetuned=finetuned, evaluators=leaves, general=general)
+    # The headline and gates name the domain's figures; a general set's metric of the same name is not a rival.
+    metrics.headline = resolve_metric(config.headline or leaves[0].primary_metric, metrics.domain)
+    metrics.test_key = measurement_key(config, splits, model.max_seq_length)
+    log = run_logger()
+    for name, key in [("", metrics.headline)] + [(f"general set {g}: ", keys[0]) for g, keys in general.items()]:
+        log.info("%s%s: base %.4f, fine-tuned %.4f", name, key, base[key], finetuned[key])
     Path(out_path).write_text(metrics.model_dump_json(indent=2))
     return metrics

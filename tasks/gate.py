@@ -23,9 +23,24 @@ def gate_failures(config: EvaluateConfig, metrics: Metrics) -> list[str]:
         if name == "gain":
             name, value = f"gain in {metrics.headline}", metrics.gain
         else:
-            value = metrics.finetuned[resolve_metric(name, metrics.finetuned)]
+            value = metrics.domain[resolve_metric(name, metrics.domain)]
         if not value >= minimum:
             failures.append(f"{name} = {value:.4f} < {minimum} (short by {minimum - value:.4f})")
+    return failures + general_failures(config, metrics)
+
+
+def general_failures(config: EvaluateConfig, metrics: Metrics) -> list[str]:
+    """Each general set whose primary metric fell by more than evaluate.max_general_drop."""
+    if config.max_general_drop is None:
+        return []
+    failures = []
+    for name, (key, *_) in metrics.general.items():
+        base, finetuned = metrics.base[key], metrics.finetuned[key]
+        if not base - finetuned <= config.max_general_drop:
+            failures.append(
+                f"general set {name}: {key} fell {base - finetuned:.4f} ({base:.4f} -> {finetuned:.4f}), "
+                f"more than evaluate.max_general_drop {config.max_general_drop}"
+            )
     return failures
 
 
@@ -36,13 +51,15 @@ def check_quality_gate(
     """Why the model is rejected (nothing will be published; it stays in model_dir), or None when it passes."""
     failures = gate_failures(config, metrics)
     reason = f"quality gate failed: {'; '.join(failures)}. The model is kept at {model_dir}" if failures else None
-    if config.gates and not failures:
-        run_logger().info("Quality gate passed: %s", ", ".join(config.gates))
+    checked = [*config.gates] + (["evaluate.max_general_drop"] if config.max_general_drop is not None else [])
+    if checked and not failures:
+        run_logger().info("Quality gate passed: %s", ", ".join(checked))
     if artifact_key:
         verdict = f"REJECTED by the quality gate, not published: {'; '.join(failures)}" if failures else "Passed"
         create_table_artifact(
             gain_table(metrics),
             key=artifact_key,
-            description=f"{verdict}. Test-split metrics, base vs fine-tuned; headline {metrics.headline}",
+            description=f"{verdict}. Test-split metrics, base vs fine-tuned; headline {metrics.headline}"
+            + (f"; general sets (outside the domain): {', '.join(metrics.general)}" if metrics.general else ""),
         )
     return reason

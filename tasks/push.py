@@ -101,6 +101,10 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
         "headline": metrics.headline,
         "metrics": metrics.finetuned,
         "test_key": metrics.test_key,
+        "general": {
+            name: {"metric": key, "base": metrics.base[key], "fine-tuned": metrics.finetuned[key]}
+            for name, (key, *_) in metrics.general.items()
+        },
     }
 
 

@@ -158,6 +158,26 @@ VALIDATE = [
         "{recipe}: mine.choose[0].range_max: 3 must be above range_min (5)",
     ),
     Case(
+        "unnamed-general-set",
+        _set("evaluate.general", [{"path": "data/pairs.jsonl"}]),
+        "{recipe}: evaluate.general[0].name: give each general set a name (it prefixes its metrics)",
+    ),
+    Case(
+        "general-set-named-like-the-domain",
+        _set("evaluate.general", [{"name": "tiny_validation", "path": "data/pairs.jsonl"}]),
+        "{recipe}: evaluate.general: ['tiny_validation'] also names the domain's data; name the general set apart",
+    ),
+    Case(
+        "general-drop-without-a-general-set",
+        _set("evaluate.max_general_drop", 0.02),
+        "{recipe}: evaluate.max_general_drop: there is no evaluate.general set to measure the drop on",
+    ),
+    Case(
+        "general-set-missing-file",
+        _set("evaluate.general", [{"name": "faq", "path": "data/faq.jsonl"}]),
+        "{recipe}: evaluate.general[0].path: no data file at",
+    ),
+    Case(
         "ascending-matryoshka-dims",
         _set("train.loss.matryoshka_dims", [8, 16, 32]),
         "{recipe}: train.loss.matryoshka_dims: [8, 16, 32] must be positive and strictly descending",

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.evaluators import (
-    MatryoshkaRetrievalEvaluator,
     build_evaluators,
     card_evaluators,
     resolve_metric,
     run_evaluators,
 )
 from embedforge.flows.finetune import finetune
+from embedforge.matryoshka import MatryoshkaRetrievalEvaluator
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import gain_table
 from embedforge.tasks.gate import check_quality_gate, gate_failures
 from embedforge.types import EvalSplit, Metrics, Splits
 
-from conftest import make_pairs, run_cli
+from conftest import make_pairs, run_cli, write_jsonl
 
 
 def _splits(tmp_path: Path, pairs: list[dict]) -> Splits:
@@ -137,6 +140,57 @@ def test_gate_on_gain_and_on_a_metric_by_its_short_name():
 
 def test_a_nan_metric_never_passes_a_gate():
     assert gate_failures(EvaluateConfig(gates={"gain": 0.0}), _metrics(0.5, float("nan")))
+
+
+def test_gates_read_the_domain_and_the_general_drop_reads_the_general_sets(tmp_path):
+    metrics = _metrics(0.5, 0.6)
+    metrics.base["faq_cosine_mrr@10"], metrics.finetuned["faq_cosine_mrr@10"] = 0.7, 0.66
+    metrics.general = {"faq": ["faq_cosine_mrr@10"]}
+    general = [{"name": "faq", "path": "faq.jsonl"}]
+    # "cosine_mrr@10" names the domain's figure (0.35), not the general set's of the same name.
+    config = EvaluateConfig(gates={"cosine_mrr@10": 0.35}, general=general, max_general_drop=0.05)
+    assert gate_failures(config, metrics) == []
+    assert gate_failures(config.model_copy(update={"max_general_drop": 0.02}), metrics) == [
+        "general set faq: faq_cosine_mrr@10 fell 0.0400 (0.7000 -> 0.6600), more than evaluate.max_general_drop 0.02"
+    ]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_general_sets_are_measured_for_both_models_and_a_drop_refuses_the_release(recipe_dict, tmp_path):
+    # Outside the training data: other questions, whose passages lack the words the domain's passages open with.
+    other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, seed=9)]
+    path = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
+    columns = {"anchor": "question", "positive": "context"}
+    recipe_dict["evaluate"] = {"general": [{"name": "faq", "path": str(path), "columns": columns}]}
+    run = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
+    metrics = Metrics.model_validate_json((Path(run.run_dir) / "metrics.json").read_text())
+    key = "faq_cosine_ndcg@10"
+    assert metrics.general["faq"][0] == key and metrics.headline == "tiny_validation_cosine_ndcg@10"
+    base, tuned = metrics.base[key], metrics.finetuned[key]
+    assert {"metric": key, "base": round(base, 4), "fine-tuned": round(tuned, 4)}.items() <= next(
+        row for row in gain_table(metrics) if row["metric"] == key
+    ).items()
+    card = (Path(run.model_dir) / "README.md").read_text()
+    assert "### General Ability" in card and f"| faq | {key} | {base:.4f} | {tuned:.4f} |" in card
+    meta = json.loads((tmp_path / "published" / "latest" / "training_meta.json").read_text())
+    assert meta["general"] == {"faq": {"metric": key, "base": base, "fine-tuned": tuned}}
+
+    # A learning rate far too high: the domain is learnt at the cost of what the base model could do.
+    recipe_dict["train"]["args"]["learning_rate"] = 0.05
+    recipe_dict["evaluate"]["max_general_drop"] = 0.05
+    state = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"), return_state=True)
+    assert state.name == "Rejected", state.message
+    assert f"quality gate failed: general set faq: {key} fell " in state.message
+    assert "more than evaluate.max_general_drop 0.05" in state.message
+    assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["latest", run.push.release]
+    # The dashboard's gain table says why, and shows the general set's row beside the domain's.
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-test-gain"])))
+    gain = max(found, key=lambda a: a.created)
+    assert gain.description.startswith("REJECTED by the quality gate") and "general sets (outside the domain): faq" in (
+        gain.description
+    )
+    assert key in {row["metric"] for row in json.loads(gain.data)}
 
 
 @pytest.mark.usefixtures("prefect_server")

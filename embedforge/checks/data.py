@@ -12,6 +12,7 @@ from embedforge.recipe import Recipe
 def sources(recipe: Recipe) -> list[tuple[str, IngestConfig]]:
     sources = [] if recipe.corpus else [("ingest", recipe.ingest)]  # a corpus recipe's pairs are made in the run
     sources += [(f"split.eval_sources[{i}]", source) for i, source in enumerate(recipe.split.eval_sources)]
+    sources += [(f"evaluate.general[{i}]", source) for i, source in enumerate(recipe.evaluate.general)]
     return sources + [(f"split.{part}_file", source) for part, source in recipe.files.items()]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from embedforge.config.ingest import IngestConfig
+
 
 def check_matryoshka_dims(dims: list[int] | None) -> None:
     """Largest first: the first dim is the full-size one that the headline metric and the gates read."""
@@ -44,7 +46,37 @@ class EvaluateConfig(BaseModel):
         "minus base.",
     )
 
+    general: list[IngestConfig] = Field(
+        default_factory=list,
+        description="Retrieval sets outside the domain, each an ingest section (a local file or a Hub dataset of "
+        "anchor/positive pairs) used whole as a test set: what the fine-tune kept of the base model's general "
+        "ability, measured for both models with the test split's evaluator settings.",
+    )
+    max_general_drop: float | None = Field(
+        None,
+        ge=0.0,
+        description="Most a general set's primary metric may fall, base minus fine-tuned (e.g. 0.02); a larger "
+        "drop rejects the run like a failed gate.",
+    )
+
     @model_validator(mode="after")
     def _descending(self) -> EvaluateConfig:
         check_matryoshka_dims(self.matryoshka_dims)
+        return self
+
+    @model_validator(mode="after")
+    def _named_retrieval_sets(self) -> EvaluateConfig:
+        # A general set's name prefixes its metrics and names its folder: it must say which set a figure is of.
+        for i, source in enumerate(self.general):
+            if not source.name:
+                raise ValueError(f"general[{i}].name: give each general set a name (it prefixes its metrics)")
+            if source.kind != "retrieval":
+                raise ValueError(
+                    f"general[{i}].kind: a general set is retrieval data (anchor/positive), not {source.kind}"
+                )
+        names = [source.name for source in self.general]
+        if len(set(names)) < len(names):
+            raise ValueError(f"general: give each set its own name (names: {names})")
+        if self.max_general_drop is not None and not self.general:
+            raise ValueError("max_general_drop: there is no evaluate.general set to measure the drop on")
         return self
