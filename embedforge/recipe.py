@@ -20,12 +20,13 @@ from embedforge.config.deployment import DeploymentConfig
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.ingest import IngestConfig
 from embedforge.config.loss import loss_data_problem
+from embedforge.config.merge import MergeConfig
 from embedforge.config.mine import MineConfig
 from embedforge.config.push import PushConfig
 from embedforge.config.split import SplitConfig
 from embedforge.config.train import TrainConfig
 from embedforge.errors import EmbedforgeError
-from embedforge.recipe_file import format_errors, non_finite, read_yaml
+from embedforge.recipe_file import apply_override, format_errors, non_finite, read_yaml
 
 # A release made with the same data, base model and these sections is what a new run would make again.
 MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
@@ -50,6 +51,9 @@ class Recipe(BaseModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     mine: MineConfig | None = Field(None, description="Mine hard negatives from the training split before training.")
     train: TrainConfig
+    merge: MergeConfig | None = Field(
+        None, description="Merge the fine-tuned model with its base, weight chosen on eval."
+    )
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     card: CardConfig = Field(default_factory=CardConfig)
     push: PushConfig = Field(default_factory=PushConfig)
@@ -141,9 +145,15 @@ class Recipe(BaseModel):
             self.mine.model, self.mine.model_revision = self.train.base_model, self.train.base_model_revision
             # A query-prompt model (Qwen3-Embedding, arctic-embed) ranks well only with its prompt.
             self.mine.prompts = self.mine.prompts or self.evaluate.prompts
-        if self.mine and self.mine.choose and not (self.split.eval_size or self.split.eval_file):
+        return self
+
+    @model_validator(mode="after")
+    def _eval_split_for_choices(self) -> Recipe:
+        # Candidates are compared on the eval split, so the test split is read once, by the one chosen.
+        asks = [name for name, on in (("mine.choose", self.mine and self.mine.choose), ("merge", self.merge)) if on]
+        if asks and not (self.split.eval_size or self.split.eval_file):
             raise ValueError(
-                "mine.choose: the candidates are compared on the eval split, and this recipe has none "
+                f"{asks[0]}: the candidates are compared on the eval split, and this recipe has none "
                 "(set split.eval_size, or split.eval_file)"
             )
         return self
@@ -178,25 +188,12 @@ class Recipe(BaseModel):
 
     def model_fingerprint(self) -> str:
         """The sections that decide the model's weights and numbers; card, push and deployment do not."""
-        # Later fields only when set (corpus, general sets): recipes without them keep the fingerprint their
+        # Later fields only when set (corpus, merge, general sets): recipes without them keep the fingerprint their
         # releases were made with, so upgrading embedforge retrains nothing.
         unset = {"evaluate": {"general", "max_general_drop"}} if not self.evaluate.general else {}
-        include = set(MODEL_SECTIONS) | ({"corpus"} if self.corpus else set())
+        include = {*MODEL_SECTIONS, *(s for s in ("corpus", "merge") if getattr(self, s) is not None)}
         sections = self.model_dump(mode="json", include=include, exclude=unset)
         return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _apply_override(data: dict, assignment: str) -> None:
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key:
-        raise EmbedforgeError(f"--set {assignment!r}: expected key.path=value")
-    *parents, leaf = key.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise EmbedforgeError(f"--set {assignment!r}: {part} is not a section")
-    node[leaf] = read_yaml(raw)  # YAML 1.2, like the recipe file: `no` stays a word
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -220,7 +217,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise EmbedforgeError(f"{path}: a recipe is a YAML mapping of sections (ingest, train, ...)")
     data.setdefault("name", path.stem)
     for assignment in overrides or []:
-        _apply_override(data, assignment)
+        apply_override(data, assignment)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:

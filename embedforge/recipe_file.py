@@ -117,3 +117,17 @@ def format_errors(exc: ValidationError, source: str, root: type[BaseModel]) -> s
                 path, message = f"{path}.{key}" if path else key, rest
         lines.append(f"{source}: {one_line(path or '(top level)')}: {one_line(message)}")
     return "\n".join(lines)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """`--set key.path=value`: the value read as the recipe file reads it."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise EmbedforgeError(f"--set {assignment!r}: expected key.path=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise EmbedforgeError(f"--set {assignment!r}: {part} is not a section")
+    node[leaf] = read_yaml(raw)  # YAML 1.2, like the recipe file: `no` stays a word

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from embedforge.data_reports import FilterReport, MiningReport
-from embedforge.types import Metrics, Splits
+from embedforge.types import MergeTrial, Metrics, Splits
 
 
 def gain_table(metrics: Metrics) -> list[dict]:
@@ -34,6 +34,24 @@ def general_markdown(metrics: Metrics, max_drop: float | None) -> str:
         "Retrieval sets outside the domain (`evaluate.general`), measured for both models with the same "
         f"evaluators{'; ' + bound if bound else ''}.\n\n"
         f"| set | metric | base | fine-tuned | Δ |\n|:--|:--|--:|--:|--:|\n{rows}"
+    )
+
+
+def merge_markdown(trials: list[MergeTrial], method: str) -> str:
+    """Every weight `merge` tried: its eval figure and general sets' changes, the one kept in bold."""
+    names = list(trials[0].general_drop)
+    head = "| fine-tuned share | eval " + trials[0].metric + "".join(f" | general {n}, change" for n in names) + " |"
+    rows = "".join(
+        f"| {'**' if t.chosen else ''}{t.weight:g}{'**' if t.chosen else ''} | {t.figure:.4f}"
+        + "".join(f" | {-t.general_drop[n]:+.4f}" for n in names)
+        + " |\n"
+        for t in trials
+    )
+    (kept,) = [t for t in trials if t.chosen]
+    return (
+        f"The fine-tuned model merged with its base ({method}), each weight measured on the **eval** split and the "
+        f"general sets; kept: **{kept.weight:g}** (1 is the fine-tuned model as trained). The test split was read "
+        f"only afterwards, by the model kept.\n\n{head}\n|--:|--:|{'--:|' * len(names)}\n{rows}"
     )
 
 

@@ -65,6 +65,16 @@ class Splits(BaseModel):
         }
 
 
+class MergeTrial(BaseModel):
+    """One weight `merge` tried: the fine-tuned model's share, its eval figure and general sets' drops, if kept."""
+
+    weight: float
+    metric: str
+    figure: float
+    general_drop: dict[str, float] = Field(default_factory=dict, description="{general set: base minus merged}.")
+    chosen: bool = False
+
+
 class TrainedModel(BaseModel):
     """What train hands on: the saved model, the base it came from, and what the trainer recorded for the card."""
 
@@ -74,6 +84,7 @@ class TrainedModel(BaseModel):
     base_model_revision: str | None = None
     max_seq_length: int | None = None
     card_data: str = Field(description="Pickle of the model card data the trainer filled in (logs, dataset stats).")
+    merge_trials: list[MergeTrial] = Field(default_factory=list, description="The weights `merge` tried.")
 
 
 class EvaluatorInfo(BaseModel):

@@ -1,8 +1,8 @@
 """The fine-tuning flow, wired as the DAG reads.
 
-ingest -> up to date? -> split -> (mine, or choose how to mine) -> train -> evaluate -> gate -> card -> champion
--> decide -> push -> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is
-named after the one that ended the run.
+ingest -> up to date? -> split -> (mine, or choose how to mine) -> train -> (merge with the base) -> evaluate
+-> gate -> card -> champion -> decide -> push -> outcome. Every decision is a task the dashboard's graph shows,
+and the flow run's final state is named after the one that ended the run.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from embedforge.tasks.decide import decide_release
 from embedforge.tasks.evaluate import evaluate_model, measure_base_model
 from embedforge.tasks.gate import check_quality_gate
 from embedforge.tasks.ingest import ingest_dataset
+from embedforge.tasks.merge import merge_with_base
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.push import push_model
 from embedforge.tasks.release import find_current_release
@@ -86,6 +87,8 @@ def finetune(
             model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
         except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash
             return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
+        if recipe.merge:
+            model = merge_with_base(recipe, model, splits, str(run_dir / "merged"), record.artifact_key("merge"))
         base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
         result = RunResult.trained(run_dir, model.model_dir, metrics)

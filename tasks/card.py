@@ -20,7 +20,14 @@ from embedforge.data_reports import FilterReport
 from embedforge.evaluators import card_evaluators, leaf_results
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
-from embedforge.reports import corpus_markdown, gain_table, general_markdown, mining_markdown, trials_markdown
+from embedforge.reports import (
+    corpus_markdown,
+    gain_table,
+    general_markdown,
+    merge_markdown,
+    mining_markdown,
+    trials_markdown,
+)
 from embedforge.training.run import load_for_card
 from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
 
@@ -49,6 +56,12 @@ def _general(recipe: Recipe, metrics: Metrics) -> list[str]:
     if not metrics.general:
         return []
     return ["### General Ability", "", general_markdown(metrics, recipe.evaluate.max_general_drop)]
+
+
+def _merge(recipe: Recipe, model: TrainedModel) -> list[str]:
+    if not model.merge_trials:
+        return []
+    return ["### Merge with the Base Model", "", merge_markdown(model.merge_trials, recipe.merge.method)]
 
 
 def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list[str]:
@@ -144,7 +157,12 @@ def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metri
     content = _insert_before(
         generate_model_card(st_model),
         "## Training Details",
-        _report(metrics, record, splits, _general(recipe, metrics) + _made_from(recipe.corpus, record.corpus)),
+        _report(
+            metrics,
+            record,
+            splits,
+            _general(recipe, metrics) + _merge(recipe, model) + _made_from(recipe.corpus, record.corpus),
+        ),
     )
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")

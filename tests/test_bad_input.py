@@ -178,6 +178,16 @@ VALIDATE = [
         "{recipe}: evaluate.general[0].path: no data file at",
     ),
     Case(
+        "merge-weight-of-nothing",
+        _set("merge", {"weights": [0, 0.5]}),
+        "{recipe}: merge.weights: [0.0, 0.5]: each weight is the fine-tuned model's share, above 0 and at most 1",
+    ),
+    Case(
+        "merge-without-an-eval-split",
+        _both(_set("merge", {}), _set("split.eval_size", 0)),
+        "{recipe}: merge: the candidates are compared on the eval split, and this recipe has none",
+    ),
+    Case(
         "ascending-matryoshka-dims",
         _set("train.loss.matryoshka_dims", [8, 16, 32]),
         "{recipe}: train.loss.matryoshka_dims: [8, 16, 32] must be positive and strictly descending",

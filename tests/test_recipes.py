@@ -99,18 +99,18 @@ def test_label_map_on_retrieval_data_is_refused_by_field(write_recipe, recipe_di
 
 
 def test_override_sets_nested_values_read_as_yaml():
-    from embedforge.recipe import _apply_override
+    from embedforge.recipe_file import apply_override
 
     data = {"train": {"args": {}}}
-    _apply_override(data, "train.args.num_train_epochs=5")
-    _apply_override(data, "push.local_dir=/tmp/out")
+    apply_override(data, "train.args.num_train_epochs=5")
+    apply_override(data, "push.local_dir=/tmp/out")
     assert data == {"train": {"args": {"num_train_epochs": 5}}, "push": {"local_dir": "/tmp/out"}}
     with pytest.raises(EmbedforgeError, match=r"^--set 'foo': expected key.path=value$"):
-        _apply_override(data, "foo")
+        apply_override(data, "foo")
     with pytest.raises(
         EmbedforgeError, match=r"^--set 'train.args.num_train_epochs.x=1': num_train_epochs is not a section$"
     ):
-        _apply_override(data, "train.args.num_train_epochs.x=1")
+        apply_override(data, "train.args.num_train_epochs.x=1")
 
 
 def test_format_errors_gives_one_line_per_problem_with_file_and_field():

@@ -46,6 +46,23 @@ def check_training(config: TrainConfig, has_eval: bool) -> list[tuple[str, str]]
     return problems
 
 
+def check_merge(recipe: Recipe) -> list[tuple[str, str]]:
+    """merge runs on mergekit (through sentence-transformers' merge); without it a run would stop after training."""
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    if not recipe.merge:
+        return []
+    try:
+        installed = importlib.metadata.version("mergekit")
+    except importlib.metadata.PackageNotFoundError:
+        return [("merge", "merging needs mergekit: pip install 'embedforge[merge]'")]
+    if Version(installed) < Version("0.1.5"):
+        return [("merge", f"sentence-transformers merges with mergekit >= 0.1.5; {installed} is installed")]
+    return []
+
+
 def _target_problems(config: TrainConfig) -> list[tuple[str, str]]:
     """LoRA target modules the base model lacks: peft would stop at the first step, naming no field."""
     modules = linear_module_names(config.base_model, config.base_model_revision)

@@ -14,7 +14,7 @@ from embedforge.checks.data import check_data
 from embedforge.checks.evaluation import check_metric_names
 from embedforge.checks.push import check_target, writable
 from embedforge.checks.space import check_space
-from embedforge.checks.training import check_models, check_training
+from embedforge.checks.training import check_merge, check_models, check_training
 from embedforge.errors import EmbedforgeError, one_line
 from embedforge.models import similarity_name
 from embedforge.recipe import Recipe
@@ -40,7 +40,7 @@ def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> Non
     """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
     problems = check_data(recipe) + check_corpus(recipe) + check_endpoint(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
-    problems += check_models(recipe)
+    problems += check_models(recipe) + check_merge(recipe)
     problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe))
     problems += check_target(recipe.push)
     if output_dir and (problem := writable(Path(output_dir))):

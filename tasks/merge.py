@@ -1,0 +1,105 @@
+"""Merge: the fine-tuned model merged with its base at a few weights (LM-Cocktail), one kept.
+
+Each weight is measured on the eval split and the general sets; the test split is read afterwards,
+once, by evaluate, for the merge kept. Merging is sentence-transformers' own (mergekit underneath).
+
+Side effect: the merge kept is written to ``<out_dir>/model`` (the fine-tuned model stays where training
+put it), and the ``<recipe>-merge`` artifact lists every weight tried.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from embedforge.evaluators import build_evaluators, general_evaluators, resolve_metric, run_evaluators
+from embedforge.logs import run_logger
+from embedforge.models import load_model
+from embedforge.recipe import Recipe
+from embedforge.reports import merge_markdown
+from embedforge.training.adapters import merge_adapter
+from embedforge.types import MergeTrial, Splits, TrainedModel
+
+
+def _general_figures(model, general: dict[str, list]) -> dict[str, float]:
+    """{general set: its primary metric} for one model."""
+    figures = {}
+    for name, evaluators in general.items():
+        found, leaves = run_evaluators(model, evaluators)
+        figures[name] = found[leaves[0].primary_metric]
+    return figures
+
+
+def _full_weights(model: TrainedModel, out: Path):
+    """The fine-tuned model with full weights: a LoRA adapter is merged into its base weights first (in a copy)."""
+    folder = Path(model.model_dir)
+    if (folder / "adapter_config.json").exists():
+        shutil.copytree(folder, out / "full-weights", dirs_exist_ok=True)
+        merge_adapter(str(out / "full-weights"))
+        folder = out / "full-weights"
+    return load_model(str(folder), max_seq_length=model.max_seq_length)
+
+
+def _rank(trial: MergeTrial, max_drop: float | None) -> tuple:
+    """Within the general bound, the best eval figure; outside it, the smallest worst drop."""
+    worst = max(trial.general_drop.values(), default=0.0)
+    within = max_drop is None or worst <= max_drop
+    return (within, trial.figure if within else -worst)
+
+
+def _merged(recipe: Recipe, finetuned, base, weight: float):
+    if weight == 1.0:
+        return finetuned
+    from sentence_transformers import SentenceTransformer
+
+    # SLERP's t runs from the first model (0) to the second (1): the base's share.
+    parameters = {"weight": [weight, 1 - weight]} if recipe.merge.method == "linear" else {"t": 1 - weight}
+    return SentenceTransformer.merge([finetuned, base], recipe.merge.method, parameters=parameters)
+
+
+def _measure(candidate, weight: float, evaluators: tuple[list, dict], base_general: dict, headline: str | None):
+    """One weight's eval figure and its general sets' drops from the base."""
+    domain, general = evaluators
+    figures, leaves = run_evaluators(candidate, domain)
+    metric = resolve_metric(headline or leaves[0].primary_metric, figures)
+    drops = {name: base_general[name] - figure for name, figure in _general_figures(candidate, general).items()}
+    return MergeTrial(weight=weight, metric=metric, figure=figures[metric], general_drop=drops)
+
+
+def _log(trials: list[MergeTrial]) -> None:
+    for trial in trials:
+        drops = "".join(f", general {name} {-drop:+.4f}" for name, drop in trial.general_drop.items())
+        kept = " (kept)" if trial.chosen else ""
+        run_logger().info("Merge weight %.2f: eval %s %.4f%s%s", trial.weight, trial.metric, trial.figure, drops, kept)
+
+
+@task(name="merge-with-base")
+def merge_with_base(
+    recipe: Recipe, model: TrainedModel, splits: Splits, out_dir: str, artifact_key: str | None
+) -> TrainedModel:
+    """The weight with the best eval figure whose general drop is within evaluate.max_general_drop, merged."""
+    out, bound = Path(out_dir), recipe.evaluate.max_general_drop
+    evaluators = build_evaluators(splits, "eval", recipe.evaluate), general_evaluators(splits, recipe.evaluate)
+    base = load_model(model.base_model, model.base_model_revision, model.max_seq_length)
+    base_general, finetuned = _general_figures(base, evaluators[1]), _full_weights(model, out)
+    trials, best = [], None
+    for weight in recipe.merge.weights:
+        candidate = _merged(recipe, finetuned, base, weight)
+        trials.append(_measure(candidate, weight, evaluators, base_general, recipe.evaluate.headline))
+        if best is None or _rank(trials[-1], bound) > _rank(best[0], bound):
+            best = (trials[-1], candidate)  # only the best so far is held: a large model is a copy per weight
+    best[0].chosen = True
+    _log(trials)
+    model_dir = model.model_dir
+    if best[0].weight != 1.0:
+        model_dir = str(out / "model")
+        shutil.rmtree(model_dir, ignore_errors=True)  # a half-written merge of an interrupted attempt
+        best[1].save(model_dir)
+    if artifact_key:
+        create_markdown_artifact(
+            f"## Merge with the base\n\n{merge_markdown(trials, recipe.merge.method)}", key=artifact_key
+        )
+    return model.model_copy(update={"model_dir": model_dir, "merge_trials": trials})

@@ -1,0 +1,83 @@
+"""Merging the fine-tuned model with its base: the weight kept is chosen on the eval split, the test split read once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from embedforge.config.merge import MergeConfig
+from embedforge.flows.finetune import finetune
+from embedforge.recipe import Recipe
+
+from conftest import make_pairs, write_jsonl
+
+
+def _card_rows(card: str) -> list[tuple[str, float, float, bool]]:
+    """(weight, eval figure, general change, kept) per row of the card's merge table."""
+    section = card.split("### Merge with the Base Model", 1)[1].split("###", 1)[0]
+    rows = re.findall(r"^\| (\*\*)?([\d.]+)(?:\*\*)? \| ([\d.]+) \| ([+-][\d.]+) \|$", section, re.M)
+    return [(weight, float(figure), float(change), bool(bold)) for bold, weight, figure, change in rows]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_merge_kept_is_chosen_on_the_eval_split_and_only_it_meets_the_test_split(
+    recipe_dict, tmp_path, monkeypatch
+):
+    import embedforge.tasks.evaluate as evaluate
+    import embedforge.tasks.merge as merge
+
+    other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, 9)]
+    general = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
+    columns = {"anchor": "question", "positive": "context"}
+    recipe_dict["evaluate"] = {"general": [{"name": "faq", "path": str(general), "columns": columns}]}
+    recipe_dict["merge"] = {"weights": [0.5, 1.0]}
+    parts, measured = [], []  # the parts the weights were measured on; the models the test split measured
+    build, measure = merge.build_evaluators, evaluate.measure
+    monkeypatch.setattr(merge, "build_evaluators", lambda s, part, c: parts.append(part) or build(s, part, c))
+    monkeypatch.setattr(evaluate, "measure", lambda ref, *a, **k: measured.append(ref) or measure(ref, *a, **k))
+
+    run = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
+
+    assert parts == ["eval"]  # built once, and of the eval split: no weight was chosen on test figures
+    card = (Path(run.model_dir) / "README.md").read_text()
+    rows = _card_rows(card)
+    assert [weight for weight, *_ in rows] == ["0.5", "1"], card
+    (kept,) = [weight for weight, _, _, bold in rows if bold]
+    assert kept == max(rows, key=lambda row: row[1])[0]  # no general bound: the best eval figure
+    # The fine-tuned model as trained stays in the run; a merge kept is a folder of its own.
+    run_dir = Path(run.run_dir)
+    assert (run_dir / "model" / "model.safetensors").exists()
+    assert Path(run.model_dir) == (run_dir / "merged" / "model" if kept == "0.5" else run_dir / "model")
+    # The test split measured the model kept once (the base's figures are the base model's own measurement).
+    assert measured.count(run.model_dir) == 1 and len(measured) == 2, measured
+    assert "merged with its base (linear)" in card and f"kept: **{kept}**" in card
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_merge_within_the_general_bound_beats_a_better_eval_figure_outside_it(recipe_dict, tmp_path):
+    other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, 9)]
+    general = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
+    columns = {"anchor": "question", "positive": "context"}
+    # Far too high a learning rate: the fine-tuned model forgets; a share of the base brings some of it back.
+    recipe_dict["train"]["args"]["learning_rate"] = 0.05
+    recipe_dict["evaluate"] = {
+        "general": [{"name": "faq", "path": str(general), "columns": columns}],
+        "max_general_drop": 0.1,
+    }
+    recipe_dict["merge"] = {"weights": [0.1, 1.0], "method": "slerp"}
+    state = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"), return_state=True)
+    run = state.result()
+    card = (Path(run.model_dir) / "README.md").read_text()
+    rows = {weight: (figure, change, bold) for weight, figure, change, bold in _card_rows(card)}
+    assert rows["1"][1] < -0.1, rows  # the fine-tuned model alone drops past the bound
+    assert rows["0.1"][1] >= -0.1 and rows["0.1"][2], rows  # within it, and kept
+    assert state.name != "Rejected", state.message
+
+
+def test_merge_weights_are_shares_of_the_fine_tuned_model():
+    with pytest.raises(ValueError, match="above 0 and at most 1"):
+        MergeConfig(weights=[0.0, 1.0])
+    with pytest.raises(ValueError, match="each weight once"):
+        MergeConfig(weights=[0.5, 0.5])
