@@ -100,6 +100,8 @@ def merge_with_base(
         best[1].save(model_dir)
     if artifact_key:
         create_markdown_artifact(
-            f"## Merge with the base\n\n{merge_markdown(trials, recipe.merge.method)}", key=artifact_key
+            f"## Merge with the base\n\n{merge_markdown(trials, recipe.merge.method)}",
+            key=artifact_key,
+            description=f"Merge weights tried on the eval split; kept {best[0].weight:g} (1: the model as trained)",
         )
     return model.model_copy(update={"model_dir": model_dir, "merge_trials": trials})
