@@ -60,20 +60,20 @@ def test_a_merge_within_the_general_bound_beats_a_better_eval_figure_outside_it(
     other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, 9)]
     general = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
     columns = {"anchor": "question", "positive": "context"}
-    # Far too high a learning rate: the fine-tuned model forgets; a share of the base brings some of it back.
+    # Far too high a learning rate: the fine-tuned model forgets; nearly all base, a merge does not.
     recipe_dict["train"]["args"]["learning_rate"] = 0.05
     recipe_dict["evaluate"] = {
         "general": [{"name": "faq", "path": str(general), "columns": columns}],
-        "max_general_drop": 0.1,
+        "max_general_drop": 0.05,
     }
-    recipe_dict["merge"] = {"weights": [0.1, 1.0], "method": "slerp"}
+    recipe_dict["merge"] = {"weights": [0.01, 1.0], "method": "slerp"}
     state = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"), return_state=True)
+    assert state.name != "Rejected", state.message
     run = state.result()
     card = (Path(run.model_dir) / "README.md").read_text()
     rows = {weight: (figure, change, bold) for weight, figure, change, bold in _card_rows(card)}
-    assert rows["1"][1] < -0.1, rows  # the fine-tuned model alone drops past the bound
-    assert rows["0.1"][1] >= -0.1 and rows["0.1"][2], rows  # within it, and kept
-    assert state.name != "Rejected", state.message
+    assert rows["1"][1] < -0.05, rows  # the fine-tuned model alone drops past the bound
+    assert rows["0.01"][1] >= -0.05 and rows["0.01"][2], rows  # within it, and kept
 
 
 def test_merge_weights_are_shares_of_the_fine_tuned_model():
