@@ -87,9 +87,9 @@ def finetune(
             model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
         except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash
             return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
-        if recipe.merge:
-            model = merge_with_base(recipe, model, splits, str(run_dir / "merged"), record.artifact_key("merge"))
         base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
+        if recipe.merge:
+            model = merge_with_base(recipe, model, splits, base, record.artifact_key("merge"))
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
         result = RunResult.trained(run_dir, model.model_dir, metrics)
         if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):

@@ -1,9 +1,10 @@
 """Merge: the fine-tuned model merged with its base at a few weights (LM-Cocktail), one kept.
 
 Each weight is measured on the eval split and the general sets; the test split is read afterwards,
-once, by evaluate, for the merge kept. Merging is sentence-transformers' own (mergekit underneath).
+once, by evaluate, for the merge kept. The base's general figures are those measure-base-model took, so
+the base is not encoded again here. Merging is sentence-transformers' own (mergekit underneath).
 
-Side effect: the merge kept is written to ``<out_dir>/model`` (the fine-tuned model stays where training
+Side effect: the merge kept is written to ``<run>/merged/model`` (the fine-tuned model stays where training
 put it), and the ``<recipe>-merge`` artifact lists every weight tried.
 """
 
@@ -24,13 +25,13 @@ from embedforge.training.adapters import merge_adapter
 from embedforge.types import MergeTrial, Splits, TrainedModel
 
 
-def _general_figures(model, general: dict[str, list]) -> dict[str, float]:
-    """{general set: its primary metric} for one model."""
-    figures = {}
+def _general_drops(model, general: dict[str, list], base: dict[str, float]) -> dict[str, float]:
+    """{general set: the base's primary metric minus this model's}; the base's figure is its test measurement."""
+    drops = {}
     for name, evaluators in general.items():
         found, leaves = run_evaluators(model, evaluators)
-        figures[name] = found[leaves[0].primary_metric]
-    return figures
+        drops[name] = base[leaves[0].primary_metric] - found[leaves[0].primary_metric]
+    return drops
 
 
 def _full_weights(model: TrainedModel, out: Path):
@@ -60,12 +61,12 @@ def _merged(recipe: Recipe, finetuned, base, weight: float):
     return SentenceTransformer.merge([finetuned, base], recipe.merge.method, parameters=parameters)
 
 
-def _measure(candidate, weight: float, evaluators: tuple[list, dict], base_general: dict, headline: str | None):
+def _measure(candidate, weight: float, evaluators: tuple[list, dict], base: dict, headline: str | None):
     """One weight's eval figure and its general sets' drops from the base."""
     domain, general = evaluators
     figures, leaves = run_evaluators(candidate, domain)
     metric = resolve_metric(headline or leaves[0].primary_metric, figures)
-    drops = {name: base_general[name] - figure for name, figure in _general_figures(candidate, general).items()}
+    drops = _general_drops(candidate, general, base)
     return MergeTrial(weight=weight, metric=metric, figure=figures[metric], general_drop=drops)
 
 
@@ -78,17 +79,17 @@ def _log(trials: list[MergeTrial]) -> None:
 
 @task(name="merge-with-base")
 def merge_with_base(
-    recipe: Recipe, model: TrainedModel, splits: Splits, out_dir: str, artifact_key: str | None
+    recipe: Recipe, model: TrainedModel, splits: Splits, base_metrics: dict[str, float], artifact_key: str | None
 ) -> TrainedModel:
     """The weight with the best eval figure whose general drop is within evaluate.max_general_drop, merged."""
-    out, bound = Path(out_dir), recipe.evaluate.max_general_drop
+    out, bound = Path(model.run_dir) / "merged", recipe.evaluate.max_general_drop
     evaluators = build_evaluators(splits, "eval", recipe.evaluate), general_evaluators(splits, recipe.evaluate)
     base = load_model(model.base_model, model.base_model_revision, model.max_seq_length)
-    base_general, finetuned = _general_figures(base, evaluators[1]), _full_weights(model, out)
+    finetuned = _full_weights(model, out)
     trials, best = [], None
     for weight in recipe.merge.weights:
         candidate = _merged(recipe, finetuned, base, weight)
-        trials.append(_measure(candidate, weight, evaluators, base_general, recipe.evaluate.headline))
+        trials.append(_measure(candidate, weight, evaluators, base_metrics, recipe.evaluate.headline))
         if best is None or _rank(trials[-1], bound) > _rank(best[0], bound):
             best = (trials[-1], candidate)  # only the best so far is held: a large model is a copy per weight
     best[0].chosen = True
