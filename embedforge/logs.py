@@ -56,3 +56,25 @@ def _quiet_sentence_transformers() -> None:
     # Hard-negative mining encodes with show_progress_bar=True hard-wired: two "Batches" bars per mining.
     # The call passes disable= itself, so a partial would be overridden; this forces it.
     encoder.trange = lambda *args, **kwargs: trange(*args, **{**kwargs, "disable": True})
+
+
+def quiet_export() -> None:
+    """The exporters' notes to their own developers, which a run's reader can do nothing about.
+
+    The tracer warns of every Python branch it freezes (the export is checked against PyTorch afterwards, on the
+    test split); onnxruntime's quantizer suggests a pre-processing script; NNCF draws a bar per calibration pass.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+    warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean")
+    logging.getLogger().addFilter(lambda record: "pre-processing before quantization" not in record.getMessage())
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    try:
+        from nncf.common.logging import track_progress
+    except ImportError:  # no OpenVINO backend asked for, and NNCF not installed
+        return
+    init = track_progress.track.__init__
+    if not getattr(init, "quiet", False):
+        track_progress.track.__init__ = lambda self, *args, **kwargs: init(self, *args, **{**kwargs, "disable": True})
+        track_progress.track.__init__.quiet = True

@@ -129,6 +129,15 @@ def max_positions(ref: str, revision: str | None = None) -> int | None:
     return json.loads(config.read_text()).get("max_position_embeddings") if config.exists() else None
 
 
+def model_type(ref: str, revision: str | None = None) -> str | None:
+    """The architecture's name in config.json (bert, xlm-roberta, qwen3); None when it cannot be read."""
+    try:
+        config = _config_folder(ref, revision) / "config.json"
+    except EmbedforgeError:
+        return None
+    return json.loads(config.read_text()).get("model_type") if config.exists() else None
+
+
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 

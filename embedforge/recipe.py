@@ -18,6 +18,7 @@ from embedforge.config.card import CardConfig
 from embedforge.config.corpus import CorpusConfig
 from embedforge.config.deployment import DeploymentConfig
 from embedforge.config.evaluate import EvaluateConfig
+from embedforge.config.export import ExportConfig
 from embedforge.config.ingest import IngestConfig
 from embedforge.config.loss import loss_data_problem
 from embedforge.config.merge import MergeConfig
@@ -55,6 +56,7 @@ class Recipe(BaseModel):
         None, description="Merge the fine-tuned model with its base, weight chosen on eval."
     )
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    export: ExportConfig | None = Field(None, description="ONNX and OpenVINO files in the release, each measured.")
     card: CardConfig = Field(default_factory=CardConfig)
     push: PushConfig = Field(default_factory=PushConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
@@ -188,10 +190,11 @@ class Recipe(BaseModel):
 
     def model_fingerprint(self) -> str:
         """The sections that decide the model's weights and numbers; card, push and deployment do not."""
-        # Later fields only when set (corpus, merge, general sets): recipes without them keep the fingerprint their
-        # releases were made with, so upgrading embedforge retrains nothing.
+        # Later fields only when set (corpus, merge, export, general sets): recipes without them keep the fingerprint
+        # their releases were made with, so upgrading embedforge retrains nothing. Export makes no weights, but a
+        # release without the backends asked for is not what the recipe makes.
         unset = {"evaluate": {"general", "max_general_drop"}} if not self.evaluate.general else {}
-        include = {*MODEL_SECTIONS, *(s for s in ("corpus", "merge") if getattr(self, s) is not None)}
+        include = {*MODEL_SECTIONS, *(s for s in ("corpus", "merge", "export") if getattr(self, s) is not None)}
         sections = self.model_dump(mode="json", include=include, exclude=unset)
         return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from embedforge.data_reports import FilterReport, MiningReport
-from embedforge.types import MergeTrial, Metrics, Splits
+from embedforge.types import BackendTrial, MergeTrial, Metrics, Splits
 
 
 def gain_table(metrics: Metrics) -> list[dict]:
@@ -52,6 +52,27 @@ def merge_markdown(trials: list[MergeTrial], method: str) -> str:
         f"The fine-tuned model merged with its base ({method}), each weight measured on the **eval** split and the "
         f"general sets; kept: **{kept.weight:g}** (1 is the fine-tuned model as trained). The test split was read "
         f"only afterwards, by the model kept.\n\n{head}\n|--:|--:|{'--:|' * len(names)}\n{rows}"
+    )
+
+
+def export_markdown(trials: list[BackendTrial], max_drop: float) -> str:
+    """Each backend beside the PyTorch model (the first row): metric, its change, speed, and whether it shipped."""
+    reference = trials[0]
+
+    def row(t: BackendTrial) -> str:
+        if t.figure is None:
+            return f"| {t.backend} | | | | | no: {t.reason} |\n"
+        speed = f"{t.texts_per_s:.0f} | {t.texts_per_s / reference.texts_per_s:.2f}×"
+        shipped = "yes" if t.kept else f"no: {t.reason}"
+        change = t.figure - reference.figure
+        return f"| {t.backend} | `{t.file}` | {t.figure:.4f} | {change:+.4f} | {speed} | {shipped} |\n"
+
+    return (
+        f"Each backend measured on the test split with the PyTorch model's evaluators, and timed on the same texts, "
+        f"batch size and threads; one that loses more than {max_drop:g} of {reference.metric} (`export.max_drop`) is "
+        "left out of the release.\n\n"
+        f"| backend | file | {reference.metric} | change | texts/s | speed-up | in the release |\n"
+        f"|:--|:--|--:|--:|--:|--:|:--|\n{''.join(row(t) for t in trials)}"
     )
 
 

@@ -75,6 +75,18 @@ class MergeTrial(BaseModel):
     chosen: bool = False
 
 
+class BackendTrial(BaseModel):
+    """One serving backend measured beside the PyTorch model (the first row): its file in the release, figures."""
+
+    backend: str
+    file: str = Field(description="Path in the release, as `model_kwargs={'file_name': ...}` takes it.")
+    metric: str
+    figure: float | None = Field(None, description="The headline metric on the test split; None: not measured.")
+    texts_per_s: float | None = None
+    kept: bool = False
+    reason: str = Field("", description="Why it is left out of the release.")
+
+
 class TrainedModel(BaseModel):
     """What train hands on: the saved model, the base it came from, and what the trainer recorded for the card."""
 
@@ -85,6 +97,10 @@ class TrainedModel(BaseModel):
     max_seq_length: int | None = None
     card_data: str = Field(description="Pickle of the model card data the trainer filled in (logs, dataset stats).")
     merge_trials: list[MergeTrial] = Field(default_factory=list, description="The weights `merge` tried.")
+    export_dir: str | None = Field(
+        None, description="Where export wrote the backends' files, as the release holds them."
+    )
+    backends: list[BackendTrial] = Field(default_factory=list, description="PyTorch, then each backend exported.")
 
 
 class EvaluatorInfo(BaseModel):

@@ -1,8 +1,8 @@
 """The fine-tuning flow, wired as the DAG reads.
 
 ingest -> up to date? -> split -> (mine, or choose how to mine) -> train -> (merge with the base) -> evaluate
--> gate -> card -> champion -> decide -> push -> outcome. Every decision is a task the dashboard's graph shows,
-and the flow run's final state is named after the one that ended the run.
+-> gate -> (export the serving backends) -> card -> champion -> decide -> push -> outcome. Every decision is a task
+the dashboard's graph shows, and the flow run's final state is named after the one that ended the run.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from embedforge.tasks.champion import measure_champion
 from embedforge.tasks.choose import choose_mining
 from embedforge.tasks.decide import decide_release
 from embedforge.tasks.evaluate import evaluate_model, measure_base_model
+from embedforge.tasks.export import export_backends
 from embedforge.tasks.gate import check_quality_gate
 from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.merge import merge_with_base
@@ -40,7 +41,7 @@ from embedforge.tasks.release import find_current_release
 from embedforge.tasks.split import split_dataset
 from embedforge.tasks.train import train_model
 from embedforge.training.interrupt import TrainingInterrupted
-from embedforge.types import RunRecord, Splits, artifact_key
+from embedforge.types import Metrics, ReleaseDecision, RunRecord, Splits, TrainedModel, artifact_key
 
 
 def _ingest(recipe: Recipe, run_dir: Path) -> RunRecord:
@@ -68,14 +69,23 @@ def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
     return mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, str(run_dir / "data" / "mined"), key)
 
 
+def _release(
+    recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, record: RunRecord
+) -> ReleaseDecision:
+    """card -> champion -> decide -> push: the model card written, then published if it beats the release."""
+    render_model_card(recipe, model, splits, metrics, record)
+    champion = measure_champion(recipe.push, recipe.evaluate, splits, model, metrics)
+    decision = decide_release(recipe.push, record, metrics, champion)
+    return push_model(recipe.push, model, record, metrics, decision)
+
+
 @flow(name="finetune", flow_run_name=flow_run_name, on_failure=[record_failure])
 def finetune(
     recipe: Recipe, output_dir: str | None = None, resume_dir: str | None = None, force: bool = False
 ) -> RunResult:
     """Fine-tune one embedding model from its recipe and publish it if it earns it.
 
-    A run whose data, recipe and base model are those of the published release trains nothing,
-    unless `force` is set.
+    A run whose data, recipe and base model are the published release's trains nothing, unless `force` is set.
     """
     with start_run(recipe, output_dir, resume_dir) as run_dir:
         record = _ingest(recipe, run_dir)
@@ -94,8 +104,7 @@ def finetune(
         result = RunResult.trained(run_dir, model.model_dir, metrics)
         if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):
             return finish(record, result, outcome(record, "rejected", rejected, metrics))
-        render_model_card(recipe, model, splits, metrics, record)
-        champion = measure_champion(recipe.push, recipe.evaluate, splits, model, metrics)
-        decision = decide_release(recipe.push, record, metrics, champion)
-        result.push = push_model(recipe.push, model, record, metrics, decision)
+        if recipe.export:
+            model = export_backends(recipe, model, splits, metrics, record.artifact_key("export"))
+        result.push = _release(recipe, model, splits, metrics, record)
         return finish(record, result, push_outcome(record, metrics, result.push))

@@ -22,6 +22,7 @@ from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
 from embedforge.reports import (
     corpus_markdown,
+    export_markdown,
     gain_table,
     general_markdown,
     merge_markdown,
@@ -62,6 +63,21 @@ def _merge(recipe: Recipe, model: TrainedModel) -> list[str]:
     if not model.merge_trials:
         return []
     return ["### Merge with the Base Model", "", merge_markdown(model.merge_trials, recipe.merge.method)]
+
+
+def _backends(recipe: Recipe, model: TrainedModel, record: RunRecord) -> list[str]:
+    if not model.backends:
+        return []
+    kept = [t for t in model.backends[1:] if t.kept]
+    loads = "".join(
+        f'model = SentenceTransformer("{record.repo_id or recipe.name}", backend="{t.backend.split("-")[0]}", '
+        f'model_kwargs={{"file_name": "{t.file}"}})\n'
+        for t in kept
+    )
+    usage = (
+        ["", "```python", "from sentence_transformers import SentenceTransformer", "", loads + "```"] if kept else []
+    )
+    return ["### Serving Backends", "", export_markdown(model.backends, recipe.export.max_drop), *usage]
 
 
 def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list[str]:
@@ -141,6 +157,12 @@ def dashboard_markdown(content: str) -> str:
     return "\n".join(table) + "\n\n" + card.text.lstrip()
 
 
+def _sections(recipe: Recipe, model: TrainedModel, metrics: Metrics, record: RunRecord) -> list[str]:
+    """What this run did beyond training, each when it did it."""
+    general = _general(recipe, metrics)
+    return general + _merge(recipe, model) + _backends(recipe, model, record) + _made_from(recipe.corpus, record.corpus)
+
+
 @task(name="render-model-card")
 def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, record: RunRecord) -> str:
     """Render README.md beside the model, with the test-split results in its model-index; return its path."""
@@ -157,12 +179,7 @@ def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metri
     content = _insert_before(
         generate_model_card(st_model),
         "## Training Details",
-        _report(
-            metrics,
-            record,
-            splits,
-            _general(recipe, metrics) + _merge(recipe, model) + _made_from(recipe.corpus, record.corpus),
-        ),
+        _report(metrics, record, splits, _sections(recipe, model, metrics, record)),
     )
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")

@@ -24,7 +24,20 @@ from embedforge.logs import run_logger
 from embedforge.types import META_FILE, Metrics, ReleaseDecision, RunRecord, TrainedModel
 
 
-def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str) -> str:
+def release_files(model: TrainedModel) -> dict[str, Path]:
+    """{path in the release: file}: the model folder, and the serving backends export kept (with .bin weights)."""
+    folder = Path(model.model_dir)
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    for trial in model.backends[1:]:
+        if trial.kept:
+            file = Path(model.export_dir) / trial.file
+            files.update(
+                {Path(trial.file).with_name(f.name).as_posix(): f for f in sorted(file.parent.glob(f"{file.stem}.*"))}
+            )
+    return files
+
+
+def _publish_local(config: PushConfig, files: dict[str, Path], meta: dict, release: str) -> str:
     """Copy the release in under a temporary name and rename it, so a reader never sees half a release.
 
     A published release folder is never written again: the same run published twice is refused by push_model
@@ -34,7 +47,9 @@ def _publish_local(config: PushConfig, model_dir: Path, meta: dict, release: str
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{release}-", dir=root))
     try:
-        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+        for name, file in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, staging / name)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         os.rename(staging, root / release)  # fails on an existing non-empty folder: never replaces a release
     except OSError as exc:
@@ -62,19 +77,14 @@ def _drop_old_releases(root: Path, keep: int) -> None:
 
 
 @task(name="upload-release")
-def upload_release(config: PushConfig, model_dir: str, meta: dict, release: str) -> str:
-    """One Hub commit holding the model folder and training_meta.json, tagged with the release."""
+def upload_release(config: PushConfig, files: dict[str, Path], meta: dict, release: str) -> str:
+    """One Hub commit holding the release's files and training_meta.json, tagged with the release."""
     client = hub.api(config, hub.token(config))
     repo_id = config.full_repo_id
     client.create_repo(repo_id, private=config.private, exist_ok=True)
     if config.revision:
         client.create_branch(repo_id, branch=config.revision, exist_ok=True)
-    folder = Path(model_dir)
-    operations = [
-        CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    ]
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(file)) for name, file in files.items()]
     operations.append(CommitOperationAdd(path_in_repo=META_FILE, path_or_fileobj=json.dumps(meta, indent=2).encode()))
     message = (
         f"embedforge {meta['recipe']} run {meta['run_id']}: {meta['headline']} = "
@@ -105,13 +115,14 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
             name: {"metric": key, "base": metrics.base[key], "fine-tuned": metrics.finetuned[key]}
             for name, (key, *_) in metrics.general.items()
         },
+        "backends": [t.model_dump() for t in model.backends],
     }
 
 
 def _publish(config: PushConfig, model: TrainedModel, meta: dict, release: str) -> str:
     if config.local_dir:
-        return _publish_local(config, Path(model.model_dir), meta, release)
-    return hub.call(config, upload_release, model.model_dir, meta, release)
+        return _publish_local(config, release_files(model), meta, release)
+    return hub.call(config, upload_release, release_files(model), meta, release)
 
 
 @task(name="push-model")

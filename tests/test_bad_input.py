@@ -610,10 +610,11 @@ def test_a_disk_that_fills_anyway_is_one_line_and_leaves_no_staging_folder(monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(embedforge.tasks.push.shutil, "copytree", full)
+    monkeypatch.setattr(embedforge.tasks.push.shutil, "copy2", full)
     published = tmp_path / "published"
+    files = {p.name: p for p in Path(tiny_model).iterdir() if p.is_file()}
     with pytest.raises(EmbedforgeError) as error:
-        _publish_local(PushConfig(local_dir=str(published)), Path(tiny_model), {}, "tiny-r1")
+        _publish_local(PushConfig(local_dir=str(published)), files, {}, "tiny-r1")
     assert str(error.value) == (
         f"push: the disk of {published} is full ([Errno 28] No space left on device); nothing was published"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from embedforge.checks.corpus import check_corpus, check_endpoint
 from embedforge.checks.data import check_data
 from embedforge.checks.evaluation import check_metric_names
+from embedforge.checks.export import check_export
 from embedforge.checks.push import check_target, writable
 from embedforge.checks.space import check_space
 from embedforge.checks.training import check_merge, check_models, check_training
@@ -40,7 +41,7 @@ def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> Non
     """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
     problems = check_data(recipe) + check_corpus(recipe) + check_endpoint(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
-    problems += check_models(recipe) + check_merge(recipe)
+    problems += check_models(recipe) + check_merge(recipe) + check_export(recipe)
     problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe))
     problems += check_target(recipe.push)
     if output_dir and (problem := writable(Path(output_dir))):
