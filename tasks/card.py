@@ -68,16 +68,21 @@ def _merge(recipe: Recipe, model: TrainedModel) -> list[str]:
 def _backends(recipe: Recipe, model: TrainedModel, record: RunRecord) -> list[str]:
     if not model.backends:
         return []
-    kept = [t for t in model.backends[1:] if t.kept]
-    loads = "".join(
-        f'model = SentenceTransformer("{record.repo_id or recipe.name}", backend="{t.backend.split("-")[0]}", '
-        f'model_kwargs={{"file_name": "{t.file}"}})\n'
-        for t in kept
-    )
-    usage = (
-        ["", "```python", "from sentence_transformers import SentenceTransformer", "", loads + "```"] if kept else []
-    )
-    return ["### Serving Backends", "", export_markdown(model.backends, recipe.export.max_drop), *usage]
+    # A local release is loaded from its folder; `latest` is the newest one.
+    where = record.repo_id or f"{recipe.push.local_dir or 'path/to/release'}/latest"
+    loads = [
+        f'model = SentenceTransformer("{where}", backend="{t.backend.split("-")[0]}", '
+        f'model_kwargs={{"file_name": "{t.file}"}})'
+        for t in model.backends[1:]
+        if t.kept
+    ]
+    usage = ["```python", "from sentence_transformers import SentenceTransformer", "", *loads, "```", ""]
+    return [
+        "### Serving Backends",
+        "",
+        export_markdown(model.backends, recipe.export.max_drop),
+        *(usage if loads else []),
+    ]
 
 
 def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list[str]:

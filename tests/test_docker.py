@@ -51,8 +51,11 @@ def test_dockerfile_torch_build_agrees_with_base_image_pyproject_and_readme():
         assert "cuda" not in base, base  # the torch wheel brings the only CUDA
     assert 'pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" "torch==${TORCH_VERSION}"' in text
     # pip install . must keep that torch: the constraint is in force before it runs.
-    assert text.index("ENV PIP_CONSTRAINT=/opt/torch-constraint.txt") < text.index("pip install . ")
+    assert text.index("ENV PIP_CONSTRAINT=/opt/torch-constraint.txt") < text.index('pip install ".[${EXTRAS}]"')
     pyproject = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())
+    # A recipe with merge or export runs on this worker: the image has what those sections import.
+    extras = _arg(text, "EXTRAS").split(",")
+    assert {"merge", "export"} <= set(extras) <= set(pyproject["project"]["optional-dependencies"]), extras
     (torch_req,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("torch")]
     assert torch_req.specifier.contains(version), (torch_req, version)
     readme = (DOCKER.parent / "README.md").read_text()

@@ -169,3 +169,8 @@ def test_the_wheel_installs_embedforge_alone(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"embedforge", wheel.name.split("-py")[0] + ".dist-info"}
     assert {"embedforge/flows/finetune.py", "embedforge/tasks/decide.py", "embedforge/types.py"} <= set(names)
+    # Every module of the checkout is in it: a sub-package missing from pyproject's list imports only from a checkout.
+    modules = {
+        f"embedforge/{p.relative_to(REPO / 'embedforge').as_posix()}" for p in (REPO / "embedforge").rglob("*.py")
+    }
+    assert modules <= set(names), sorted(modules - set(names))
