@@ -29,6 +29,7 @@ from embedforge.logs import quiet_export, run_logger
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import export_markdown
+from embedforge.training.adapters import with_full_weights
 from embedforge.types import BackendTrial, Metrics, Splits, TrainedModel
 
 
@@ -133,13 +134,14 @@ def export_backends(
     quiet_export()
     texts = _texts(next(iter(splits.parts("test").values()))[1], config.throughput_texts)
     bench = build_evaluators(splits, "test", recipe.evaluate), texts, recipe.evaluate.batch_size
-    pytorch = load_model(model.model_dir, max_seq_length=model.max_seq_length, device="cpu")
+    weights = with_full_weights(model.model_dir, out / "full-weights")  # a LoRA adapter exports merged
+    pytorch = load_model(weights, max_seq_length=model.max_seq_length, device="cpu")
     reference = _reference(pytorch, metrics, bench)
     trials = [reference]
     for backend in config.backends:
         try:
             file = _write(backend, recipe, pytorch, out, splits)
-            served = load_backend(model.model_dir, backend.split("-")[0], str(file), torch.get_num_threads())
+            served = load_backend(weights, backend.split("-")[0], str(file), torch.get_num_threads())
             trial = _trial(backend, file.relative_to(out).as_posix(), served, bench, metrics.headline)
             trials.append(_judge(trial, reference, config.max_drop))
         except Exception as exc:  # noqa: BLE001 - one backend failing leaves the release its others and the weights

@@ -21,7 +21,7 @@ from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import merge_markdown
-from embedforge.training.adapters import merge_adapter
+from embedforge.training.adapters import with_full_weights
 from embedforge.types import MergeTrial, Splits, TrainedModel
 
 
@@ -36,12 +36,7 @@ def _general_drops(model, general: dict[str, list], base: dict[str, float]) -> d
 
 def _full_weights(model: TrainedModel, out: Path):
     """The fine-tuned model with full weights: a LoRA adapter is merged into its base weights first (in a copy)."""
-    folder = Path(model.model_dir)
-    if (folder / "adapter_config.json").exists():
-        shutil.copytree(folder, out / "full-weights", dirs_exist_ok=True)
-        merge_adapter(str(out / "full-weights"))
-        folder = out / "full-weights"
-    return load_model(str(folder), max_seq_length=model.max_seq_length)
+    return load_model(with_full_weights(model.model_dir, out / "full-weights"), max_seq_length=model.max_seq_length)
 
 
 def _rank(trial: MergeTrial, max_drop: float | None) -> tuple:

@@ -142,3 +142,23 @@ def test_a_bad_export_section_is_one_line_naming_the_field(recipe_dict, write_re
     with pytest.raises(EmbedforgeError) as error:
         load_recipe(write_recipe(recipe_dict))
     assert message in str(error.value) and "Traceback" not in str(error.value)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_lora_adapter_exports_with_its_weights_merged_in(tiny_model, pairs_file, tmp_path):
+    pytest.importorskip("peft")
+    from conftest import make_recipe
+
+    recipe = make_recipe("tiny-lora", tiny_model, pairs_file, train_args={"learning_rate": 5e-3})
+    recipe["train"]["peft"] = {"r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]}
+    recipe["push"] = {"local_dir": str(tmp_path / "published")}
+    recipe["export"] = {"backends": ["onnx"], "max_drop": 1.0, "throughput_texts": 16}
+    run = finetune(recipe=Recipe.model_validate(recipe), output_dir=str(tmp_path / "runs"))
+
+    release = tmp_path / "published" / run.push.release
+    assert (release / "adapter_config.json").exists() and (release / "onnx" / "model_O2.onnx").exists()
+    # The release as PyTorch loads it (base + adapter) and its ONNX file give the same embeddings.
+    pytorch = load_model(str(release)).encode(TEXTS, normalize_embeddings=True)
+    served = load_backend(str(release), "onnx", "onnx/model_O2.onnx").encode(TEXTS, normalize_embeddings=True)
+    assert np.abs(served - pytorch).max() < 1e-4
+    assert not np.allclose(pytorch, load_model(tiny_model).encode(TEXTS, normalize_embeddings=True), atol=1e-4)

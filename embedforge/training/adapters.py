@@ -68,6 +68,19 @@ def merge_adapter(model_dir: str) -> None:
     shutil.rmtree(staging)
 
 
+def with_full_weights(model_dir: str, scratch: Path) -> str:
+    """The model's folder with full weights: a LoRA adapter merged into its base in a copy at `scratch`.
+
+    Stages that need plain weights (merging, exporting) read the copy; the adapter the run trained stays.
+    """
+    folder = Path(model_dir)
+    if not (folder / "adapter_config.json").exists():
+        return model_dir
+    shutil.copytree(folder, scratch, dirs_exist_ok=True)
+    merge_adapter(str(scratch))
+    return str(scratch)
+
+
 def missing_targets(targets: list[str] | str, modules: list[str]) -> list[str]:
     """Target names (or a regex) that match none of the model's modules, as peft matches them."""
     import re
