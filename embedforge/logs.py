@@ -58,6 +58,10 @@ def _quiet_sentence_transformers() -> None:
     encoder.trange = lambda *args, **kwargs: trange(*args, **{**kwargs, "disable": True})
 
 
+def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def quiet_export() -> None:
     """The exporters' notes to their own developers, which a run's reader can do nothing about.
 
@@ -68,7 +72,7 @@ def quiet_export() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
     warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean")
-    logging.getLogger().addFilter(lambda record: "pre-processing before quantization" not in record.getMessage())
+    logging.getLogger().addFilter(_no_preprocessing_advice)  # the same filter object is added once
     logging.getLogger("nncf").setLevel(logging.ERROR)
     try:
         from nncf.common.logging import track_progress
