@@ -141,7 +141,7 @@ def export_backends(
     for backend in config.backends:
         try:
             file = _write(backend, recipe, pytorch, out, splits)
-            served = load_backend(weights, backend.split("-")[0], str(file), torch.get_num_threads())
+            served = load_backend(weights, backend.split("-")[0], str(file.resolve()), torch.get_num_threads())
             trial = _trial(backend, file.relative_to(out).as_posix(), served, bench, metrics.headline)
             trials.append(_judge(trial, reference, config.max_drop))
         except Exception as exc:  # noqa: BLE001 - one backend failing leaves the release its others and the weights

@@ -85,7 +85,8 @@ def test_a_backend_that_loses_more_than_max_drop_is_left_out_and_named(recipe_di
 
     monkeypatch.setattr(export, "load_backend", broken_int8)
     recipe_dict["export"] = {"backends": ["onnx", "onnx-int8"], "throughput_texts": 32}
-    run = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)  # the run directory relative, as `embedforge run` makes it by default
+    run = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir="runs")
 
     release = tmp_path / "published" / run.push.release
     assert (release / "onnx" / "model_O2.onnx").exists()
