@@ -56,23 +56,27 @@ def merge_markdown(trials: list[MergeTrial], method: str) -> str:
 
 
 def export_markdown(trials: list[BackendTrial], max_drop: float) -> str:
-    """Each backend beside the PyTorch model (the first row): metric, its change, speed, and whether it shipped."""
+    """Each backend beside the PyTorch model (the first row), whether it shipped, and why any one did not."""
     reference = trials[0]
 
     def row(t: BackendTrial) -> str:
+        shipped = "yes" if t.kept else "**no**"
         if t.figure is None:
-            return f"| {t.backend} | | | | | no: {t.reason} |\n"
-        speed = f"{t.texts_per_s:.0f} | {t.texts_per_s / reference.texts_per_s:.2f}×"
-        shipped = "yes" if t.kept else f"no: {t.reason}"
-        change = t.figure - reference.figure
-        return f"| {t.backend} | `{t.file}` | {t.figure:.4f} | {change:+.4f} | {speed} | {shipped} |\n"
+            return f"| {t.backend} | {shipped} | | | | |\n"
+        speed, change = (
+            f"{t.texts_per_s:.0f} ({t.texts_per_s / reference.texts_per_s:.2f}×)",
+            t.figure - reference.figure,
+        )
+        return f"| {t.backend} | {shipped} | {t.figure:.4f} | {change:+.4f} | {speed} | `{t.file}` |\n"
 
+    # Reasons below the table: a long one (an exporter's error) would push the table's columns out of sight.
+    left_out = "".join(f"- {t.backend} left out: {t.reason}\n" for t in trials if not t.kept)
     return (
-        f"Each backend measured on the test split with the PyTorch model's evaluators, and timed on the same texts, "
-        f"batch size and threads; one that loses more than {max_drop:g} of {reference.metric} (`export.max_drop`) is "
-        "left out of the release.\n\n"
-        f"| backend | file | {reference.metric} | change | texts/s | speed-up | in the release |\n"
-        f"|:--|:--|--:|--:|--:|--:|:--|\n{''.join(row(t) for t in trials)}"
+        f"Each backend measured on the test split ({reference.metric}) with the PyTorch model's evaluators, and "
+        "timed on the same texts, batch size and threads (texts/s, and the speed-up over PyTorch); one that loses "
+        f"more than {max_drop:g} (`export.max_drop`) is left out of the release.\n\n"
+        "| backend | in the release | figure | change | texts/s | file |\n"
+        f"|:--|:--|--:|--:|--:|:--|\n{''.join(row(t) for t in trials)}" + (f"\n{left_out}" if left_out else "")
     )
 
 

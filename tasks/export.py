@@ -98,7 +98,7 @@ def _judge(trial: BackendTrial, reference: BackendTrial, max_drop: float) -> Bac
     drop = reference.figure - trial.figure
     trial.kept = drop <= max_drop
     if not trial.kept:
-        trial.reason = f"lost {drop:.4f} of {trial.metric}, more than export.max_drop {max_drop:g}"
+        trial.reason = f"lost {drop:.4f}, more than export.max_drop {max_drop:g}"
     return trial
 
 
