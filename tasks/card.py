@@ -76,7 +76,8 @@ def _backends(recipe: Recipe, model: TrainedModel, record: RunRecord) -> list[st
         for t in model.backends[1:]
         if t.kept
     ]
-    usage = ["```python", "from sentence_transformers import SentenceTransformer", "", *loads, "```", ""]
+    how = "Each loads with sentence-transformers' backends, which need optimum (`[onnx]` or `[openvino]` extras):"
+    usage = [how, "", "```python", "from sentence_transformers import SentenceTransformer", "", *loads, "```", ""]
     return [
         "### Serving Backends",
         "",
