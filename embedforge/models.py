@@ -123,19 +123,23 @@ def similarity_name(ref: str, revision: str | None = None) -> str:
     return name or "cosine"
 
 
+def _config_value(ref: str, revision: str | None, key: str):
+    """One field of the transformer's config.json; None when the model has no config.json or it lacks the field."""
+    config = _config_folder(ref, revision) / "config.json"
+    return json.loads(config.read_text()).get(key) if config.exists() else None
+
+
 def max_positions(ref: str, revision: str | None = None) -> int | None:
     """How many tokens the model's position embeddings cover, from config.json; None when it does not say."""
-    config = _config_folder(ref, revision) / "config.json"
-    return json.loads(config.read_text()).get("max_position_embeddings") if config.exists() else None
+    return _config_value(ref, revision, "max_position_embeddings")
 
 
 def model_type(ref: str, revision: str | None = None) -> str | None:
     """The architecture's name in config.json (bert, xlm-roberta, qwen3); None when it cannot be read."""
     try:
-        config = _config_folder(ref, revision) / "config.json"
+        return _config_value(ref, revision, "model_type")
     except EmbedforgeError:
-        return None
-    return json.loads(config.read_text()).get("model_type") if config.exists() else None
+        return None  # check_training names a base model that does not resolve
 
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")

@@ -52,18 +52,20 @@ def export_onnx(model, path: Path) -> Path:
     # Traced from eager attention: its MatMul-Softmax-MatMul is the pattern onnxruntime fuses into one Attention op
     # (an SDPA trace is left unfused, and runs slower).
     transformer.set_attn_implementation("eager")
-    with torch.no_grad():
-        torch.onnx.export(
-            _Encoder(transformer, names),
-            tuple(sample[name] for name in names),
-            str(path),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes=dynamic,
-            opset_version=17,
-            dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript and traces no faster
-        )
-    transformer.set_attn_implementation(served)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                _Encoder(transformer, names),
+                tuple(sample[name] for name in names),
+                str(path),
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=dynamic,
+                opset_version=17,
+                dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript and traces no faster
+            )
+    finally:  # the same model goes on to be timed as PyTorch serves it, and a failed export must not change that
+        transformer.set_attn_implementation(served)
     return path
 
 

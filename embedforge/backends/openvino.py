@@ -25,13 +25,14 @@ def quantize_openvino(converted: Path, model, texts: list[str]) -> Path:
     import nncf
     import openvino as ov
 
-    names = {port.get_any_name() for port in ov.Core().read_model(str(converted)).inputs}
+    graph = ov.Core().read_model(str(converted))
+    names = {port.get_any_name() for port in graph.inputs}
 
     def sample(text: str) -> dict:
         return {k: v.numpy() for k, v in model.preprocess([text]).items() if k in names}
 
     quantized = nncf.quantize(
-        ov.Core().read_model(str(converted)),
+        graph,
         nncf.Dataset([sample(text) for text in texts]),
         model_type=nncf.ModelType.TRANSFORMER,  # keeps softmax and layer norms in float, as optimum-intel does
         subset_size=len(texts),
