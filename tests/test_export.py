@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from embedforge.backends.onnx import export_onnx
 from embedforge.backends.runtime import load_backend
 from embedforge.checks.export import check_export
 from embedforge.errors import EmbedforgeError
@@ -165,3 +168,11 @@ def test_a_lora_adapter_exports_with_its_weights_merged_in(tiny_model, pairs_fil
     served = load_backend(str(release), "onnx", "onnx/model_O2.onnx").encode(TEXTS, normalize_embeddings=True)
     assert np.abs(served - pytorch).max() < 1e-4
     assert not np.allclose(pytorch, load_model(tiny_model).encode(TEXTS, normalize_embeddings=True), atol=1e-4)
+
+    # Merged, not traced through peft: the exported graph is the base architecture's, op for op, with no LoRA
+    # branch beside each projection.
+    def ops(file: Path) -> Counter:
+        return Counter(node.op_type for node in onnx.load(str(file)).graph.node)
+
+    plain = export_onnx(load_model(tiny_model), tmp_path / "base" / "model.onnx")
+    assert ops(Path(run.run_dir) / "export" / "onnx" / "model.onnx") == ops(plain)
