@@ -176,3 +176,16 @@ def test_a_lora_adapter_exports_with_its_weights_merged_in(tiny_model, pairs_fil
 
     plain = export_onnx(load_model(tiny_model), tmp_path / "base" / "model.onnx")
     assert ops(Path(run.run_dir) / "export" / "onnx" / "model.onnx") == ops(plain)
+
+
+def test_loading_a_backend_file_the_release_lacks_names_the_release_and_its_files(tiny_model):
+    folder = Path(tiny_model) / "onnx"
+    folder.mkdir()
+    (folder / "model_O2.onnx").write_bytes(b"")
+    with pytest.raises(EmbedforgeError) as error:
+        load_backend(tiny_model, "onnx", "onnx/model_qint8_avx2.onnx")
+    assert (
+        str(error.value) == f"{tiny_model}: no file onnx/model_qint8_avx2.onnx; its backend files: onnx/model_O2.onnx"
+    )
+    with pytest.raises(EmbedforgeError, match="backend 'tensorrt': one of onnx, openvino"):
+        load_backend(tiny_model, "tensorrt", "model.plan")

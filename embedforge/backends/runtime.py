@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from embedforge.errors import EmbedforgeError
+
 BACKENDS = ("onnx", "openvino")
 
 
@@ -56,8 +58,11 @@ def load_backend(model: str, backend: str, file_name: str, threads: int | None =
     from sentence_transformers import SentenceTransformer
 
     if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
+        raise EmbedforgeError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
     folder = Path(model) if Path(model).is_dir() else Path(snapshot_download(model, **download))
+    if not (folder / file_name).is_file():
+        found = sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*") if p.suffix in (".onnx", ".xml"))
+        raise EmbedforgeError(f"{model}: no file {file_name}; its backend files: {', '.join(found) or 'none'}")
     encoder = SentenceTransformer(str(folder), device="cpu")
     transformer = encoder[0]
     run, names = (_onnx if backend == "onnx" else _openvino)(folder / file_name, threads or torch.get_num_threads())
