@@ -3,9 +3,18 @@
 The CLI prints these without a traceback; anything else is a bug and keeps its traceback.
 """
 
+from embedforge.redact import redact
+
 
 class EmbedforgeError(Exception):
-    """Bad input or an unmet precondition, explained in the user's terms."""
+    """Bad input or an unmet precondition, explained in the user's terms.
+
+    The message is redacted as it is made: it becomes error lines, state messages and log records, all of which
+    leave the process, and it may quote a URL with a password or an endpoint's reply echoing a key.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(redact(str(message)), *args)
 
 
 # Every character str.splitlines() breaks on: a user's value quoted in a message must not split its line.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from prefect.exceptions import MissingContextError
-
 
 def run_logger():
     """Prefect's run logger inside a flow or task run; a plain logger elsewhere.
@@ -14,11 +12,33 @@ def run_logger():
     task's function directly with ``.fn()``.
     """
     from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
 
     try:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("embedforge")
+
+
+class _RedactedRecord(logging.LogRecord):
+    """A log record whose message and traceback pass the redaction step once, before any handler sees them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        from embedforge.redact import redact
+
+        super().__init__(*args, **kwargs)
+        try:
+            message = self.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logging's to report, as it would
+            return
+        self.msg, self.args = redact(message), ()
+        if self.exc_info and not self.exc_text:
+            self.exc_text = redact(logging.Formatter().formatException(self.exc_info))
+
+
+def redact_logs() -> None:
+    """Every log record of this process redacted: the console, Prefect's API (the database) and files alike."""
+    logging.setLogRecordFactory(_RedactedRecord)
 
 
 def quiet_libraries() -> None:

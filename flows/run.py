@@ -17,10 +17,11 @@ from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
 from embedforge.flows.rundir import check_same_inputs, one_engine
-from embedforge.logs import quiet_libraries, run_logger
+from embedforge.logs import quiet_libraries, redact_logs, run_logger
 from embedforge.models import base_model_identity
 from embedforge.orchestration.automations import automatic_retries, check_crash_retries, check_heartbeat_rule
 from embedforge.recipe import Recipe
+from embedforge.redact import redact
 from embedforge.tasks.outcome import record_outcome, write_history
 from embedforge.types import (
     CurrentRelease,
@@ -81,6 +82,7 @@ def start_run(recipe: Recipe, output_dir: str | None, resume_dir: str | None) ->
     The run id is the flow run's, so a crashed run that is rescheduled finds its own checkpoints; a second
     engine on the same directory refuses before it writes anything there.
     """
+    redact_logs()
     quiet_libraries()
     check_crash_retries(recipe.deployment.crash_retries)
     check_heartbeat_rule()
@@ -98,7 +100,7 @@ def run_record(
 ) -> RunRecord:
     return RunRecord(
         recipe=recipe.name,
-        recipe_yaml=recipe.to_yaml(),
+        recipe_yaml=recipe.card_yaml(),
         recipe_hash=recipe.fingerprint(),
         model_hash=recipe.model_fingerprint(),
         base_model_id=base_model_identity(recipe.train.base_model, recipe.train.base_model_revision),
@@ -118,7 +120,7 @@ def finish(record: RunRecord, result: RunResult, outcome: Outcome) -> State:
     result.outcome = record_outcome(outcome, record.artifact_key("history"), record.artifact_key("release"))
     crashes = automatic_retries()
     recovered = f" (recovered after {crashes} crash{'es' * (crashes > 1)})" if crashes else ""
-    return Completed(name=outcome.state_name, message=f"{outcome.reason}{recovered}", data=result)
+    return Completed(name=outcome.state_name, message=redact(f"{outcome.reason}{recovered}"), data=result)
 
 
 def outcome(record: RunRecord, decision: str, reason: str, metrics: Metrics | None = None, **figures) -> Outcome:

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from sentence_transformers.base.model_card import generate_model_card
 
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.card import CardConfig
 from embedforge.config.corpus import CorpusConfig
 from embedforge.data_reports import FilterReport
 from embedforge.evaluators import card_evaluators, leaf_results
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
+from embedforge.redact import local_paths_hidden, redact
 from embedforge.reports import (
     corpus_markdown,
     export_markdown,
@@ -187,6 +188,8 @@ def render_model_card(recipe: Recipe, model: TrainedModel, splits: Splits, metri
         "## Training Details",
         _report(metrics, record, splits, _sections(recipe, model, metrics, record)),
     )
+    # Published, often publicly: nothing of the worker's disk or secrets in it.
+    content = local_paths_hidden(redact(content))
     readme = Path(model.model_dir) / "README.md"
     readme.write_text(content, encoding="utf-8")
     create_markdown_artifact(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.mine import MineConfig
 from embedforge.config.train import TrainConfig
 from embedforge.data_reports import MiningTrial

@@ -7,9 +7,9 @@ flow hands the decision to push, which publishes exactly what was decided and no
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
 from embedforge import hub
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.push import PushConfig
 from embedforge.logs import run_logger
 from embedforge.tasks.release import find_release

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.backends.onnx import export_onnx, optimize_onnx, quantize_onnx
 from embedforge.backends.openvino import convert_openvino, quantize_openvino
 from embedforge.backends.runtime import load_backend

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.corpus import FilterConfig
 from embedforge.config.train import TrainConfig
 from embedforge.data_reports import FilterReport, GenerationReport

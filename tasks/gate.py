@@ -7,8 +7,8 @@ dashboard never passes off a rejected model as a result.
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
 
+from embedforge.artifacts import create_table_artifact
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.evaluators import resolve_metric
 from embedforge.logs import run_logger

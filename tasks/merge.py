@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.evaluators import build_evaluators, general_evaluators, resolve_metric, run_evaluators
 from embedforge.logs import run_logger
 from embedforge.models import load_model

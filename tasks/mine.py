@@ -22,8 +22,8 @@ from statistics import fmean
 
 import datasets
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.mine import MineConfig
 from embedforge.data_reports import MiningReport
 from embedforge.hashing import file_digest

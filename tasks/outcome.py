@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 
 from embedforge.logs import run_logger
 from embedforge.orchestration import events
+from embedforge.redact import redact, redact_data
 from embedforge.types import Outcome
 
 EVENTS = {
@@ -69,7 +70,7 @@ def write_history(outcome: Outcome, history_key: str, release_key: str, flow_run
     Runs of one model never overlap (its deployment's concurrency limit), so read-then-append is safe.
     """
     when = datetime.now(timezone.utc)
-    rows = [history_row(outcome, when), *_previous_rows(history_key)][:HISTORY_ROWS]
+    rows = [redact_data(history_row(outcome, when)), *_previous_rows(history_key)][:HISTORY_ROWS]
     TableArtifact(
         key=history_key,
         table=rows,
@@ -79,7 +80,7 @@ def write_history(outcome: Outcome, history_key: str, release_key: str, flow_run
     if outcome.decision == "published":
         MarkdownArtifact(
             key=release_key,
-            markdown=release_markdown(outcome, when),
+            markdown=redact(release_markdown(outcome, when)),
             description=f"The release of {outcome.recipe} that is live now",
             flow_run_id=flow_run_id or flow_run.id,
         ).create()

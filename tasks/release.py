@@ -12,9 +12,9 @@ from pathlib import Path
 
 from huggingface_hub.errors import HfHubHTTPError
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 
 from embedforge import hub
+from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.push import PushConfig
 from embedforge.logs import run_logger
 from embedforge.types import META_FILE, CurrentRelease, RunRecord, release_name

@@ -62,7 +62,6 @@ def validate(
     ] = False,
 ) -> None:
     """Check recipes without training: the file, and what the run would find (data, base model, metrics, push)."""
-    from embedforge.cli.preflight import preflight
     from embedforge.recipe import load_recipe
 
     failed = False
@@ -70,6 +69,10 @@ def validate(
         try:
             recipe = load_recipe(path)
             if not recipe_only:
+                # Imported once a recipe has been read: the checks load sentence-transformers, seconds a file
+                # refused for its shape or its fields need not wait.
+                from embedforge.cli.preflight import preflight
+
                 preflight(recipe, path)
             typer.echo(f"{path}: ok")
         except EmbedforgeError as exc:
@@ -98,7 +101,8 @@ def deploy(
 ) -> None:
     """Register one Prefect deployment per recipe with its schedule, pool, job variables and tags."""
     from embedforge.orchestration.deploy import deploy_recipes
-    from embedforge.recipe import load_job_variables, recipe_files
+    from embedforge.recipe import recipe_files
+    from embedforge.recipe_file import load_job_variables
 
     try:
         extra = load_job_variables(job_variables) if job_variables else None
@@ -168,6 +172,9 @@ def recipe_reference() -> None:
 
 def main() -> None:
     """The `embedforge` command: the app, then an exit that skips tearing the interpreter down."""
+    from embedforge.logs import redact_logs
+
+    redact_logs()
     try:
         app()
     except SystemExit as done:

@@ -10,6 +10,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from embedforge.errors import EmbedforgeError
+from embedforge.redact import redact_data
 
 DATA_UPDATED = "embedforge.data.updated"
 DEPLOYED = "embedforge.deployment.registered"
@@ -29,7 +30,9 @@ def emit_outcome(event: str, recipe: str, run_id: str, headline: str, value: flo
     emit_event(
         event=event,
         resource=recipe_resource(recipe),
-        payload={"recipe": recipe, "run_id": run_id, "headline": headline, "value": value, "reason": reason},
+        payload=redact_data(
+            {"recipe": recipe, "run_id": run_id, "headline": headline, "value": value, "reason": reason}
+        ),
     )
 
 

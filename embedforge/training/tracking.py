@@ -10,8 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
-
+from embedforge.artifacts import create_link_artifact, create_markdown_artifact
 from embedforge.logs import run_logger
 
 
