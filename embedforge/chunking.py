@@ -59,8 +59,8 @@ class Chunker:
     """Cuts documents with one tokenizer and one corpus section's sizes."""
 
     def __init__(self, tokenizer, config: CorpusConfig) -> None:
-        self.tokenizer, self.limit, self.overlap, self.least = tokenizer, config.chunk_tokens, config.overlap, 0
-        self.least = config.min_chunk_tokens
+        self.tokenizer, self.config = tokenizer, config
+        self.limit, self.overlap, self.least = config.chunk_tokens, config.overlap, config.min_chunk_tokens
 
     def _offsets(self, text: str) -> list[tuple[int, int]]:
         return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -141,3 +141,15 @@ class Chunker:
                     digest = hashlib.sha256(f"{title}\x00{text}".encode()).hexdigest()[:16]
                     found.append(Chunk(f"{document.id}#{len(found)}", document.id, title, text, digest))
         return found
+
+
+def chunk_rows(documents: list[Document], chunker: Chunker) -> list[dict]:
+    """Every document's chunks as rows; none at all is refused, naming the setting that dropped them."""
+    rows = [chunk.row() for document in documents for chunk in chunker.chunks(document)]
+    if not rows:
+        config = chunker.config
+        raise EmbedforgeError(
+            f"corpus.path: {config.path}: {len(documents)} documents gave no chunk of at least "
+            f"{config.min_chunk_tokens} tokens (corpus.min_chunk_tokens)"
+        )
+    return rows

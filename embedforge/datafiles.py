@@ -16,6 +16,7 @@ import pandas as pd
 
 from embedforge.config.ingest import IngestConfig
 from embedforge.errors import EmbedforgeError
+from embedforge.localfiles import confined_files
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")  # datasets reads these compressed text formats as they are
@@ -54,10 +55,7 @@ def _open_text(file: str):
 
 def _local_files(location: str) -> list[str]:
     target = Path(location).expanduser()
-    if target.is_dir():
-        files = sorted(str(p) for p in target.rglob("*") if _format(str(p)))
-    else:
-        files = sorted(glob.glob(str(target)))
+    files = [str(p) for p in confined_files(location, lambda p: _format(str(p)) is not None, "ingest")]
     if not files:
         raise EmbedforgeError(f"ingest: no data file at {target} (looked for {', '.join(FORMATS)} files)")
     return files

@@ -6,7 +6,6 @@ packed from, so a chunk ends on a paragraph or heading boundary wherever the tex
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from embedforge.config.corpus import CorpusConfig
 from embedforge.errors import EmbedforgeError
+from embedforge.localfiles import confined_files
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm"}
 TABLE_SUFFIXES = {".jsonl", ".parquet"}
@@ -45,10 +45,7 @@ class Document:
 def document_files(location: str) -> list[Path]:
     """The document files a path names: a file, every document under a folder, or a glob."""
     target = Path(location).expanduser()
-    if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(target)))
+    files = confined_files(location, lambda p: p.suffix.lower() in SUFFIXES, "corpus.path")
     if not files:
         raise EmbedforgeError(f"corpus.path: no document at {target} (looked for {', '.join(sorted(SUFFIXES))})")
     unknown = [str(p) for p in files if p.suffix.lower() not in SUFFIXES]
@@ -106,9 +103,20 @@ class _HTMLText(HTMLParser):
             self.lines.append(re.sub(r"\s+", " ", data))
 
 
+def _text(path: Path) -> str:
+    """A text document's content; a binary file (a NUL byte) or one that is not UTF-8 is refused by name."""
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise EmbedforgeError(f"corpus.path: {path}: a binary file, not text ({path.suffix} names a text format)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EmbedforgeError(f"corpus.path: {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def html_document(path: Path, doc_id: str) -> Document:
     parser = _HTMLText()
-    parser.feed(path.read_text(encoding="utf-8"))
+    parser.feed(_text(path))
     markdown = re.sub(r"\n{3,}", "\n\n", "".join(parser.lines)).strip()
     blocks = markdown_blocks(markdown)
     return Document(doc_id, "\n\n".join(b.text for b in blocks), parser.title, blocks)
@@ -119,15 +127,17 @@ def pdf_document(path: Path, doc_id: str) -> Document:
         from pypdf import PdfReader
     except ImportError:
         raise EmbedforgeError(f"corpus.path: {path}: PDF needs pypdf: pip install 'embedforge[pdf]'") from None
-    text = "\n\n".join(page.extract_text() or "" for page in PdfReader(str(path)).pages)
+    from pypdf.errors import PyPdfError
+
+    try:
+        text = "\n\n".join(page.extract_text() or "" for page in PdfReader(str(path)).pages)
+    except (PyPdfError, ValueError, KeyError, TypeError, AssertionError) as exc:  # what a damaged file raises
+        raise EmbedforgeError(f"corpus.path: {path}: not a readable PDF ({type(exc).__name__}: {exc})") from None
     return Document(doc_id, text, path.stem, _paragraphs(text))
 
 
 def _text_document(path: Path, doc_id: str) -> Document:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise EmbedforgeError(f"corpus.path: {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    text = _text(path)
     if path.suffix.lower() in (".md", ".markdown"):
         blocks = markdown_blocks(text)
         title = next((b.headings[0] for b in blocks if b.headings), None)
@@ -141,7 +151,7 @@ def _table_documents(path: Path, config: CorpusConfig, root: Path) -> list[Docum
 
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # broken JSON, a damaged parquet file (pyarrow's errors are ValueErrors)
         raise EmbedforgeError(f"corpus.path: {path}: cannot read it ({exc})") from None
     if config.text_column not in frame.columns:
         raise EmbedforgeError(

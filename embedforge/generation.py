@@ -14,7 +14,7 @@ import random
 import re
 from pathlib import Path
 
-from embedforge.config.corpus import GenerateConfig, LLMConfig
+from embedforge.config.corpus import GenerateConfig, LLMConfig, fill_prompt
 
 SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 MIN_SENTENCE_WORDS = 4
@@ -82,7 +82,7 @@ def inverse_cloze_pairs(text: str, config: GenerateConfig, digest: str) -> list[
 
 
 def prompt_for(config: LLMConfig, text: str, title: str, n: int) -> str:
-    return config.prompt.format(text=text, title=f"{title}\n" if title else "", n=n)
+    return fill_prompt(config.prompt, text=text, title=f"{title}\n" if title else "", n=n)
 
 
 def parse_queries(reply: str, n: int) -> list[str]:

@@ -22,6 +22,7 @@ import httpx
 from embedforge.config.corpus import LLMConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
+from embedforge.redact import remember
 
 RETRIED = {408, 409, 425, 429, 500, 502, 503, 504}
 # An endpoint that refused (401, 404 ...) within a flow run: its other batches stop without sending.
@@ -42,16 +43,27 @@ def limit_name(config: LLMConfig) -> str:
 
 
 def api_key(config: LLMConfig) -> str | None:
+    """The endpoint's key, remembered by the redaction step: an endpoint may echo it back in any reply."""
     if config.api_key_secret:
         from prefect.blocks.system import Secret
 
         try:
-            return Secret.load(config.api_key_secret).get()
+            key = Secret.load(config.api_key_secret).get()
         except ValueError:
             raise EmbedforgeError(
                 f"corpus.generate.llm.api_key_secret: no Prefect Secret block named {config.api_key_secret!r}"
             ) from None
-    return os.environ.get(config.api_key_env) if config.api_key_env else None
+    else:
+        key = os.environ.get(config.api_key_env) if config.api_key_env else None
+    remember(key)
+    return key
+
+
+def unset_key(config: LLMConfig) -> str:
+    """Why no key was sent, in the user's terms."""
+    if config.api_key_env:
+        return f"the environment variable {config.api_key_env} (corpus.generate.llm.api_key_env) is not set"
+    return "set corpus.generate.llm.api_key_env or api_key_secret"
 
 
 def retry_after(response: httpx.Response | None) -> float | None:
@@ -67,6 +79,8 @@ def retry_after(response: httpx.Response | None) -> float | None:
 
 def _refused(config: LLMConfig, response: httpx.Response) -> EmbedforgeError:
     detail = response.text[:200].replace("\n", " ")
+    if response.status_code in (401, 403) and "authorization" not in response.request.headers:
+        detail = f"no key was sent: {unset_key(config)}"
     return EmbedforgeError(
         f"corpus.generate.llm: {config.base_url} answered HTTP {response.status_code} for model {config.model!r}; "
         f"nothing more is sent ({detail})"

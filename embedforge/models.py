@@ -134,6 +134,14 @@ def max_positions(ref: str, revision: str | None = None) -> int | None:
     return _config_value(ref, revision, "max_position_embeddings")
 
 
+def sequence_length(ref: str, revision: str | None = None) -> int | None:
+    """Most tokens the model reads of one text as saved (sentence_bert_config.json), else its positions; None when
+    its files say neither."""
+    config = _config_folder(ref, revision) / "sentence_bert_config.json"
+    saved = json.loads(config.read_text()).get("max_seq_length") if config.exists() else None
+    return saved or max_positions(ref, revision)
+
+
 def model_type(ref: str, revision: str | None = None) -> str | None:
     """The architecture's name in config.json (bert, xlm-roberta, qwen3); None when it cannot be read."""
     try:

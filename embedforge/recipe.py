@@ -11,8 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
+from embedforge.checks.secrets import literal_secrets
 from embedforge.columns import columns
 from embedforge.config.card import CardConfig
 from embedforge.config.corpus import CorpusConfig
@@ -27,7 +36,8 @@ from embedforge.config.push import PushConfig
 from embedforge.config.split import SplitConfig
 from embedforge.config.train import TrainConfig
 from embedforge.errors import EmbedforgeError
-from embedforge.recipe_file import apply_override, format_errors, non_finite, read_yaml
+from embedforge.recipe_file import apply_override, empty_sections, format_errors, non_finite, read_recipe_file
+from embedforge.redact import redact_data
 
 # A release made with the same data, base model and these sections is what a new run would make again.
 MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
@@ -181,9 +191,22 @@ class Recipe(BaseModel):
         """The test and eval files that are used whole, read like the training data."""
         return self.split.files(self.ingest)
 
+    @model_serializer(mode="wrap")
+    def _no_secret_leaves(self, handler, info: SerializationInfo) -> dict:
+        # JSON is how a recipe leaves the process: the flow run's parameters in Prefect's database, a deployment's
+        # parameters, the recipe copy beside a run and in the card. None of them may carry a credential.
+        data = handler(self)
+        return redact_data(data) if info.mode_is_json() else data
+
     def to_yaml(self) -> str:
-        """The resolved recipe, defaults filled in, as saved beside every run."""
+        """The resolved recipe, defaults filled in and credentials redacted, as saved beside every run."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def card_yaml(self) -> str:
+        """The recipe as a published card shows it: without the work pool's job variables, a worker's business."""
+        data = self.model_dump(mode="json")
+        data["deployment"].pop("job_variables", None)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.to_yaml().encode()).hexdigest()[:16]
@@ -202,40 +225,20 @@ class Recipe(BaseModel):
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read and validate a recipe file; every problem is reported against the file and field."""
     path = Path(path)
-    try:
-        data = read_yaml(path.read_text(encoding="utf-8"))
-    except EmbedforgeError as exc:
-        raise EmbedforgeError(f"{path}: {exc}") from None
-    except FileNotFoundError:
-        raise EmbedforgeError(f"{path}: no such recipe file") from None
-    except IsADirectoryError:
-        raise EmbedforgeError(f"{path}: is a folder; give a recipe file, e.g. {path}/<name>.yaml") from None
-    except UnicodeDecodeError as exc:
-        raise EmbedforgeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
-    except OSError as exc:
-        raise EmbedforgeError(f"{path}: cannot read the recipe: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise EmbedforgeError(f"{path}: not valid YAML: {exc}") from None
+    data = read_recipe_file(path)
     if not isinstance(data, dict):
         raise EmbedforgeError(f"{path}: a recipe is a YAML mapping of sections (ingest, train, ...)")
+    # Top-level x- keys hold what anchors point to (`x-defaults: &defaults`), as in docker compose files.
+    data = empty_sections(Recipe, {key: value for key, value in data.items() if not str(key).startswith("x-")})
     data.setdefault("name", path.stem)
     for assignment in overrides or []:
         apply_override(data, assignment)
+    if found := literal_secrets(data):
+        raise EmbedforgeError("\n".join(f"{path}: {field}: {problem}" for field, problem in found))
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         raise EmbedforgeError(format_errors(exc, str(path), Recipe)) from None
-
-
-def load_job_variables(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping of work-pool job variables, e.g. the Docker pool's GPU request."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise EmbedforgeError(f"{path}: cannot read job variables: {exc}") from None
-    if not isinstance(data, dict):
-        raise EmbedforgeError(f"{path}: job variables must be a YAML mapping")
-    return data
 
 
 def recipe_files(paths: list[str] | None = None, folder: str = "deployments") -> list[Path]:

@@ -38,7 +38,7 @@ from embedforge.tasks.merge import merge_with_base
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.push import push_model
 from embedforge.tasks.release import find_current_release
-from embedforge.tasks.split import split_dataset
+from embedforge.tasks.split import check_general_overlap, split_dataset
 from embedforge.tasks.train import train_model
 from embedforge.training.interrupt import TrainingInterrupted
 from embedforge.types import Metrics, ReleaseDecision, RunRecord, Splits, TrainedModel, artifact_key
@@ -61,6 +61,8 @@ def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
     splits = split_dataset(
         recipe.split, record.data[0], record.data[1:], record.files, str(run_dir / "data" / "splits")
     ).model_copy(update={"general": {name: report.path for name, report in record.general.items()}})
+    if splits.general:
+        check_general_overlap(recipe.split, splits)
     if not recipe.mine:
         return splits
     key = artifact_key(recipe.name, "mining")

@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
-from embedforge.chunking import Chunker, load_tokenizer
+from embedforge.chunking import Chunker, chunk_rows, load_tokenizer
 from embedforge.config.corpus import CorpusConfig
 from embedforge.config.train import TrainConfig
 from embedforge.data_reports import CorpusReport
 from embedforge.documents import read_documents
-from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
 
 
@@ -23,13 +22,7 @@ from embedforge.logs import run_logger
 def chunk_corpus(config: CorpusConfig, train: TrainConfig, out_dir: str) -> CorpusReport:
     """Read every document and cut it into chunks of at most `chunk_tokens` tokens; return where they are."""
     documents = read_documents(config)
-    chunker = Chunker(load_tokenizer(train.base_model, train.base_model_revision), config)
-    rows = [chunk.row() for document in documents for chunk in chunker.chunks(document)]
-    if not rows:
-        raise EmbedforgeError(
-            f"corpus.path: {config.path}: {len(documents)} documents gave no chunk of at least "
-            f"{config.min_chunk_tokens} tokens (corpus.min_chunk_tokens)"
-        )
+    rows = chunk_rows(documents, Chunker(load_tokenizer(train.base_model, train.base_model_revision), config))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "chunks.parquet"

@@ -92,12 +92,12 @@ def _held_out(config: SplitConfig, train: IngestReport, evaluation: list[IngestR
     return parts.pop("train"), [(train, parts)]
 
 
-def _overlap(train: datasets.Dataset, part: datasets.Dataset, kind: str) -> int:
-    """How many held-out pairs share a text (the same column's) with a training pair."""
-    columns = [c for c in PAIR_TEXTS[kind] if c in part.column_names and c in train.column_names]
+def shared_pairs(part: datasets.Dataset, others: list[datasets.Dataset], kind: str) -> int:
+    """How many of `part`'s pairs share a text (the same column's) with a pair of the others."""
+    columns = [c for c in PAIR_TEXTS[kind] if c in part.column_names and any(c in o.column_names for o in others)]
     if not len(part) or not columns:
         return 0
-    seen = {column: set(train[column]) for column in columns}
+    seen = {c: {text for other in others if c in other.column_names for text in other[c]} for c in columns}
     return sum(any(row[c] in seen[c] for c in columns) for row in part.select_columns(columns))
 
 
@@ -107,7 +107,7 @@ def check_overlap(
     """{part: "n of m"} of pairs that share a text with training; refuse above split.max_overlap, else say so."""
     found = {}
     for name, part in parts.items():
-        count = _overlap(train, part, kind)
+        count = shared_pairs(part, [train], kind)
         found[name] = f"{count} of {len(part)}"
         if count and count > config.max_overlap * len(part):
             raise EmbedforgeError(
@@ -145,3 +145,23 @@ def split_dataset(
         counts = {name: len(part) for name, part in parts.items()}
         run_logger().info("Split %s (seed %d): train %d, %s", report.label, config.seed, len(train_part), counts)
     return result
+
+
+@task(name="check-general-overlap")
+def check_general_overlap(config: SplitConfig, splits: Splits) -> dict[str, str]:
+    """{general set: "n of m"} of its pairs that share a text with the training, eval or test split; refused above
+    split.max_overlap, since a general set measures what the model kept outside what it was trained and tested on."""
+    paths = [splits.train, *(path for part in ("eval", "test") for _, path in splits.parts(part).values())]
+    domain = [datasets.Dataset.from_parquet(path) for path in paths]
+    found = {}
+    for name, path in splits.general.items():
+        general = datasets.Dataset.from_parquet(path)
+        count = shared_pairs(general, domain, "retrieval")
+        found[name] = f"{count} of {len(general)}"
+        if count and count > config.max_overlap * len(general):
+            raise EmbedforgeError(
+                f"evaluate.general: {count} of {len(general)} pairs of {name} share a text with the training, eval or "
+                f"test split (split.max_overlap = {config.max_overlap}); its figures would not measure general "
+                "ability. Give a set the model never trains or is tested on"
+            )
+    return found

@@ -175,10 +175,10 @@ def test_choose_keeps_no_mining_when_mining_lowers_the_eval_figure(tmp_path):
 
 def test_a_candidate_that_breaks_the_section_rules_is_named_by_its_place(tmp_path):
     with pytest.raises(ValueError, match=r"choose\[1\]\.range_max: 3 must be above range_min \(5\)"):
-        MineConfig(range_min=5, range_max=50, choose=[{}, {"range_max": 3}])
+        MineConfig(range_min=5, range_max=50, choose=[{"num_negatives": 2}, {"range_max": 3}])
     recipe = {"name": "r", "ingest": {"path": "d.jsonl"}, "train": {"base_model": "m"}, "split": {"eval_size": 0}}
     with pytest.raises(ValueError, match=r"mine.choose: the candidates are compared on the eval split"):
-        Recipe.model_validate(recipe | {"mine": {"choose": [{}]}})
+        Recipe.model_validate(recipe | {"mine": {"choose": [{"num_negatives": 2}]}})
 
 
 def _task_runs_since(client, started: datetime) -> dict[str, list]:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import httpx
 
+from embedforge.checks.content import check_documents
 from embedforge.chunking import tokenizer_folder
 from embedforge.documents import document_files
 from embedforge.errors import EmbedforgeError
-from embedforge.llm import ChatClient, api_key
-from embedforge.models import resolve_model_ref
+from embedforge.llm import ChatClient, api_key, unset_key
+from embedforge.localfiles import named_root
+from embedforge.models import resolve_model_ref, sequence_length
 from embedforge.recipe import Recipe
 
 EXTRAS = {"prefect_dask": "dask", "pypdf": "pdf"}
@@ -36,6 +38,8 @@ def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
     else:
         if any(f.suffix.lower() == ".pdf" for f in files) and (problem := _missing("pypdf")):
             problems.append(("corpus.path", f"{corpus.path} holds PDF files; reading them {problem}"))
+        else:
+            problems += check_documents(recipe)
     if corpus.generate.task_runner == "dask" and (problem := _missing("prefect_dask")):
         problems.append(("corpus.generate.task_runner", f"dask {problem}"))
     if corpus.generate.llm and corpus.generate.llm.api_key_secret:
@@ -43,7 +47,43 @@ def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
             api_key(corpus.generate.llm)
         except EmbedforgeError as exc:
             problems.append(("corpus.generate.llm.api_key_secret", str(exc).split(": ", 1)[1]))
-    return problems + _check_tokenizer(recipe.train.base_model, recipe.train.base_model_revision)
+    problems += _check_tokenizer(recipe.train.base_model, recipe.train.base_model_revision)
+    return problems + _check_length(recipe) + _check_release_outside(recipe)
+
+
+def _check_release_outside(recipe: Recipe) -> list[tuple[str, str]]:
+    """Releases written among the documents would be read as documents by the next run: cards trained on cards."""
+    local_dir = recipe.push.local_dir
+    root = Path(recipe.corpus.path).expanduser()
+    root = root if root.is_dir() else named_root(recipe.corpus.path)
+    if local_dir and Path(local_dir).expanduser().resolve().is_relative_to(root.resolve()):
+        return [
+            (
+                "push.local_dir",
+                f"{local_dir} is inside corpus.path ({recipe.corpus.path}): the next run would "
+                "read the release's card as a document; publish outside the documents",
+            )
+        ]
+    return []
+
+
+def _check_length(recipe: Recipe) -> list[tuple[str, str]]:
+    """Chunks longer than the model reads would be cut silently, in training and in every search."""
+    train = recipe.train
+    try:
+        length = train.max_seq_length or sequence_length(train.base_model, train.base_model_revision)
+    except EmbedforgeError:
+        return []  # check_training names a base model that cannot be read
+    if length and recipe.corpus.chunk_tokens > length:
+        where = "train.max_seq_length" if train.max_seq_length else "the base model's max_seq_length"
+        return [
+            (
+                "corpus.chunk_tokens",
+                f"{recipe.corpus.chunk_tokens} tokens is more than the model reads ({length}, {where}): every "
+                f"longer chunk would be cut; set chunk_tokens to at most {length}",
+            )
+        ]
+    return []
 
 
 def _check_tokenizer(ref: str, revision: str | None) -> list[tuple[str, str]]:
@@ -74,6 +114,13 @@ def check_endpoint(recipe: Recipe) -> list[tuple[str, str]]:
         response = client.http.get("/models", timeout=10)
     except httpx.TransportError as exc:
         return [("corpus.generate.llm.base_url", f"{llm.base_url} cannot be reached ({type(exc).__name__}: {exc})")]
+    if response.status_code in (401, 403) and not client.http.headers.get("authorization"):
+        return [
+            (
+                "corpus.generate.llm.api_key_env",
+                f"{llm.base_url} wants a key (HTTP {response.status_code}), and none was sent: {unset_key(llm)}",
+            )
+        ]
     if response.status_code in (401, 403):
         where = llm.api_key_secret or llm.api_key_env
         return [("corpus.generate.llm", f"{llm.base_url} refused the key (HTTP {response.status_code}); check {where}")]

@@ -17,6 +17,7 @@ from embedforge.checks.push import check_target, writable
 from embedforge.checks.space import check_space
 from embedforge.checks.training import check_merge, check_models, check_training
 from embedforge.errors import EmbedforgeError, one_line
+from embedforge.logs import quiet_libraries
 from embedforge.models import similarity_name
 from embedforge.recipe import Recipe
 
@@ -39,6 +40,7 @@ def _similarity(recipe: Recipe) -> str:
 
 def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> None:
     """Raise one EmbedforgeError listing every problem, `<file>: <field>: <problem>` a line; pass silently."""
+    quiet_libraries()  # the data is read as the run reads it, without its libraries' progress bars
     problems = check_data(recipe) + check_corpus(recipe) + check_endpoint(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
     problems += check_models(recipe) + check_merge(recipe) + check_export(recipe)

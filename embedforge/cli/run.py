@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import typer
@@ -15,12 +16,22 @@ def fail(exc: Exception, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _terminate_as_ctrl_c(signum, frame) -> None:
+    # A supervisor's stop (systemd, timeout, a terminal closing) ends the run as Ctrl-C does: training stops at
+    # the next step, and the summary says how to resume, instead of a silent exit.
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     """Read and check the recipe while the temporary server starts, run the flow, print what it decided."""
     from embedforge.cli.local import check_api, one_line_errors, start_embedded_api, wait_for_api
 
-    started = time.monotonic()
-    api = start_embedded_api()
+    started, api = time.monotonic(), start_embedded_api()
+    signal.signal(signal.SIGTERM, _terminate_as_ctrl_c)
     from prefect.exceptions import CancelledRun
 
     from embedforge.cli.preflight import preflight

@@ -19,12 +19,36 @@ DEFAULT_PROMPT = (
 )
 
 
+PLACEHOLDERS = ("text", "title", "n")
+
+
+def fill_prompt(prompt: str, **values: object) -> str:
+    """The prompt with {text}, {title} and {n} filled in, and nothing else evaluated.
+
+    str.format would follow `{text.__class__}` or `{text[0]}` into the objects it is given; here a placeholder is
+    a name and only that, `{{` and `}}` being literal braces as in str.format.
+    """
+    import string
+
+    parts = []
+    for literal, name, spec, conversion in string.Formatter().parse(prompt):
+        parts.append(literal)
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"the prompt names {shown}, which is no placeholder; use {{text}}, {{title}} and {{n}}")
+        parts.append(str(values[name]))
+    return "".join(parts)
+
+
 def _placeholders_known(prompt: str) -> str:
     try:
-        prompt.format(text="", title="", n=1)
-    except (KeyError, IndexError, ValueError) as exc:
+        fill_prompt(prompt, text="", title="", n=1)
+    except ValueError as exc:
+        message = str(exc)
         raise ValueError(
-            f"the prompt names {{{exc.args[0]}}}, which is no placeholder; use {{text}}, {{title}} and {{n}}"
+            message if message.startswith("the prompt") else f"the prompt is not a template ({message})"
         ) from None
     if "{text}" not in prompt:
         raise ValueError("the prompt never shows the chunk: put {text} in it")
@@ -74,7 +98,7 @@ class GenerateConfig(BaseModel):
     queries_per_chunk: int = Field(1, ge=1, description="Pairs made per chunk.")
     batch_size: int = Field(16, ge=1, description="Chunks per Prefect task (one task's requests run in turn).")
     llm: LLMConfig | None = Field(None, description="The endpoint, for method: llm.")
-    seed: int = Field(13, description="Seed of crop and inverse_cloze.")
+    seed: int = Field(13, ge=0, description="Seed of crop and inverse_cloze.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Who runs the batches: threads of this process, or a Dask cluster (pip: prefect-dask)."
     )
@@ -135,6 +159,11 @@ class CorpusConfig(BaseModel):
     def _overlap_below_chunk(self) -> CorpusConfig:
         if self.overlap >= self.chunk_tokens:
             raise ValueError(f"overlap: {self.overlap} must be below chunk_tokens ({self.chunk_tokens})")
+        if self.min_chunk_tokens > self.chunk_tokens:
+            raise ValueError(
+                f"min_chunk_tokens: {self.min_chunk_tokens} is above chunk_tokens ({self.chunk_tokens}): every chunk "
+                "would be dropped"
+            )
         if self.filter.min_query_chars >= self.filter.max_query_chars:
             raise ValueError("filter.min_query_chars: must be below filter.max_query_chars")
         return self

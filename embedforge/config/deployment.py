@@ -12,13 +12,14 @@ class ScheduleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cron: str = Field(description="Cron expression, e.g. '0 3 * * 1' for Mondays at 03:00.")
+    cron: str = Field(description="Cron expression, e.g. '0 3 * * 1' for Mondays at 03:00, or a shortcut: @daily.")
     timezone: str = Field("UTC", description="IANA timezone the cron expression is read in.")
 
     @model_validator(mode="after")
     def _prefect_accepts_it(self) -> ScheduleConfig:
         fields = self.cron.split()
-        if len(fields) != 5:
+        # @daily, @hourly, @weekly ... are croniter's shortcuts, which Prefect accepts; it checks them below.
+        if len(fields) != 5 and not self.cron.startswith("@"):
             # Prefect would read a sixth field as seconds: "0 0 4 * * 1" runs at 04:00 on every day of January.
             raise ValueError(
                 f"cron: {self.cron!r} has {len(fields)} fields; give five (minute hour day month weekday), "

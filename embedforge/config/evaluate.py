@@ -65,6 +65,22 @@ class EvaluateConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _fractions(self) -> EvaluateConfig:
+        # Retrieval, similarity and classification metrics lie in [-1, 1]; a gate of 80 means 80 %, written as a
+        # percent, and no model would ever pass it. Thresholds (cosine_accuracy_threshold ...) are not shares.
+        for name, value in self.gates.items():
+            if abs(value) > 1 and not name.endswith("_threshold"):
+                raise ValueError(
+                    f"gates.{name}: {value:g} is above 1; metrics are fractions: for {value:g} % write {value / 100:g}"
+                )
+        if self.max_general_drop is not None and self.max_general_drop > 1:
+            value = self.max_general_drop
+            raise ValueError(
+                f"max_general_drop: {value:g} is above 1; it is a fraction: for {value:g} % write {value / 100:g}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _named_retrieval_sets(self) -> EvaluateConfig:
         # A general set's name prefixes its metrics and names its folder: it must say which set a figure is of.
         for i, source in enumerate(self.general):

@@ -8,7 +8,6 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
-from sentence_transformers.sentence_transformer import losses
 
 from embedforge.columns import VALUE_COLUMN
 from embedforge.config.evaluate import check_matryoshka_dims
@@ -86,6 +85,9 @@ class LossConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> LossConfig:
+        # Imported here: a recipe file's shape is checked before sentence-transformers (seconds to import) loads.
+        from sentence_transformers.sentence_transformer import losses
+
         cls = getattr(losses, self.name, None)
         if not inspect.isclass(cls):
             raise ValueError(

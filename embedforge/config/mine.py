@@ -50,7 +50,7 @@ class MineConfig(BaseModel):
     )
     batch_size: int = Field(64, gt=0, description="Encoding batch size while mining.")
     use_faiss: bool = Field(False, description="Search with faiss (pip install faiss-cpu) for large corpora.")
-    seed: int = Field(12, description="Seed of the random sampling strategy.")
+    seed: int = Field(12, ge=0, description="Seed of the random sampling strategy.")
     choose: list[MineCandidate] = Field(
         default_factory=list,
         description="Settings to try (each replaces fields of this section); with no mining, each trains a short "
@@ -67,15 +67,24 @@ class MineConfig(BaseModel):
             raise ValueError(f"range_max: {self.range_max} must be above range_min ({self.range_min})")
         if self.min_score is not None and self.max_score is not None and self.min_score >= self.max_score:
             raise ValueError(f"min_score: {self.min_score} must be below max_score ({self.max_score})")
-        for number, _ in enumerate(self.choose):
+        seen: dict[str, int] = {}
+        for number, given in enumerate(self.choose):
+            if not given.model_fields_set:
+                raise ValueError(
+                    f"choose[{number}]: names no setting, so it mines as the section does; give the settings it "
+                    "tries, e.g. {range_min: 10, max_score: 0.95}"
+                )
             try:
-                self.candidate(number)
+                settings = self.candidate(number).model_dump_json()
             except ValidationError as exc:
                 message = exc.errors()[0]["msg"].removeprefix("Value error, ")
                 field, _, rest = message.partition(": ")  # "range_max: ..." names the candidate's field
                 raise ValueError(
                     f"choose[{number}].{field}: {rest}" if rest and " " not in field else f"choose[{number}]: {message}"
                 ) from None
+            if settings in seen:
+                raise ValueError(f"choose[{number}]: mines as choose[{seen[settings]}] does; try each setting once")
+            seen[settings] = number
         return self
 
     def candidate(self, number: int) -> MineConfig:

@@ -19,7 +19,7 @@ class SplitConfig(BaseModel):
         description="Share of groups for the eval split (used during training, e.g. load_best_model_at_end).",
     )
     test_size: float = Field(0.1, gt=0.0, lt=1.0, description="Share of groups held out for the final numbers.")
-    seed: int = Field(42, description="Seed of the split; the same seed and data give the same split.")
+    seed: int = Field(42, ge=0, description="Seed of the split; the same seed and data give the same split.")
     group_by: str | None = Field(
         None,
         description="Column whose equal values never cross splits; default: the passage (positive) or sentence1.",

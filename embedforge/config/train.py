@@ -8,7 +8,6 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
-from sentence_transformers import SentenceTransformerTrainingArguments
 
 from embedforge.config.loss import LossConfig
 from embedforge.errors import did_you_mean
@@ -47,8 +46,43 @@ class AdapterConfig(BaseModel):
 
 @functools.cache
 def training_arg_types() -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformerTrainingArguments  # seconds to import: when first needed
+
     hints = typing.get_type_hints(SentenceTransformerTrainingArguments)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init}
+
+
+def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments transformers accepts together but that cannot mean what they say."""
+    if isinstance(args.get("seed"), int) and args["seed"] < 0:
+        raise ValueError(f"seed: {args['seed']} is negative; numpy and torch take seeds from 0 to 2**32 - 1")
+    # Accepted when both strategies are "no", and then there is no best model to load.
+    off = [
+        key for key, default in (("save_strategy", "steps"), ("eval_strategy", "no")) if args.get(key, default) == "no"
+    ]
+    if args.get("load_best_model_at_end") and off:
+        raise ValueError(
+            f"load_best_model_at_end: has no effect with {off[0]} 'no' (nothing is "
+            f"{'saved' if off[0] == 'save_strategy' else 'evaluated'}); set eval_strategy and save_strategy to "
+            "steps or epoch, or remove it"
+        )
+    return args
+
+
+def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments transformers accepts together that cannot mean what they say."""
+    if isinstance(args.get("seed"), int) and args["seed"] < 0:
+        raise ValueError(f"seed: {args['seed']} is negative; numpy and torch take seeds from 0 to 2**32 - 1")
+    # Accepted when both strategies are "no", and then there is no best model to load.
+    defaults = {"save_strategy": "steps", "eval_strategy": "no"}
+    off = [key for key, default in defaults.items() if args.get(key, default) == "no"]
+    if args.get("load_best_model_at_end") and off:
+        raise ValueError(
+            f"load_best_model_at_end: has no effect with {off[0]} 'no' (nothing is "
+            f"{'saved' if off[0] == 'save_strategy' else 'evaluated'}); set eval_strategy and save_strategy to "
+            "steps or epoch, or remove it"
+        )
+    return args
 
 
 class TrainConfig(BaseModel):
@@ -93,4 +127,4 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"{key}: {message} (got {value!r})") from None
             if key in POSITIVE_ARGS and isinstance(value, (int, float)) and value <= 0:
                 raise ValueError(f"{key}: must be greater than 0 (got {value!r})")
-        return args
+        return _without_contradictions(args)
