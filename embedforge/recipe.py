@@ -12,12 +12,9 @@ from typing import Any
 
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
-    SerializationInfo,
     ValidationError,
-    model_serializer,
     model_validator,
 )
 
@@ -33,11 +30,11 @@ from embedforge.config.loss import loss_data_problem
 from embedforge.config.merge import MergeConfig
 from embedforge.config.mine import MineConfig
 from embedforge.config.push import PushConfig
+from embedforge.config.section import Section
 from embedforge.config.split import SplitConfig
 from embedforge.config.train import TrainConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.recipe_file import apply_override, empty_sections, format_errors, non_finite, read_recipe_file
-from embedforge.redact import redact_data
 
 # A release made with the same data, base model and these sections is what a new run would make again.
 MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
@@ -45,7 +42,7 @@ MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
 CORPUS_PAIRS = "<the pairs made from corpus.path>"
 
 
-class Recipe(BaseModel):
+class Recipe(Section):
     """Everything that makes one fine-tuned model."""
 
     model_config = ConfigDict(extra="forbid")
@@ -190,13 +187,6 @@ class Recipe(BaseModel):
     def files(self) -> dict[str, IngestConfig]:
         """The test and eval files that are used whole, read like the training data."""
         return self.split.files(self.ingest)
-
-    @model_serializer(mode="wrap")
-    def _no_secret_leaves(self, handler, info: SerializationInfo) -> dict:
-        # JSON is how a recipe leaves the process: the flow run's parameters in Prefect's database, a deployment's
-        # parameters, the recipe copy beside a run and in the card. None of them may carry a credential.
-        data = handler(self)
-        return redact_data(data) if info.mode_is_json() else data
 
     def to_yaml(self) -> str:
         """The resolved recipe, defaults filled in and credentials redacted, as saved beside every run."""

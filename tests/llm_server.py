@@ -24,6 +24,7 @@ class LLMState:
         self.latency = 0.05  # seconds per request: long enough for requests sent at once to overlap
         self.models = ["local-model"]
         self.key: str | None = None  # when set, requests must carry it
+        self.echo_key = False  # a refused key is quoted back in the 401 reply, as some gateways do
         self.unrelated: dict[str, str] = {}  # a word of the passage -> the query answered instead
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
@@ -73,8 +74,10 @@ def make_handler(state: LLMState):
             self.wfile.write(data)
 
         def _authorized(self) -> bool:
-            if state.key and self.headers.get("Authorization") != f"Bearer {state.key}":
-                self._send(401, {"error": {"message": "invalid api key"}})
+            sent = self.headers.get("Authorization")
+            if state.key and sent != f"Bearer {state.key}":
+                echoed = f": got Authorization: {sent}" if state.echo_key else ""
+                self._send(401, {"error": {"message": f"invalid api key{echoed}"}})
                 return False
             return True
 
@@ -91,6 +94,9 @@ def make_handler(state: LLMState):
                 state.requests.append(
                     {"path": self.path, "auth": self.headers.get("Authorization"), "body": body, "at": time.time()}
                 )
+            if not self._authorized():
+                return
+            with state.lock:
                 failure = state.failures.pop(0) if state.failures else None
                 state.in_flight += 1
                 state.most_in_flight = max(state.most_in_flight, state.in_flight)

@@ -130,3 +130,21 @@ def test_ctrl_c_during_training_cancels_the_run_cleanly_and_it_resumes(recipe_di
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming from {checkpoint}" in resumed.stdout + resumed.stderr
     assert "Push: published to" in resumed.stdout
+
+
+def test_sigterm_during_training_ends_like_ctrl_c_with_its_one_line(recipe_dict, tmp_path, write_recipe):
+    recipe_dict["train"]["args"].update(
+        {"max_steps": 800, "save_strategy": "steps", "save_steps": 1000, "logging_steps": 100}
+    )
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    first = _training(write_recipe(recipe_dict), tmp_path, "tiny-test/*/checkpoints", **pipes)
+    time.sleep(3)
+    os.kill(first.pid, signal.SIGTERM)  # a supervisor's stop: systemd, `timeout`, a closed terminal
+    out, err = first.communicate(timeout=120)
+
+    assert first.returncode == 130 and "Traceback" not in out + err, err[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "tiny-test").iterdir()
+    lines = [line for line in err.splitlines() if line.startswith("Interrupted:")]
+    assert len(lines) == 1 and f"Continue it with `embedforge resume {run_dir}`" in lines[0], err[-2000:]
+    assert "training stopped on SIGTERM after step" in lines[0]
+    assert complete_checkpoints(run_dir / "checkpoints")  # stopped at a step, and saved there

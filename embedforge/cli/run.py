@@ -49,6 +49,8 @@ def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
         one_line_errors()
         result = finetune(recipe=parsed, **flow_options)
     except EmbedforgeError as exc:
+        if api:
+            api.join()  # stopped half-started, the server would print its lifespan's traceback under the refusal
         fail(exc, 1)
     except CancelledRun as stopped:  # Ctrl-C during training: stopped at a step, the flow run Cancelled
         fail(EmbedforgeError(f"Interrupted: {stopped}"), 130)

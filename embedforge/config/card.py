@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from embedforge.config.section import Section
 
 
-class CardConfig(BaseModel):
+class CardConfig(Section):
     """What the model card says about the model that the training cannot know."""
 
     model_config = ConfigDict(extra="forbid")

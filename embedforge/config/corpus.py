@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from embedforge.config.section import Section
 
 # A prompt for retrieval queries that a user of the documents would type, in the documents' own language.
 DEFAULT_PROMPT = (
@@ -55,7 +57,7 @@ def _placeholders_known(prompt: str) -> str:
     return prompt
 
 
-class LLMConfig(BaseModel):
+class LLMConfig(Section):
     """An OpenAI-compatible chat-completions endpoint: vLLM, Ollama, llama.cpp's server, TGI or a hosted API."""
 
     model_config = ConfigDict(extra="forbid")
@@ -85,7 +87,7 @@ class LLMConfig(BaseModel):
         return _placeholders_known(prompt)
 
 
-class GenerateConfig(BaseModel):
+class GenerateConfig(Section):
     """How training pairs are made from the chunks."""
 
     model_config = ConfigDict(extra="forbid")
@@ -118,7 +120,7 @@ class GenerateConfig(BaseModel):
         return self
 
 
-class FilterConfig(BaseModel):
+class FilterConfig(Section):
     """Which generated pairs are kept."""
 
     model_config = ConfigDict(extra="forbid")
@@ -137,7 +139,7 @@ class FilterConfig(BaseModel):
     max_query_chars: int = Field(400, ge=1, description="Longer queries are dropped.")
 
 
-class CorpusConfig(BaseModel):
+class CorpusConfig(Section):
     """Documents, cut into chunks by the base model's own tokenizer."""
 
     model_config = ConfigDict(extra="forbid")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from embedforge.config.section import Section
 
 
-class ScheduleConfig(BaseModel):
+class ScheduleConfig(Section):
     """When the deployment retrains on its own."""
 
     model_config = ConfigDict(extra="forbid")
@@ -37,7 +39,7 @@ class ScheduleConfig(BaseModel):
         return self
 
 
-class DeploymentConfig(BaseModel):
+class DeploymentConfig(Section):
     """How the model's Prefect deployment runs: where, when, and with which labels."""
 
     model_config = ConfigDict(extra="forbid")

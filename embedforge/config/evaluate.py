@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from embedforge.config.ingest import IngestConfig
+from embedforge.config.section import Section
 
 
 def check_matryoshka_dims(dims: list[int] | None) -> None:
@@ -14,7 +15,7 @@ def check_matryoshka_dims(dims: list[int] | None) -> None:
         raise ValueError(f"matryoshka_dims: {dims} must be positive and strictly descending, largest first")
 
 
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(Section):
     """Which numbers are measured, and which ones a model must reach to be published."""
 
     model_config = ConfigDict(extra="forbid")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from embedforge.config.section import Section
 
 Backend = Literal["onnx", "onnx-int8", "openvino", "openvino-int8"]
 
 
-class ExportConfig(BaseModel):
+class ExportConfig(Section):
     """ONNX and OpenVINO files in the release, in sentence-transformers' layout; pip install 'embedforge[export]'."""
 
     model_config = ConfigDict(extra="forbid")

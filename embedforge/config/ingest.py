@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from embedforge.columns import STANDARD_COLUMNS, Kind, columns
+from embedforge.config.section import Section
 
 
-class IngestConfig(BaseModel):
+class IngestConfig(Section):
     """Where one dataset comes from and how its columns map onto the standard ones."""
 
     model_config = ConfigDict(extra="forbid")

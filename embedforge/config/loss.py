@@ -7,10 +7,11 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from embedforge.columns import VALUE_COLUMN
 from embedforge.config.evaluate import check_matryoshka_dims
+from embedforge.config.section import Section
 from embedforge.errors import did_you_mean
 
 # What a loss reads beside the texts. sentence-transformers does not declare it, so the common ones are named
@@ -66,7 +67,7 @@ def loss_data_problem(loss: str, kind: str) -> str | None:
     return None
 
 
-class LossConfig(BaseModel):
+class LossConfig(Section):
     """A loss from sentence_transformers.losses by class name, optionally wrapped in MatryoshkaLoss."""
 
     model_config = ConfigDict(extra="forbid")

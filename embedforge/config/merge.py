@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from embedforge.config.section import Section
 
 
-class MergeConfig(BaseModel):
+class MergeConfig(Section):
     """Merge the fine-tuned weights with the base's (LM-Cocktail), trying a few weights; sentence-transformers' own
     merge (mergekit), pip install 'embedforge[merge]'."""
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from embedforge.config.section import Section
 
 
-class MineCandidate(BaseModel):
+class MineCandidate(Section):
     """One setting `mine.choose` tries: the fields it names replace the section's own for that candidate."""
 
     model_config = ConfigDict(extra="forbid")
@@ -22,7 +24,7 @@ class MineCandidate(BaseModel):
     sampling_strategy: Literal["top", "random"] | None = None
 
 
-class MineConfig(BaseModel):
+class MineConfig(Section):
     """Hard-negative mining before training; settings under sentence-transformers' own names."""
 
     model_config = ConfigDict(extra="forbid")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from embedforge.config.section import Section
 
 
-class PushConfig(BaseModel):
+class PushConfig(Section):
     """Where a release goes and when it may replace the published one."""
 
     model_config = ConfigDict(extra="forbid")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from embedforge.config.ingest import IngestConfig
+from embedforge.config.section import Section
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(Section):
     """How the data is divided; the test split only ever feeds the final numbers."""
 
     model_config = ConfigDict(extra="forbid")

@@ -7,9 +7,10 @@ import functools
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from embedforge.config.loss import LossConfig
+from embedforge.config.section import Section
 from embedforge.errors import did_you_mean
 
 # Arguments embedforge owns: where checkpoints go is part of the run directory layout.
@@ -30,7 +31,7 @@ POSITIVE_ARGS = {
 }
 
 
-class AdapterConfig(BaseModel):
+class AdapterConfig(Section):
     """A LoRA adapter, under peft's LoraConfig names."""
 
     model_config = ConfigDict(extra="forbid")
@@ -85,7 +86,7 @@ def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Section):
     """The base model, loss and trainer arguments of a fine-tune."""
 
     model_config = ConfigDict(extra="forbid")

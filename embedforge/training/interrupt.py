@@ -16,33 +16,46 @@ from transformers import TrainerCallback
 from embedforge.errors import EmbedforgeError
 
 _requested = threading.Event()
+_signal: list[str] = []  # what asked for the stop, as the message names it
 
 
 class TrainingInterrupted(EmbedforgeError):
     """Training stopped on Ctrl-C at a step boundary; the run directory can be resumed."""
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a supervisor's stop (systemd, `timeout`, a closed terminal)
+
+
 def _ask_to_stop(signum, frame) -> None:
+    _signal[:] = ["Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name]
     _requested.set()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C is a hard stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and a second SIGTERM ends the process
 
 
 @contextmanager
 def stop_on_ctrl_c():
-    """While the body trains in the main thread, Ctrl-C asks for a stop at the next step instead of raising."""
+    """While the body trains in the main thread, Ctrl-C or SIGTERM asks for a stop at the next step instead of
+    raising (Prefect's own SIGTERM handler would mark the run Crashed mid-step)."""
     _requested.clear()
     if threading.current_thread() is not threading.main_thread():
         yield  # torchrun workers and served runs: their parent owns the signals
         return
-    previous = signal.signal(signal.SIGINT, _ask_to_stop)
+    previous = {signum: signal.signal(signum, _ask_to_stop) for signum in STOPS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def stop_requested() -> bool:
     return _requested.is_set()
+
+
+def stopped_by() -> str:
+    """What asked training to stop: Ctrl-C or SIGTERM."""
+    return _signal[0] if _signal else "Ctrl-C"
 
 
 class StopOnCtrlC(TrainerCallback):

@@ -19,7 +19,7 @@ from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.training.adapters import add_adapter, merge_adapter
-from embedforge.training.interrupt import TrainingInterrupted, stop_on_ctrl_c, stop_requested
+from embedforge.training.interrupt import TrainingInterrupted, stop_on_ctrl_c, stop_requested, stopped_by
 from embedforge.training.trainer import card_data, make_trainer, training_args
 from embedforge.types import Splits, TrainedModel
 
@@ -95,7 +95,7 @@ def _train(trainer, config: TrainConfig, run_dir: Path) -> None:
     if stop_requested():
         saved = newest_checkpoint(run_dir / "checkpoints")
         raise TrainingInterrupted(
-            f"training stopped on Ctrl-C after step {trainer.state.global_step}"
+            f"training stopped on {stopped_by()} after step {trainer.state.global_step}"
             + (f"; it resumes from {saved}" if saved else "; no checkpoint is saved (save_strategy), so it starts over")
         )
 
