@@ -58,6 +58,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     # datasets logs an ERROR for a JSON file it cannot parse; ingest reports it, naming the row datasets does not.
     logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
+    # pypdf warns of every repair it makes to a damaged PDF; a file it cannot read is named by the corpus stage.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     _quiet_sentence_transformers()
     # torch warns on every CPU dataloader that pin_memory (a trainer default) has nothing to pin.
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")

@@ -29,7 +29,10 @@ _QUERY = re.compile(
     r"[a-z0-9_\-]*))=(?P<value>[^&#\s'\"<>]+)",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?P<scheme>\b(?:Bearer|Basic|Token)\s+)(?P<value>[A-Za-z0-9._~+/=\-]{4,})", re.IGNORECASE)
+# A credential after an auth scheme has a digit or a symbol in it: "Token budget" in prose is no credential.
+_BEARER = re.compile(
+    r"(?P<scheme>\b(?:[Bb]earer|Basic|Token)\s+)(?P<value>(?=[A-Za-z]*[0-9._~+/=\-])[A-Za-z0-9._~+/=\-]{4,})"
+)
 _HEADER = re.compile(
     r"(?P<key>\b(?:authorization|x-api-key|api-key|proxy-authorization)[\"']?\s*[:=]\s*[\"']?)"
     r"(?P<value>(?!(?:Bearer|Basic|Token)\s)[^\s,;'\"}]+)",

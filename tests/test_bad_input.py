@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_corpus import write_docs
 
 from conftest import cli, embedded_env, make_pairs, write_jsonl
 
@@ -26,6 +27,7 @@ class Case:
     change: Callable[[dict, Path], Path | None]  # edits the recipe (or writes files); may return another recipe path
     expected: str  # "{recipe}" stands for the recipe file's path
     env: dict[str, str] = field(default_factory=dict)
+    absent: str = ""  # a value the refusal must not show (a password it names the field of)
 
 
 def _set(path: str, value) -> Callable[[dict, Path], None]:
@@ -83,6 +85,73 @@ def _recipe_yaml_with(extra: str) -> Callable[[dict, Path], Path]:
 def _with_latest_folder(published: Path) -> str:
     (published / "latest").mkdir(parents=True)  # someone copied a release there by hand
     return str(published)
+
+
+def _corpus(**corpus) -> Callable[[dict, Path], None]:
+    """The recipe made a documents recipe: markdown pages in root/docs, plus what `corpus` sets or writes there."""
+
+    def change(recipe: dict, root: Path) -> None:
+        docs = write_docs(root / "docs")
+        files = corpus.pop("files", {})
+        for name, content in files.items():
+            target = docs / name
+            if isinstance(content, Path):
+                target.symlink_to(content)
+            else:
+                target.write_bytes(content)
+        recipe["ingest"] = {"name": "docs", "keep": ["doc_id"]}
+        recipe["split"] = {"group_by": "doc_id", "eval_size": 0.1, "test_size": 0.3, "seed": 3}
+        generate = corpus.pop("generate", {"method": "inverse_cloze"})
+        settings = {"chunk_tokens": 48, "overlap": 8, "min_chunk_tokens": 8, "filter": {"round_trip_k": None}}
+        recipe["corpus"] = {"path": str(docs), **settings, "generate": generate, **corpus}
+        recipe["evaluate"] = {"gates": {}}
+
+    return change
+
+
+def _outside(root: Path) -> Path:
+    """A file outside every folder the recipe names, as /etc/passwd would be."""
+    (root / "private").mkdir(exist_ok=True)
+    (root / "private" / "credentials.txt").write_text("user: admin\npassword: hunter2 hunter2 hunter2\n")
+    return root / "private" / "credentials.txt"
+
+
+def _llm(base_url: str, **settings) -> dict:
+    return {"method": "llm", "llm": {"base_url": base_url, "model": "m", **settings}}
+
+
+def _with_link_out(recipe: dict, root: Path) -> None:
+    folder = root / "pairs-folder"
+    write_jsonl(folder / "a.jsonl", make_pairs(60))
+    (folder / "b.jsonl").symlink_to(write_jsonl(root / "private" / "other-team.jsonl", make_pairs(60, seed=5)))
+    recipe["ingest"]["path"] = str(folder)
+
+
+def _rows(rows: list[dict], name: str = "bad.jsonl") -> Callable[[dict, Path], None]:
+    def change(recipe: dict, root: Path) -> None:
+        recipe["ingest"]["path"] = str(write_jsonl(root / name, rows))
+
+    return change
+
+
+def _mixed_folder(recipe: dict, root: Path) -> None:
+    write_jsonl(root / "mixed" / "a.jsonl", make_pairs(60))
+    (root / "mixed" / "b.csv").write_text("question,context,topic\nq,c,t\n")
+    recipe["ingest"]["path"] = str(root / "mixed")
+
+
+def _csv_bad_row_deep(recipe: dict, root: Path) -> None:
+    rows = make_pairs(200)
+    lines = ["question,context,topic"] + [
+        f"{r['question']},{r['context'].replace(',', ' ')},{r['topic']}" for r in rows
+    ]
+    data = ("\n".join(lines[:151]) + "\n").encode() + "caf\u00e9?,x,t\n".encode("latin-1")
+    (root / "deep.csv").write_bytes(data + ("\n".join(lines[151:]) + "\n").encode())
+    recipe["ingest"]["path"] = str(root / "deep.csv")
+
+
+def _general_is_the_training_file(recipe: dict, root: Path) -> None:
+    recipe["evaluate"] = {"general": [{"name": "faq", **{k: recipe["ingest"][k] for k in ("path", "columns")}}]}
 
 
 def _latin1_first_row(recipe: dict, root: Path) -> None:
@@ -414,6 +483,177 @@ VALIDATE = [
         "latest is a real folder, not the link to the newest release; move it away",
     ),
     Case(
+        "link-out-of-the-documents-folder",
+        lambda recipe, root: _corpus(files={"leak.txt": _outside(root)})(recipe, root),
+        "/docs/leak.txt links to ",
+    ),
+    Case(
+        "link-out-of-the-data-folder",
+        _with_link_out,
+        "/pairs-folder/b.jsonl links to ",
+    ),
+    Case(
+        "password-in-the-endpoint-url",
+        _corpus(generate=_llm("http://alice:s3cret-pass@127.0.0.1:9/v1")),
+        "{recipe}: corpus.generate.llm.base_url: holds a password in the URL (alice:...@); keep the key out of the "
+        "URL: corpus.generate.llm.api_key_env names an environment variable",
+        absent="s3cret-pass",
+    ),
+    Case(
+        "key-in-the-endpoint-query-string",
+        _corpus(generate=_llm("http://127.0.0.1:9/v1?api_key=sk-query-secret")),
+        "{recipe}: corpus.generate.llm.base_url: holds a credential in the URL's query string",
+        absent="sk-query-secret",
+    ),
+    Case(
+        "token-in-job-variables",
+        _set("deployment.job_variables", {"env": {"HF_TOKEN": "hf_" + "x" * 34}}),
+        "{recipe}: deployment.job_variables.env.HF_TOKEN: a literal secret in the recipe, which is copied beside "
+        "every run and into the card; give it as a Prefect Secret block reference, {{ prefect.blocks.secret.",
+        absent="x" * 34,
+    ),
+    Case(
+        "hub-token-in-trainer-arguments",
+        _set("train.args.hub_token", "hf_" + "y" * 34),
+        "{recipe}: train.args.hub_token: a literal secret in the recipe",
+        absent="y" * 34,
+    ),
+    Case(
+        "alias-bomb",
+        _recipe_file(
+            "a: &a ["
+            + ",".join(["lol"] * 9)
+            + "]\n"
+            + "".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdef", "bcdefg"))
+        ),
+        "{recipe}: line 5: the recipe expands to more than 20,000 values (aliases of aliases?)",
+    ),
+    Case(
+        "nested-too-deep",
+        _recipe_file("a: " + "[" * 2000 + "]" * 2000 + "\n"),
+        "{recipe}: line 1: nested more than 32 levels deep",
+    ),
+    Case(
+        "recipe-too-large",
+        _recipe_file("description: " + "x" * 1_100_000 + "\n"),
+        "{recipe}: 1,100,014 bytes; a recipe is a few KB",
+    ),
+    Case(
+        "prompt-reaches-into-an-object",
+        _corpus(generate=_llm("http://127.0.0.1:9/v1", prompt="{text.__class__.__init__.__globals__} {text}")),
+        "{recipe}: corpus.generate.llm.prompt: the prompt names {text.__class__.__init__.__globals__}, which is no "
+        "placeholder; use {text}, {title} and {n}",
+    ),
+    Case(
+        "prompt-indexes-a-placeholder",
+        _corpus(generate=_llm("http://127.0.0.1:9/v1", prompt="{text[0]} {text}")),
+        "{recipe}: corpus.generate.llm.prompt: the prompt names {text[0]}, which is no placeholder",
+    ),
+    Case(
+        "general-set-is-the-training-file",
+        _general_is_the_training_file,
+        "{recipe}: evaluate.general[0]: 120 of 120 pairs of faq share a text with the training, eval or test data",
+    ),
+    Case(
+        "corrupt-pdf",
+        _corpus(files={"broken.pdf": b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage"}),
+        "/docs/broken.pdf: not a readable PDF",
+    ),
+    Case(
+        "html-not-utf8",
+        _corpus(files={"page.html": "<p>caf\u00e9 cr\u00e8me</p>".encode("latin-1")}),
+        "/docs/page.html: not UTF-8 text (byte 6)",
+    ),
+    Case(
+        "binary-file-named-md",
+        _corpus(files={"blob.md": bytes(range(256)) * 4}),
+        "/docs/blob.md: a binary file, not text",
+    ),
+    Case(
+        "text-not-utf8",
+        _corpus(files={"notes.txt": "na\u00efve notes".encode("latin-1")}),
+        "/docs/notes.txt: not UTF-8 text",
+    ),
+    Case(
+        "documents-table-without-its-text-column",
+        _corpus(files={"rows.jsonl": b'{"body": "some words here"}\n'}),
+        "{recipe}: corpus.text_column: ",
+    ),
+    Case(
+        "chunks-longer-than-the-model-reads",
+        _corpus(chunk_tokens=96, overlap=8),
+        "{recipe}: corpus.chunk_tokens: 96 tokens is more than the model reads (64, train.max_seq_length)",
+    ),
+    Case(
+        "min-chunk-above-chunk",
+        _corpus(min_chunk_tokens=60),
+        "{recipe}: corpus.min_chunk_tokens: 60 is above chunk_tokens (48): every chunk would be dropped",
+    ),
+    Case(
+        "empty-choose-candidate",
+        _set("mine", {"choose": [{"range_min": 3}, {}]}),
+        "{recipe}: mine.choose[1]: names no setting",
+    ),
+    Case(
+        "duplicate-choose-candidates",
+        _set("mine", {"choose": [{"range_min": 3}, {"range_min": 3, "num_negatives": 1}]}),
+        "{recipe}: mine.choose[1]: mines as choose[0] does; try each setting once",
+    ),
+    Case(
+        "release-inside-the-documents",
+        _both(_corpus(), _set("push.local_dir", lambda root: str(root / "docs" / "releases"))),
+        "{recipe}: push.local_dir: ",
+    ),
+    Case(
+        "integer-column",
+        _rows([r | {"question": i} for i, r in enumerate(make_pairs(30))]),
+        "row 1: column 'question' holds int64 values where anchor text belongs",
+    ),
+    Case(
+        "list-column",
+        _rows([r | {"context": [r["context"]]} for r in make_pairs(30)]),
+        "row 1: column 'context' holds list values where positive text belongs",
+    ),
+    Case("folder-mixing-formats", _mixed_folder, "mixes or holds unknown formats"),
+    Case("csv-row-152-not-utf8", _csv_bad_row_deep, "deep.csv, row 152: not UTF-8 text"),
+    Case(
+        "row-filter-matches-nothing",
+        _set("ingest.where", {"topic": "volcano"}),
+        "{recipe}: ingest.path: ",
+    ),
+    Case(
+        "negative-split-seed",
+        _set("split.seed", -1),
+        "{recipe}: split.seed: Input should be greater than or equal to 0",
+    ),
+    Case("negative-trainer-seed", _set("train.args.seed", -3), "{recipe}: train.args.seed: -3 is negative"),
+    Case(
+        "gate-on-a-triplet-metric-without-negatives",
+        _set("evaluate.gates", {"cosine_accuracy": 0.5}),
+        "{recipe}: evaluate.gates.cosine_accuracy: no evaluator reports 'cosine_accuracy' (the test data has no "
+        "negative column: no triplet metrics)",
+    ),
+    Case(
+        "gate-written-as-a-percent",
+        _set("evaluate.gates", {"gain": 5}),
+        "{recipe}: evaluate.gates.gain: 5 is above 1; metrics are fractions: for 5 % write 0.05",
+    ),
+    Case(
+        "general-drop-written-as-a-percent",
+        _both(_general_is_the_training_file, _set("evaluate.max_general_drop", 2)),
+        "{recipe}: evaluate.max_general_drop: 2 is above 1",
+    ),
+    Case(
+        "export-drop-written-as-a-percent",
+        _set("export", {"max_drop": 5}),
+        "{recipe}: export.max_drop: Input should be less than or equal to 1",
+    ),
+    Case(
+        "best-model-with-nothing-saved",
+        _set("train.args.load_best_model_at_end", True),
+        "{recipe}: train.args.load_best_model_at_end: has no effect with save_strategy 'no' (nothing is saved)",
+    ),
+    Case(
         "name-escapes-the-run-directory",
         _set("ingest.name", "../escape"),
         "{recipe}: ingest.name: '../escape' is also a file name in the run directory",
@@ -455,7 +695,8 @@ def test_validate_refuses_with_one_line_per_problem(case, world, monkeypatch):
     path = _prepare(case, recipe, root)
     result = cli("validate", path)
     assert result.exit_code == 1, result.output
-    assert case.expected.format(recipe=path) in result.output
+    assert case.expected.replace("{recipe}", str(path)) in result.output
+    assert not case.absent or case.absent not in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert _fingerprint(root / "published") == before
 
@@ -627,4 +868,55 @@ def test_a_disk_that_fills_during_training_is_one_line_naming_the_run(monkeypatc
     full = OSError(errno.ENOSPC, "No space left on device")  # what a checkpoint save raises on a full disk
     assert _training_refusal(monkeypatch, recipe_dict, tmp_path, full) == (
         f"train: the disk of {tmp_path / 'run'} is full ([Errno 28] No space left on device); free space and resume"
+    )
+
+
+def test_what_the_audit_found_refused_wrongly_is_accepted(world):
+    """YAML merge keys (with a top-level x- key holding the anchor), a cron shortcut Prefect takes, a section whose
+    keys are all commented out."""
+    recipe, root = world
+    arguments = yaml.safe_dump({"train": {"args": recipe["train"]["args"]}}, sort_keys=False)
+    body = yaml.safe_dump({k: v for k, v in recipe.items() if k != "train"}, sort_keys=False)
+    text = (
+        "x-trainer: &trainer\n" + "\n".join("  " + line for line in arguments.splitlines()[2:]) + "\n"
+        f"{body}"
+        f"train:\n  base_model: {recipe['train']['base_model']}\n  max_seq_length: 64\n"
+        "  args:\n    <<: *trainer\n    learning_rate: 1.0e-4\n"
+        "card:\n  # language: [en]\n"
+        "deployment:\n  schedule:\n    cron: '@daily'\n"
+    )
+    path = root / "accepted.yaml"
+    path.write_text(text.replace("card:\n  language:\n  - en\n  license: apache-2.0\n", ""))
+    result = cli("validate", path)
+    assert result.exit_code == 0, result.output
+    from embedforge.recipe import load_recipe
+
+    loaded = load_recipe(path)
+    assert loaded.train.args["learning_rate"] == 1e-4  # written beside the merge key: it wins, as YAML says
+    assert loaded.train.args["num_train_epochs"] == recipe["train"]["args"]["num_train_epochs"]  # merged in
+    assert loaded.deployment.schedule.cron == "@daily" and loaded.card.language == []
+
+
+def test_a_general_set_the_model_trains_on_is_refused_in_the_run_too(recipe_dict, tmp_path):
+    from embedforge.errors import EmbedforgeError
+    from embedforge.recipe import Recipe
+    from embedforge.tasks.ingest import ingest_dataset
+    from embedforge.tasks.split import check_general_overlap, split_dataset
+
+    recipe = Recipe.model_validate(recipe_dict)
+    data = ingest_dataset.fn(recipe.ingest, str(tmp_path / "in"))
+    splits = split_dataset.fn(recipe.split, data, [], {}, str(tmp_path / "sp"))
+    unrelated = write_jsonl(
+        tmp_path / "general" / "other.jsonl", [{"anchor": f"q{i}", "positive": f"p{i}"} for i in range(20)]
+    )
+    ingested = ingest_dataset.fn(
+        recipe.ingest.model_copy(update={"path": str(unrelated), "columns": {}, "keep": []}), str(tmp_path / "g")
+    )
+    assert check_general_overlap.fn(recipe.split, splits.model_copy(update={"general": {"other": ingested.path}})) == {
+        "other": "0 of 20"
+    }
+    with pytest.raises(EmbedforgeError) as refused:
+        check_general_overlap.fn(recipe.split, splits.model_copy(update={"general": {"faq": data.path}}))
+    assert str(refused.value).startswith(
+        "evaluate.general: 120 of 120 pairs of faq share a text with the training, eval or test split"
     )

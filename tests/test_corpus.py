@@ -339,3 +339,17 @@ def test_a_prompt_with_an_unknown_placeholder_is_named(tmp_path, write_recipe):
     result = cli("validate", "--recipe-only", write_recipe(recipe))
     assert result.exit_code == 1
     assert "corpus.generate.llm.prompt: the prompt names {chunk}, which is no placeholder; use {text}" in result.output
+
+
+def test_an_unset_key_variable_is_named_not_blamed_on_the_endpoint(tiny_model, tmp_path, write_recipe, monkeypatch):
+    with LocalLLM() as llm:
+        llm.state.key = "sk-right"
+        recipe = _llm_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path, llm, api_key_env="TEST_UNSET_KEY")
+        monkeypatch.delenv("TEST_UNSET_KEY", raising=False)
+        refused = cli("validate", write_recipe(recipe))
+    assert refused.exit_code == 1
+    assert (
+        f"corpus.generate.llm.api_key_env: {llm.url} wants a key (HTTP 401), and none was sent: the environment "
+        "variable TEST_UNSET_KEY (corpus.generate.llm.api_key_env) is not set"
+    ) in refused.output
+    assert "refused the key" not in refused.output

@@ -39,7 +39,9 @@ VALUES = st.one_of(
     st.booleans(),
     st.integers(min_value=-(10**12), max_value=10**12),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "no", "2e1", "../x", "a/b", "0 0 4 * * 1", "nan", "MultipleNegativesRankingLoss"]),
+    st.sampled_from(["", "no", "2e1", "../x", "a/b", "0 0 4 * * 1", "nan", "MultipleNegativesRankingLoss", "@daily"]),
+    # What the audit planted: a password in a URL, a token, a prompt reaching into an object, a percent.
+    st.sampled_from(["http://u:pw@127.0.0.1:9/v1", "hf_" + "a" * 34, "{text.__class__} {text}", "{text[0]}", "80"]),
     st.text(max_size=12),
     st.lists(st.integers(min_value=-5, max_value=5000), max_size=4),
     st.dictionaries(st.sampled_from(["anchor", "x", "scale", "gain"]), st.floats(allow_nan=True), max_size=2),
@@ -132,6 +134,43 @@ def test_a_mutated_tiny_recipe_is_refused_before_training_or_trains(tiny_world, 
         run_training(recipe.train, splits, recipe.evaluate, folder / "run")
     except EmbedforgeError:
         pass  # the data stages refuse in one line too; a refusal after validate is a missed check, not a crash
+
+
+@pytest.fixture(scope="module")
+def every_section(tmp_path_factory, _tiny_model_master):
+    """A documents recipe with every newer section: corpus, mine.choose, merge, a general set and export."""
+    from test_corpus import write_docs
+
+    from conftest import make_recipe, write_jsonl
+
+    root = tmp_path_factory.mktemp("sections-fuzz")
+    docs, general = write_docs(root / "docs"), write_jsonl(root / "general.jsonl", make_pairs(30, seed=9))
+    recipe = make_recipe("tiny-sections", str(_tiny_model_master), general, push={"enabled": False})
+    recipe["ingest"] = {"name": "docs", "keep": ["doc_id"]}
+    recipe["train"]["max_seq_length"] = 64
+    recipe["split"] = {"group_by": "doc_id", "eval_size": 0.1, "test_size": 0.3}
+    recipe["corpus"] = {"path": str(docs), "chunk_tokens": 48, "overlap": 8, "min_chunk_tokens": 8}
+    recipe["mine"] = {"choose": [{"range_min": 2}, {"max_score": 0.9}], "trial_steps": 5}
+    recipe["merge"] = {"weights": [0.5, 1.0]}
+    columns = {"anchor": "question", "positive": "context"}
+    recipe["evaluate"] = {"general": [{"name": "faq", "path": str(general), "columns": columns}]}
+    recipe["export"] = {"backends": ["onnx"], "max_drop": 0.02}
+    return recipe, root
+
+
+@given(data=st.data())
+def test_a_mutated_recipe_of_every_section_is_refused_by_field_or_accepted(every_section, data):
+    """The corpus, mine.choose, merge, general and export sections, mutated, through validate's full check."""
+    from embedforge.cli.preflight import preflight
+
+    base, root = every_section
+    folder = root / f"case-{abs(hash(repr(data))) % 10**9}"
+    folder.mkdir(exist_ok=True)
+    path = _dump(data.draw(mutated(base)), folder / "recipe.yaml")
+    try:
+        preflight(load_recipe(path), str(path))
+    except EmbedforgeError as error:
+        _refused_well(error, path)
 
 
 ROW = st.one_of(

@@ -41,19 +41,23 @@ def _stand_in_model(dimension: int, similarity: str):
     return SentenceTransformer(modules=[module], similarity_fn_name=similarity, device="cpu")
 
 
-def _sample(kind: str) -> datasets.Dataset:
-    wanted = {"retrieval": ["anchor", "positive", "negative"], "similarity": ["score"], "classification": ["label"]}
+def _sample(kind: str, negatives: bool = True) -> datasets.Dataset:
+    retrieval = ["anchor", "positive", "negative"] if negatives else ["anchor", "positive"]
+    wanted = {"retrieval": retrieval, "similarity": ["score"], "classification": ["label"]}
     texts = [] if kind == "retrieval" else ["sentence1", "sentence2"]
     return datasets.Dataset.from_dict({column: SAMPLE[column] for column in texts + wanted[kind]})
 
 
-def metric_names(datasets_by_name: dict[str, str], config: EvaluateConfig, similarity: str = "cosine") -> list[str]:
-    """Every metric key the test evaluators will report for these datasets ({evaluator name: kind})."""
+def metric_names(
+    datasets_by_name: dict[str, str], config: EvaluateConfig, similarity: str = "cosine", negatives: bool = True
+) -> list[str]:
+    """Every metric key the test evaluators will report for these datasets ({evaluator name: kind}); triplet
+    metrics only when the test data has negatives."""
     model = _stand_in_model(max(config.matryoshka_dims or [8]), similarity)
     evaluators = [
         evaluator
         for name, kind in datasets_by_name.items()
-        for evaluator in dataset_evaluators(_sample(kind), kind, name, config)
+        for evaluator in dataset_evaluators(_sample(kind, negatives), kind, name, config)
     ]
     with quiet():
         metrics, _ = run_evaluators(model, evaluators)
@@ -61,19 +65,34 @@ def metric_names(datasets_by_name: dict[str, str], config: EvaluateConfig, simil
 
 
 def check_metric_names(
-    config: EvaluateConfig, datasets_by_name: dict[str, str], similarity: str = "cosine"
+    config: EvaluateConfig, datasets_by_name: dict[str, str], similarity: str = "cosine", negatives: bool = True
 ) -> list[tuple[str, str]]:
     """(field, problem) for every headline or gate metric the evaluators will not report."""
     asked = [("evaluate.headline", config.headline)] if config.headline else []
     asked += [(f"evaluate.gates.{name}", name) for name in config.gates if name != "gain"]
     if not asked:
         return []
-    known = dict.fromkeys(metric_names(datasets_by_name, config, similarity))
-    short = [m for kind in set(datasets_by_name.values()) for m in metric_names({"": kind}, config, similarity)]
+    known = dict.fromkeys(metric_names(datasets_by_name, config, similarity, negatives))
+    short = [
+        m for kind in set(datasets_by_name.values()) for m in metric_names({"": kind}, config, similarity, negatives)
+    ]
+    # What the evaluators would report with negatives and do not without: the triplet metrics.
+    triplet = {} if negatives else dict.fromkeys(set(metric_names(datasets_by_name, config, similarity)) - set(known))
     problems = []
     for field, name in asked:
         try:
             resolve_metric(name, known)
         except EmbedforgeError:
-            problems.append((field, f"no evaluator reports {name!r}" + did_you_mean(name, short + list(known))))
+            lacking = " (the test data has no negative column: no triplet metrics)" if _reports(name, triplet) else ""
+            problems.append(
+                (field, f"no evaluator reports {name!r}{lacking}" + did_you_mean(name, short + list(known)))
+            )
     return problems
+
+
+def _reports(name: str, metrics: dict) -> bool:
+    try:
+        resolve_metric(name, metrics)
+    except EmbedforgeError:
+        return False
+    return True

@@ -16,6 +16,7 @@ from embedforge.checks.export import check_export
 from embedforge.checks.push import check_target, writable
 from embedforge.checks.space import check_space
 from embedforge.checks.training import check_merge, check_models, check_training
+from embedforge.datafiles import source_columns
 from embedforge.errors import EmbedforgeError, one_line
 from embedforge.logs import quiet_libraries
 from embedforge.models import similarity_name
@@ -25,6 +26,18 @@ from embedforge.recipe import Recipe
 def _evaluated(recipe: Recipe) -> dict[str, str]:
     sources = recipe.split.eval_sources or [recipe.ingest]
     return {source.name: source.kind for source in sources}
+
+
+def _test_negatives(recipe: Recipe) -> bool:
+    """Whether the test data has a negative column (triplet metrics); a source that cannot be read says yes."""
+    if recipe.corpus:
+        return False
+    source = recipe.files.get("test") or (recipe.split.eval_sources or [recipe.ingest])[0]
+    try:
+        found = source_columns(source)
+    except EmbedforgeError:
+        return True  # check_data names the source
+    return found is None or source.columns.get("negative", "negative") in found
 
 
 def _has_eval(recipe: Recipe) -> bool:
@@ -44,7 +57,7 @@ def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> Non
     problems = check_data(recipe) + check_corpus(recipe) + check_endpoint(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
     problems += check_models(recipe) + check_merge(recipe) + check_export(recipe)
-    problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe))
+    problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe), _test_negatives(recipe))
     problems += check_target(recipe.push)
     if output_dir and (problem := writable(Path(output_dir))):
         problems.append(("--output-dir", problem))
