@@ -66,6 +66,18 @@ def make_pairs(n: int = 120, seed: int = 0) -> list[dict]:
     return rows
 
 
+def general_pairs(n: int = 60, seed: int = 9) -> list[dict]:
+    """Pairs outside the tiny domain, for a general set: other questions, whose passages lack the words the domain's
+    passages open with. No text is one of the domain's, as a general set's must not be."""
+    return [
+        {
+            "question": "what do people say of the " + p["question"].removeprefix("what is known about the "),
+            "context": " ".join(p["context"].split()[2:]),
+        }
+        for p in make_pairs(n, seed)
+    ]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

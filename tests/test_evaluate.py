@@ -26,7 +26,7 @@ from embedforge.reports import gain_table
 from embedforge.tasks.gate import check_quality_gate, gate_failures
 from embedforge.types import EvalSplit, Metrics, Splits
 
-from conftest import make_pairs, run_cli, write_jsonl
+from conftest import general_pairs, make_pairs, run_cli, write_jsonl
 
 
 def _splits(tmp_path: Path, pairs: list[dict]) -> Splits:
@@ -157,8 +157,7 @@ def test_gates_read_the_domain_and_the_general_drop_reads_the_general_sets(tmp_p
 
 @pytest.mark.usefixtures("prefect_server")
 def test_general_sets_are_measured_for_both_models_and_a_drop_refuses_the_release(recipe_dict, tmp_path):
-    # Outside the training data: other questions, whose passages lack the words the domain's passages open with.
-    other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, seed=9)]
+    other = general_pairs()
     path = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
     columns = {"anchor": "question", "positive": "context"}
     recipe_dict["evaluate"] = {"general": [{"name": "faq", "path": str(path), "columns": columns}]}

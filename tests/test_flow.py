@@ -113,11 +113,15 @@ def test_a_mapped_column_missing_is_refused_before_any_run(recipe_dict, tmp_path
 
 
 def test_bad_data_found_during_the_run_keeps_the_run_directory(recipe_dict, tmp_path, write_recipe):
+    from embedforge.errors import EmbedforgeError
+
+    # validate reads every row; data broken after it (a pipeline writing while a deployment's run starts) is found
+    # by the run's own ingest.
+    recipe = Recipe.model_validate(recipe_dict)
     with open(recipe_dict["ingest"]["path"], "a") as handle:
         handle.write('{"question": "broken", \n')
-    result = run_cli(write_recipe(recipe_dict), tmp_path / "runs")
-    assert result.exit_code == 1
-    assert "pairs.jsonl, row 121: not valid JSON" in result.output
+    with pytest.raises(EmbedforgeError, match=r"pairs.jsonl, row 121: not valid JSON"):
+        finetune(recipe=recipe, output_dir=str(tmp_path / "runs"))
     assert list((tmp_path / "runs" / "tiny-test").glob("*/recipe.yaml"))
 
 

@@ -109,15 +109,11 @@ def tiny_world(tmp_path_factory, _tiny_model_master):
     return recipe, root
 
 
-@given(data=st.data())
-def test_a_mutated_tiny_recipe_is_refused_before_training_or_trains(tiny_world, data):
-    """validate's promise: what it accepts gets through a training step without a traceback."""
+def _validated(base: dict, root: Path, data):
+    """A mutation of `base` written to a recipe file and checked as `validate` does: (the recipe, its folder), or
+    (None, its folder) once its refusal is checked to name the file and a field or row on every line."""
     from embedforge.cli.preflight import preflight
-    from embedforge.tasks.ingest import ingest_dataset
-    from embedforge.tasks.split import split_dataset
-    from embedforge.training.run import run_training
 
-    base, root = tiny_world
     folder = root / f"case-{abs(hash(repr(data))) % 10**9}"
     folder.mkdir(exist_ok=True)
     path = _dump(data.draw(mutated(base)), folder / "recipe.yaml")
@@ -126,6 +122,19 @@ def test_a_mutated_tiny_recipe_is_refused_before_training_or_trains(tiny_world, 
         preflight(recipe, str(path))
     except EmbedforgeError as error:
         _refused_well(error, path)
+        return None, folder
+    return recipe, folder
+
+
+@given(data=st.data())
+def test_a_mutated_tiny_recipe_is_refused_before_training_or_trains(tiny_world, data):
+    """validate's promise: what it accepts gets through a training step without a traceback."""
+    from embedforge.tasks.ingest import ingest_dataset
+    from embedforge.tasks.split import split_dataset
+    from embedforge.training.run import run_training
+
+    recipe, folder = _validated(*tiny_world, data)
+    if recipe is None:
         return
     try:
         reports = [ingest_dataset.fn(source, str(folder / "in")) for source in recipe.sources]
@@ -161,16 +170,7 @@ def every_section(tmp_path_factory, _tiny_model_master):
 @given(data=st.data())
 def test_a_mutated_recipe_of_every_section_is_refused_by_field_or_accepted(every_section, data):
     """The corpus, mine.choose, merge, general and export sections, mutated, through validate's full check."""
-    from embedforge.cli.preflight import preflight
-
-    base, root = every_section
-    folder = root / f"case-{abs(hash(repr(data))) % 10**9}"
-    folder.mkdir(exist_ok=True)
-    path = _dump(data.draw(mutated(base)), folder / "recipe.yaml")
-    try:
-        preflight(load_recipe(path), str(path))
-    except EmbedforgeError as error:
-        _refused_well(error, path)
+    _validated(*every_section, data)
 
 
 ROW = st.one_of(

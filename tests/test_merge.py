@@ -11,7 +11,7 @@ from embedforge.config.merge import MergeConfig
 from embedforge.flows.finetune import finetune
 from embedforge.recipe import Recipe
 
-from conftest import make_pairs, write_jsonl
+from conftest import general_pairs, write_jsonl
 
 
 def _card_rows(card: str) -> list[tuple[str, float, float, bool]]:
@@ -28,7 +28,7 @@ def test_the_merge_kept_is_chosen_on_the_eval_split_and_only_it_meets_the_test_s
     import embedforge.tasks.evaluate as evaluate
     import embedforge.tasks.merge as merge
 
-    other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, 9)]
+    other = general_pairs()
     general = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
     columns = {"anchor": "question", "positive": "context"}
     recipe_dict["evaluate"] = {"general": [{"name": "faq", "path": str(general), "columns": columns}]}
@@ -57,7 +57,7 @@ def test_the_merge_kept_is_chosen_on_the_eval_split_and_only_it_meets_the_test_s
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_merge_within_the_general_bound_beats_a_better_eval_figure_outside_it(recipe_dict, tmp_path):
-    other = [{"question": p["question"], "context": " ".join(p["context"].split()[2:])} for p in make_pairs(60, 9)]
+    other = general_pairs()
     general = write_jsonl(tmp_path / "general" / "faq.jsonl", other)
     columns = {"anchor": "question", "positive": "context"}
     # Far too high a learning rate: the fine-tuned model forgets; nearly all base, a merge does not.

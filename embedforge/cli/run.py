@@ -28,7 +28,7 @@ def _terminate_as_ctrl_c(signum, frame) -> None:
 
 def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     """Read and check the recipe while the temporary server starts, run the flow, print what it decided."""
-    from embedforge.cli.local import check_api, one_line_errors, start_embedded_api, wait_for_api
+    from embedforge.cli.local import start_embedded_api
 
     started, api = time.monotonic(), start_embedded_api()
     signal.signal(signal.SIGTERM, _terminate_as_ctrl_c)
@@ -42,11 +42,7 @@ def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     try:
         parsed = load_recipe(recipe, overrides)
         preflight(parsed, recipe, str(output_root(flow_options["output_dir"])))
-        if api:
-            wait_for_api(api)
-        else:
-            check_api()
-        one_line_errors()
+        _api_ready(api)
         result = finetune(recipe=parsed, **flow_options)
     except EmbedforgeError as exc:
         if api:
@@ -55,9 +51,26 @@ def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     except CancelledRun as stopped:  # Ctrl-C during training: stopped at a step, the flow run Cancelled
         fail(EmbedforgeError(f"Interrupted: {stopped}"), 130)
     except KeyboardInterrupt:
-        where = flow_options.get("resume_dir") or f"the run directory under {output_root(flow_options['output_dir'])}"
-        fail(EmbedforgeError(f"Interrupted. Continue it with `embedforge resume {where}`"), 130)
+        fail(EmbedforgeError(f"Interrupted. Continue it with `embedforge resume {_where(flow_options)}`"), 130)
     _summary(result, time.monotonic() - started)
+
+
+def _api_ready(api) -> None:
+    """The temporary server started (or the operator's answering), and our errors one line on the console."""
+    from embedforge.cli.local import check_api, one_line_errors, wait_for_api
+
+    if api:
+        wait_for_api(api)
+    else:
+        check_api()
+    one_line_errors()
+
+
+def _where(flow_options: dict) -> str:
+    """The run directory to resume, as far as the command line knows it."""
+    from embedforge.flows.run import output_root
+
+    return flow_options.get("resume_dir") or f"the run directory under {output_root(flow_options['output_dir'])}"
 
 
 def _summary(result, seconds: float) -> None:

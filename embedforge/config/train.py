@@ -54,23 +54,6 @@ def training_arg_types() -> dict[str, Any]:
 
 
 def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
-    """Arguments transformers accepts together but that cannot mean what they say."""
-    if isinstance(args.get("seed"), int) and args["seed"] < 0:
-        raise ValueError(f"seed: {args['seed']} is negative; numpy and torch take seeds from 0 to 2**32 - 1")
-    # Accepted when both strategies are "no", and then there is no best model to load.
-    off = [
-        key for key, default in (("save_strategy", "steps"), ("eval_strategy", "no")) if args.get(key, default) == "no"
-    ]
-    if args.get("load_best_model_at_end") and off:
-        raise ValueError(
-            f"load_best_model_at_end: has no effect with {off[0]} 'no' (nothing is "
-            f"{'saved' if off[0] == 'save_strategy' else 'evaluated'}); set eval_strategy and save_strategy to "
-            "steps or epoch, or remove it"
-        )
-    return args
-
-
-def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
     """Arguments transformers accepts together that cannot mean what they say."""
     if isinstance(args.get("seed"), int) and args["seed"] < 0:
         raise ValueError(f"seed: {args['seed']} is negative; numpy and torch take seeds from 0 to 2**32 - 1")
