@@ -2,16 +2,18 @@
 
     python bench/validate.py [--rows 100000] [--repeats 3]
 
-Times, each as a fresh process (`/usr/bin/time`-style wall clock): `validate --recipe-only` on the demo (the file
-alone), `validate` on the demo (840 pairs), on the documents demo (42 pages, chunked with the model's tokenizer)
-and on the demo recipe pointed at a generated file of --rows pairs. Prints one markdown row per case: the median
-wall time, and the data-reading part alone (the same checks, timed in this process after the imports).
+Times, each as a fresh process: `validate --recipe-only` on the demo (the file alone), `validate` on the demo
+(840 pairs), on the documents demo (42 pages, chunked with the model's tokenizer) and on the demo recipe pointed
+at a generated file of --rows pairs. Prints one markdown row per case: the median wall time, and the
+data-reading part alone (the same checks, timed in this process after the imports). Every run starts with an
+empty datasets cache, as a first check of new data does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,20 +52,25 @@ def big_recipe(folder: Path, data: Path) -> Path:
 
 
 def wall(*args: str) -> float:
+    """One `embedforge validate` in a fresh process, with an empty datasets cache: a first check of new data."""
+    env = {**os.environ, "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="bench-validate-cache-")}
     started = time.perf_counter()
-    done = subprocess.run([EMBEDFORGE, "validate", *args], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([EMBEDFORGE, "validate", *args], cwd=REPO, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stdout + done.stderr)
     return time.perf_counter() - started
 
 
 def reading(recipe: Path) -> float:
-    """The data checks alone (every row and document read, chunked, compared), after the imports."""
+    """The data checks alone (every row and document read, chunked, compared), after the imports, cache empty."""
+    import datasets
+
     from embedforge.checks.corpus import check_corpus
     from embedforge.checks.data import check_data
     from embedforge.recipe import load_recipe
 
     loaded = load_recipe(recipe)
+    datasets.config.HF_DATASETS_CACHE = tempfile.mkdtemp(prefix="bench-validate-cache-")
     started = time.perf_counter()
     problems = check_data(loaded) + check_corpus(loaded)
     assert not problems, problems
