@@ -174,3 +174,30 @@ def test_groups_too_few_for_every_part_are_named_with_the_shares():
     with pytest.raises(EmbedforgeError, match=r"split: 3 distinct 'doc' values are too few to divide as train 0.60, "):
         _group_split(data, shares, "doc", seed=1)
     assert set(_group_split(data, {"train": 0.7, "test": 0.3}, "doc", seed=1)) == {"train", "test"}
+
+
+def test_a_split_the_run_carves_never_shares_a_text_across_its_parts(tmp_path):
+    """A question asked of two passages, a sentence repeated in two documents: each is one text in two pairs of
+    different groups. Carved apart, the leakage check would refuse data the run split itself."""
+    rows = make_pairs(120)
+    for i in range(0, 60, 3):  # rows i and i + 60 ask the same question of different passages
+        rows[i + 60]["question"] = rows[i]["question"]
+    for i in range(1, 40, 4):  # and rows i and i + 40 share a passage under different topics
+        rows[i + 40]["context"] = rows[i]["context"]
+    data = _ingested(tmp_path, rows)
+    for seed in range(5):
+        result = split(
+            SplitConfig(group_by="topic", eval_size=0.2, test_size=0.2, seed=seed),
+            data,
+            [],
+            {},
+            str(tmp_path / f"s{seed}"),
+        )
+        parts = _parts(result)
+        for column in ("anchor", "positive"):
+            train = set(parts["train"][column])
+            assert not train & set(parts["eval"][column]) and not train & set(parts["test"][column])
+        assert all(count.startswith("0 of") for count in next(iter(result.evaluation.values())).overlap.values())
+        assert (
+            sum(len(part) for part in parts.values()) == 120 and "topic, joined by shared texts" not in parts["train"]
+        )
