@@ -35,6 +35,7 @@ class FilterReport(BaseModel):
     kept: int
     dropped: dict[str, int]
     generation: GenerationReport
+    warning: str | None = Field(None, description="Why most pairs were dropped and what to change, when they were.")
 
 
 class MiningReport(BaseModel):

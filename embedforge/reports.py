@@ -138,6 +138,8 @@ def corpus_markdown(report: FilterReport, samples: list[dict] | None = None) -> 
     if generated.prompt_tokens or generated.completion_tokens:
         rows += [("prompt tokens", generated.prompt_tokens), ("completion tokens", generated.completion_tokens)]
     table = "| | |\n|:--|--:|\n" + "".join(f"| {name} | {value} |\n" for name, value in rows)
+    if report.warning:
+        table = f"> **Warning:** {report.warning}.\n\n" + table
     if samples:
         table += "\n| query | passage |\n|:--|:--|\n"
         table += "".join(f"| {_cell(s['anchor'])} | {_cell(s['positive'])} |\n" for s in samples)

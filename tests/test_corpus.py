@@ -353,3 +353,38 @@ def test_an_unset_key_variable_is_named_not_blamed_on_the_endpoint(tiny_model, t
         "variable TEST_UNSET_KEY (corpus.generate.llm.api_key_env) is not set"
     ) in refused.output
     assert "refused the key" not in refused.output
+
+
+def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, capfd):
+    from embedforge.config.corpus import FilterConfig
+    from embedforge.config.train import TrainConfig
+    from embedforge.data_reports import GenerationReport
+    from embedforge.reports import corpus_markdown
+    from embedforge.tasks.filter_pairs import filter_pairs
+
+    queries = [f"how does the keeper of the {topic} write the ledger each evening" for topic in TOPICS]
+    frame = pd.DataFrame({"anchor": queries, "positive": [f"The {t} keeper writes a ledger." for t in TOPICS]})
+    frame.to_parquet(tmp_path / "generated.parquet")
+    generated = GenerationReport(
+        path=str(tmp_path / "generated.parquet"),
+        method="llm",
+        documents=10,
+        pairs=10,
+        chunks=10,
+        generated=10,
+        cached=0,
+    )
+    config = FilterConfig(round_trip_k=None, near_duplicate=0.5)
+    train = TrainConfig(base_model="unused: no round trip")
+    report = filter_pairs.fn(config, generated, train, str(tmp_path))
+    expected = (
+        "only 1 of 10 generated pairs kept: near duplicate dropped 9: queries too alike to an earlier one; raise "
+        "corpus.filter.near_duplicate toward 1, or set it to null"
+    )
+    assert report.warning == expected
+    assert f"Filter: {expected}" in capfd.readouterr().err  # the terminal's log line
+    assert corpus_markdown(report).startswith(f"> **Warning:** {expected}.")  # the artifact and the card
+    assert (
+        filter_pairs.fn(config.model_copy(update={"near_duplicate": None}), generated, train, str(tmp_path)).warning
+        is None
+    )
