@@ -165,6 +165,11 @@ class RunRecord(BaseModel):
             | {f"{name} (general set)": report.fingerprint for name, report in self.general.items()}
         )
 
+    @property
+    def synthetic_test(self) -> bool:
+        """The test queries were made from the documents, not written by people: no split.test_file beside a corpus."""
+        return self.corpus is not None and "test" not in self.files
+
     def artifact_key(self, what: str) -> str:
         return artifact_key(self.recipe, what)
 

@@ -103,7 +103,7 @@ def finetune(
         if recipe.merge:
             model = merge_with_base(recipe, model, splits, base, record.artifact_key("merge"))
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
-        result = RunResult.trained(run_dir, model.model_dir, metrics)
+        result = RunResult.trained(run_dir, model.model_dir, metrics, record)
         if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):
             return finish(record, result, outcome(record, "rejected", rejected, metrics))
         if recipe.export:

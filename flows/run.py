@@ -46,11 +46,13 @@ class RunResult(BaseModel):
     push: ReleaseDecision | None = None
     up_to_date: CurrentRelease | None = Field(None, description="The published release this run matched; no training.")
     outcome: Outcome | None = Field(None, description="What the run decided for the model.")
+    synthetic_test: bool = Field(False, description="The test queries were made from documents, not by people.")
 
     @classmethod
-    def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics) -> RunResult:
+    def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics, record: RunRecord) -> RunResult:
         base, finetuned = metrics.base[metrics.headline], metrics.finetuned[metrics.headline]
-        return cls(run_dir=str(run_dir), model_dir=model_dir, headline=metrics.headline, base=base, finetuned=finetuned)
+        figures = {"headline": metrics.headline, "base": base, "finetuned": finetuned}
+        return cls(run_dir=str(run_dir), model_dir=model_dir, synthetic_test=record.synthetic_test, **figures)
 
 
 def run_id(start: datetime | None = None, flow_run_id: str | None = None) -> str:

@@ -110,6 +110,12 @@ def _report(metrics: Metrics, record: RunRecord, splits: Splits, sections: list[
     mining, overlap, data fingerprints and the recipe."""
     gain = "Both models measured with the same evaluators on the held-out test split, which neither training nor "
     gain += "model selection saw."
+    if record.synthetic_test:
+        gain += (
+            " **Its queries were made from the documents, not written by people**: they show whether the model "
+            "learned the documents, not how it serves real searches. Label 50-100 real queries as `split.test_file` "
+            "for that."
+        )
     lines = ["## Fine-tuning Report", "", "### Gain over the Base Model", "", gain, "", _gain_markdown(metrics), ""]
     lines += sections
     if splits.mining_trials:

@@ -184,6 +184,10 @@ def test_documents_to_a_published_model_without_an_llm(tiny_model, tmp_path, wri
     assert len(pairs) >= 30 and set(pairs.columns) >= {"anchor", "positive", "chunk_id", "doc_id"}
     assert (tmp_path / "published" / "latest" / "training_meta.json").exists()
     assert "Cut 10 documents into" in result.output or (run_dir / "data" / "corpus" / "chunks.parquet").exists()
+    # No real queries beside the documents: the summary and the card say what the figures measure.
+    assert "measured on queries made from the documents, not written by people: label 50-100 real" in result.output
+    card = (tmp_path / "published" / "latest" / "README.md").read_text()
+    assert "**Its queries were made from the documents, not written by people**" in card
 
 
 def _embedforge_run(recipe: Path, tmp_path: Path) -> subprocess.CompletedProcess:

@@ -9,6 +9,11 @@ import typer
 
 from embedforge.errors import EmbedforgeError
 
+SYNTHETIC = (
+    "measured on queries made from the documents, not written by people: label 50-100 real queries as "
+    "split.test_file to measure what users will see"
+)
+
 
 def fail(exc: Exception, code: int) -> None:
     """The message alone, in red on stderr, and the exit code: no traceback for a user's mistake."""
@@ -83,6 +88,8 @@ def _summary(result, seconds: float) -> None:
         typer.echo(f"{result.headline}: published {result.finetuned:.4f}")
     else:
         typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
+    if result.synthetic_test:
+        typer.echo(f"  {SYNTHETIC}")
     if outcome.decision == "rejected":
         typer.secho(f"Rejected: {outcome.reason}; nothing was published", fg=typer.colors.RED)
     elif result.push and result.push.already:
