@@ -143,9 +143,14 @@ class Chunker:
         return found
 
 
-def chunk_rows(documents: list[Document], chunker: Chunker) -> list[dict]:
-    """Every document's chunks as rows; none at all is refused, naming the setting that dropped them."""
-    rows = [chunk.row() for document in documents for chunk in chunker.chunks(document)]
+def chunk_rows(documents: list[Document], chunker: Chunker, progress=None) -> list[dict]:
+    """Every document's chunks as rows, `progress.advance` told after each document; none at all is refused,
+    naming the setting that dropped them."""
+    rows = []
+    for done, document in enumerate(documents, start=1):
+        rows += [chunk.row() for chunk in chunker.chunks(document)]
+        if progress:
+            progress.advance(done)
     if not rows:
         config = chunker.config
         raise EmbedforgeError(

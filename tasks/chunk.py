@@ -16,13 +16,15 @@ from embedforge.config.train import TrainConfig
 from embedforge.data_reports import CorpusReport
 from embedforge.documents import read_documents
 from embedforge.logs import run_logger
+from embedforge.stage_progress import StageProgress
 
 
 @task(name="chunk-corpus")
 def chunk_corpus(config: CorpusConfig, train: TrainConfig, out_dir: str) -> CorpusReport:
     """Read every document and cut it into chunks of at most `chunk_tokens` tokens; return where they are."""
     documents = read_documents(config)
-    rows = chunk_rows(documents, Chunker(load_tokenizer(train.base_model, train.base_model_revision), config))
+    chunker = Chunker(load_tokenizer(train.base_model, train.base_model_revision), config)
+    rows = chunk_rows(documents, chunker, StageProgress("chunk", len(documents), "documents"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "chunks.parquet"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import flow, task, unmapped
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -21,6 +20,7 @@ from embedforge.config.corpus import GenerateConfig
 from embedforge.data_reports import CorpusReport, GenerationReport
 from embedforge.llm import ChatClient, ensure_limits
 from embedforge.logs import run_logger
+from embedforge.stage_progress import StageProgress, quiet_batches
 
 METHODS = {"crop": generation.crop_pairs, "inverse_cloze": generation.inverse_cloze_pairs}
 
@@ -82,15 +82,15 @@ def _runner_name() -> str:
 
 
 def _gather(futures) -> list[dict]:
-    """Every batch's result as it lands, the progress artifact following; the first failure raised once all ended."""
-    progress = create_progress_artifact(0.0, description="Batches of chunks given their queries")
+    """Every batch's result as it lands, the progress following; the first failure raised once all ended."""
+    progress = StageProgress("generate", len(futures), "batches")
     results, failures, position = [None] * len(futures), [], {id(future): i for i, future in enumerate(futures)}
     for done, future in enumerate(as_completed(futures), start=1):
         try:  # in batch order, whichever finishes first: the same chunks give the same pairs file
             results[position[id(future)]] = future.result()
         except Exception as exc:  # every batch ends before one failure is raised: none keeps sending behind it
             failures.append(exc)
-        update_progress_artifact(progress, 100.0 * done / len(futures))
+        progress.advance(done)
     if failures:
         raise failures[0]
     return results
@@ -131,4 +131,5 @@ def generate_pairs(config: GenerateConfig, corpus: CorpusReport, cache_dir: str,
     """The generate-pairs subflow on the task runner the section asks for, the endpoint's limits made first."""
     if config.llm:
         ensure_limits(config.llm)
+    quiet_batches()
     return _generate.with_options(task_runner=_runner(config))(config, corpus, cache_dir, out_dir)

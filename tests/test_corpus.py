@@ -392,3 +392,26 @@ def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, ca
         filter_pairs.fn(config.model_copy(update={"near_duplicate": None}), generated, train, str(tmp_path)).warning
         is None
     )
+
+
+def test_a_long_stage_says_how_far_it_is_once_a_tenth_and_batches_stay_off_the_terminal(capfd, monkeypatch):
+    import logging
+
+    from embedforge.stage_progress import QuietBatches, StageProgress
+
+    monkeypatch.setattr(logging.getLogger("embedforge"), "level", logging.INFO)  # a run logs at INFO; no run here
+    progress = StageProgress("generate", 25, "batches")
+    for done in range(1, 26):
+        progress.advance(done)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "generate: " in line]
+    assert len(lines) == 10 and "generate: 3 of 25 batches (12%), " in lines[0], lines
+    assert "generate: 25 of 25 batches (100%), " in lines[-1] and lines[-1].endswith(" 0 s left")
+
+    def record(level: int, task: str) -> logging.LogRecord:
+        made = logging.LogRecord("prefect.task_runs", level, __file__, 1, "Finished in state Completed()", (), None)
+        made.task_name = task
+        return made
+
+    quiet = QuietBatches()
+    assert not quiet.filter(record(logging.INFO, "generate-queries"))
+    assert quiet.filter(record(logging.ERROR, "generate-queries")) and quiet.filter(record(logging.INFO, "train-model"))
