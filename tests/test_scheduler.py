@@ -40,3 +40,15 @@ def test_the_scheduler_makes_runs_and_a_worker_completes_one(live_server, recipe
     assert done[0]["state_name"] == "Published", done[0]["state_name"]
     assert list((runs / "tiny-cron").glob("*/model/README.md"))
     assert (tmp_path / "published" / "latest" / "training_meta.json").exists()
+
+
+def test_a_cron_shortcut_is_scheduled_by_the_real_scheduler(live_server, recipe_dict, write_recipe):
+    # validate accepts @daily because Prefect does: the scheduler must then make runs from it, at midnight.
+    recipe_dict["name"] = "tiny-daily"
+    recipe_dict["deployment"] = {"work_pool": "daily-pool", "schedule": {"cron": "@daily"}}
+    live_cli(live_server, "prefect", "work-pool", "create", "daily-pool", "--type", "process")
+    live_cli(live_server, "embedforge", "deploy", str(write_recipe(recipe_dict)))
+    (deployment,) = live_api(live_server, "deployments/filter", {"deployments": {"name": {"any_": ["tiny-daily"]}}})
+    upcoming = wait_for(lambda: _scheduled_runs(live_server, deployment["id"]), 60, "the scheduler's runs")
+    starts = sorted(run["expected_start_time"] for run in upcoming)
+    assert len(starts) >= 2 and all("T00:00:00" in start for start in starts), starts
