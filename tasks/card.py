@@ -35,6 +35,10 @@ from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
 
 # The front-matter keys a reader looks for first; the rest (widget, model-index) the body repeats.
 FRONT_MATTER_SHOWN = ["base_model", "language", "license", "library_name", "pipeline_tag", "datasets", "tags"]
+SYNTHETIC_TEST = (
+    " **Its queries were made from the documents, not written by people**: they show whether the model learned the "
+    "documents, not how it serves real searches. Label 50-100 real queries as `split.test_file` for that."
+)
 DEFAULT_TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "embedforge"]
 
 
@@ -109,13 +113,7 @@ def _report(metrics: Metrics, record: RunRecord, splits: Splits, sections: list[
     """embedforge's own section: gain over the base, `sections` (general ability, training data from documents),
     mining, overlap, data fingerprints and the recipe."""
     gain = "Both models measured with the same evaluators on the held-out test split, which neither training nor "
-    gain += "model selection saw."
-    if record.synthetic_test:
-        gain += (
-            " **Its queries were made from the documents, not written by people**: they show whether the model "
-            "learned the documents, not how it serves real searches. Label 50-100 real queries as `split.test_file` "
-            "for that."
-        )
+    gain += "model selection saw." + (SYNTHETIC_TEST if record.synthetic_test else "")
     lines = ["## Fine-tuning Report", "", "### Gain over the Base Model", "", gain, "", _gain_markdown(metrics), ""]
     lines += sections
     if splits.mining_trials:

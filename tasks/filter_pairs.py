@@ -58,17 +58,34 @@ def round_trip(frame: pd.DataFrame, k: int, model_ref: str, revision: str | None
     return pd.Series([own[i] in {hit["corpus_id"] for hit in found} for i, found in enumerate(hits)], index=frame.index)
 
 
+def drop_warning(config: FilterConfig, generated: int, dropped: dict[str, int]) -> str | None:
+    """When the filters dropped more than half of the pairs: the one that dropped most, why, and what to change."""
+    if not generated or sum(dropped.values()) <= generated / 2:
+        return None
+    name, count = max(dropped.items(), key=lambda item: item[1])
+    why = {
+        "round_trip": f"the base model did not rank a query's own passage in its top {config.round_trip_k} of the "
+        "corpus, as a model that does not know the documents' language or domain does, which is when fine-tuning "
+        "helps most; raise corpus.filter.round_trip_k, or set it to null",
+        "near_duplicate": "queries too alike to an earlier one; raise corpus.filter.near_duplicate toward 1, or set "
+        "it to null",
+        "duplicate": "the same query made for several chunks; set corpus.generate.queries_per_chunk lower, or "
+        "corpus.filter.dedupe: false",
+        "length": f"queries shorter than {config.min_query_chars} or longer than {config.max_query_chars} characters; "
+        "change corpus.filter.min_query_chars or max_query_chars",
+    }[name]
+    kept = generated - sum(dropped.values())
+    return f"only {kept} of {generated} generated pairs kept: {name.replace('_', ' ')} dropped {count}: {why}"
+
+
 def _apply(frame: pd.DataFrame, keep: pd.Series, name: str, dropped: dict) -> pd.DataFrame:
     dropped[name] = int((~keep).sum())
     return frame[keep]
 
 
-@task(name="filter-pairs")
-def filter_pairs(
-    config: FilterConfig, generated: GenerationReport, train: TrainConfig, out_dir: str, artifact_key: str | None = None
-) -> FilterReport:
-    """Drop queries out of length bounds, duplicates and those the base model cannot find their passage by."""
-    frame, dropped = pd.read_parquet(generated.path), {}
+def _filtered(config: FilterConfig, frame: pd.DataFrame, train: TrainConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The pairs every filter kept, cheapest first, and how many each dropped."""
+    dropped: dict[str, int] = {}
     lengths = frame["anchor"].str.len()
     frame = _apply(frame, lengths.between(config.min_query_chars, config.max_query_chars), "length", dropped)
     if config.dedupe:
@@ -77,18 +94,31 @@ def filter_pairs(
         flags = near_duplicates(list(frame["anchor"]), config.near_duplicate)
         frame = _apply(frame, ~pd.Series(flags, index=frame.index), "near_duplicate", dropped)
     if config.round_trip_k and len(frame):
-        frame = _apply(
-            frame,
-            round_trip(frame, config.round_trip_k, train.base_model, train.base_model_revision),
-            "round_trip",
-            dropped,
-        )
+        kept = round_trip(frame, config.round_trip_k, train.base_model, train.base_model_revision)
+        frame = _apply(frame, kept, "round_trip", dropped)
+    return frame, dropped
+
+
+@task(name="filter-pairs")
+def filter_pairs(
+    config: FilterConfig, generated: GenerationReport, train: TrainConfig, out_dir: str, artifact_key: str | None = None
+) -> FilterReport:
+    """Drop queries out of length bounds, duplicates and those the base model cannot find their passage by."""
+    frame, dropped = _filtered(config, pd.read_parquet(generated.path), train)
     path = Path(out_dir) / "pairs.parquet"
     frame.reset_index(drop=True).to_parquet(path)
+    warning = drop_warning(config, generated.pairs, dropped)
     report = FilterReport(
-        path=str(path), generated=generated.pairs, kept=len(frame), dropped=dropped, generation=generated
+        path=str(path),
+        generated=generated.pairs,
+        kept=len(frame),
+        dropped=dropped,
+        generation=generated,
+        warning=warning,
     )
     run_logger().info("Kept %d of %d generated pairs; dropped %s", report.kept, report.generated, dropped)
+    if warning:
+        run_logger().warning("Filter: %s", warning)
     if artifact_key:
         samples = frame.sample(min(3, len(frame)), random_state=0)[["anchor", "positive"]].to_dict("records")
         create_markdown_artifact(corpus_markdown(report, samples), key=artifact_key)

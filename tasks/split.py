@@ -23,6 +23,37 @@ from embedforge.types import EvalSplit, IngestReport, Splits
 DEFAULT_GROUP = {kind: texts[1] if kind == "retrieval" else texts[0] for kind, texts in PAIR_TEXTS.items()}
 
 
+def _joined_by_texts(data: datasets.Dataset, group: str, kind: str) -> tuple[datasets.Dataset, str]:
+    """The data with a column grouping rows that share a group value or a text (the same column's, as the leakage
+    check compares them), connected components of the graph rows and texts make; and that column's name.
+
+    Split by it, no carved eval or test pair can share a text with training: a sentence repeated across
+    documents, or a question asked of two passages, keeps its pairs on one side, and the leakage check has
+    nothing to refuse in a split the run made itself.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if group not in data.column_names:
+        raise EmbedforgeError(
+            f"split: group column {group!r} is not in the data ({data.column_names}); keep it with ingest.keep"
+        )
+    columns = [group, *(c for c in PAIR_TEXTS[kind] if c in data.column_names and c != group)]
+    frame = data.select_columns(columns).to_pandas()
+    keys, _ = pd.factorize(pd.concat([column + "\x00" + frame[column].astype(str) for column in columns]))
+    rows, size = np.tile(np.arange(len(frame)), len(columns)), len(frame) + int(keys.max()) + 1
+    graph = coo_matrix((np.ones(len(keys)), (rows, len(frame) + keys)), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    # Each component is named by its first group value: where no text joins two groups, the groups and their seeded
+    # assignment are exactly those of the group column alone, so a split made before stays the same.
+    component = pd.Series(labels[: len(frame)], index=frame.index)
+    named = component.map(frame[group].groupby(component).min())
+    name = f"{group}, joined by shared texts"
+    return data.add_column(name, named.tolist()), name
+
+
 def _group_split(
     data: datasets.Dataset, shares: dict[str, float], group: str, seed: int
 ) -> dict[str, datasets.Dataset]:
@@ -87,7 +118,10 @@ def _held_out(config: SplitConfig, train: IngestReport, evaluation: list[IngestR
     parts = {"train": data}
     if sum(shares.values()):
         shares["train"] = 1 - sum(shares.values())
-        parts = _group_split(data, shares, config.group_by or DEFAULT_GROUP[train.kind], config.seed)
+        joined, group = _joined_by_texts(data, config.group_by or DEFAULT_GROUP[train.kind], train.kind)
+        parts = {
+            name: part.remove_columns(group) for name, part in _group_split(joined, shares, group, config.seed).items()
+        }
     parts.update({part: datasets.Dataset.from_parquet(report.path) for part, report in files.items()})
     return parts.pop("train"), [(train, parts)]
 

@@ -359,7 +359,10 @@ def test_an_unset_key_variable_is_named_not_blamed_on_the_endpoint(tiny_model, t
     assert "refused the key" not in refused.output
 
 
-def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, capfd):
+def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, monkeypatch):
+    import logging
+
+    import embedforge.tasks.filter_pairs
     from embedforge.config.corpus import FilterConfig
     from embedforge.config.train import TrainConfig
     from embedforge.data_reports import GenerationReport
@@ -379,6 +382,12 @@ def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, ca
         cached=0,
     )
     config = FilterConfig(round_trip_k=None, near_duplicate=0.5)
+    said = []
+    logger = logging.Logger("a run's logger")  # what run_logger() is inside a run, here outside one
+    logger.addHandler(
+        type("Lines", (logging.Handler,), {"emit": lambda self, record: said.append(record.getMessage())})()
+    )
+    monkeypatch.setattr(embedforge.tasks.filter_pairs, "run_logger", lambda: logger)
     train = TrainConfig(base_model="unused: no round trip")
     report = filter_pairs.fn(config, generated, train, str(tmp_path))
     expected = (
@@ -386,7 +395,7 @@ def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, ca
         "corpus.filter.near_duplicate toward 1, or set it to null"
     )
     assert report.warning == expected
-    assert f"Filter: {expected}" in capfd.readouterr().err  # the terminal's log line
+    assert f"Filter: {expected}" in said  # the log line
     assert corpus_markdown(report).startswith(f"> **Warning:** {expected}.")  # the artifact and the card
     assert (
         filter_pairs.fn(config.model_copy(update={"near_duplicate": None}), generated, train, str(tmp_path)).warning
@@ -394,18 +403,23 @@ def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, ca
     )
 
 
-def test_a_long_stage_says_how_far_it_is_once_a_tenth_and_batches_stay_off_the_terminal(capfd, monkeypatch):
+def test_a_long_stage_says_how_far_it_is_once_a_tenth_and_batches_stay_off_the_terminal(monkeypatch):
     import logging
 
+    import embedforge.stage_progress
     from embedforge.stage_progress import QuietBatches, StageProgress
 
-    monkeypatch.setattr(logging.getLogger("embedforge"), "level", logging.INFO)  # a run logs at INFO; no run here
+    said = []
+    logger = logging.Logger("a run's logger")  # what run_logger() is inside a run, here outside one
+    logger.addHandler(
+        type("Lines", (logging.Handler,), {"emit": lambda self, record: said.append(record.getMessage())})()
+    )
+    monkeypatch.setattr(embedforge.stage_progress, "run_logger", lambda: logger)
     progress = StageProgress("generate", 25, "batches")
     for done in range(1, 26):
         progress.advance(done)
-    lines = [line for line in capfd.readouterr().err.splitlines() if "generate: " in line]
-    assert len(lines) == 10 and "generate: 3 of 25 batches (12%), " in lines[0], lines
-    assert "generate: 25 of 25 batches (100%), " in lines[-1] and lines[-1].endswith(" 0 s left")
+    assert len(said) == 10 and said[0].startswith("generate: 3 of 25 batches (12%), "), said
+    assert said[-1].startswith("generate: 25 of 25 batches (100%), ") and said[-1].endswith(" 0 s left")
 
     def record(level: int, task: str) -> logging.LogRecord:
         made = logging.LogRecord("prefect.task_runs", level, __file__, 1, "Finished in state Completed()", (), None)
