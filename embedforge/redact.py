@@ -23,8 +23,8 @@ SECRET_NAME = re.compile(
     r"|cookie)$",
     re.IGNORECASE,
 )
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s@'\"<>]+)@")
-_QUERY = re.compile(
+USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s@'\"<>]+)@")
+QUERY_SECRET = re.compile(
     r"(?P<key>[?&;](?:[a-z0-9_\-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|code|credential)"
     r"[a-z0-9_\-]*))=(?P<value>[^&#\s'\"<>]+)",
     re.IGNORECASE,
@@ -65,8 +65,8 @@ def redact(text: str) -> str:
         return text
     for secret in _secrets():
         text = text.replace(secret, MASK)
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    text = _QUERY.sub(lambda m: f"{m['key']}={MASK}", text)
+    text = USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    text = QUERY_SECRET.sub(lambda m: f"{m['key']}={MASK}", text)
     text = _BEARER.sub(lambda m: f"{m['scheme']}{MASK}", text)
     return _HEADER.sub(lambda m: f"{m['key']}{MASK}", text)
 

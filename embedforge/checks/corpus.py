@@ -54,8 +54,7 @@ def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
 def _check_release_outside(recipe: Recipe) -> list[tuple[str, str]]:
     """Releases written among the documents would be read as documents by the next run: cards trained on cards."""
     local_dir = recipe.push.local_dir
-    root = Path(recipe.corpus.path).expanduser()
-    root = root if root.is_dir() else named_root(recipe.corpus.path)
+    root = named_root(recipe.corpus.path)  # the folder itself, or a glob's folder
     if local_dir and Path(local_dir).expanduser().resolve().is_relative_to(root.resolve()):
         return [
             (

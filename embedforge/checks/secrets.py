@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from embedforge.redact import MASK, is_secret_name
+from embedforge.redact import MASK, QUERY_SECRET, USERINFO, is_secret_name
 
-_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://(?P<userinfo>[^/@\s]+)@")
-_QUERY_SECRET = re.compile(r"[?&;][a-z0-9_\-]*(?:token|key|secret|password|passwd|pwd|sig|auth)[a-z0-9_\-]*=", re.I)
 # Hugging Face, OpenAI-style and GitHub tokens, whatever key they sit under.
 _TOKEN_SHAPE = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_\-]{20,}|gh[pousr]_[A-Za-z0-9]{30,})\b")
 # A Prefect template names a Secret block or a variable; the worker fills it in, the recipe holds no value.
@@ -31,9 +29,10 @@ SAFER = {
 def _problem(path: str, key: Any, value: str) -> str | None:
     if not value or MASK in value or _TEMPLATE.match(value):
         return None  # a redacted copy (a run's recipe.yaml, resumed) or a reference the worker fills in
-    if (match := _USERINFO.match(value)) and ":" in match["userinfo"]:
+    # The patterns the redaction step hides: a recipe that holds what it would hide is refused instead.
+    if (match := USERINFO.match(value)) and ":" in match["userinfo"]:
         return f"holds a password in the URL ({match['userinfo'].split(':')[0]}:...@); {SAFER['url']}"
-    if _QUERY_SECRET.search(value) and "://" in value:
+    if QUERY_SECRET.search(value) and "://" in value:
         return f"holds a credential in the URL's query string; {SAFER['url']}"
     under_env = ".env." in f"{path}." or path.endswith(".env")
     if is_secret_name(key) or _TOKEN_SHAPE.search(value):
