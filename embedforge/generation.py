@@ -18,7 +18,8 @@ from embedforge.config.corpus import GenerateConfig, LLMConfig, fill_prompt
 
 SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 MIN_SENTENCE_WORDS = 4
-LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)]|q\d*[:.)])\s*", re.IGNORECASE)
+LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)]|q\d*[:.)]|query\s*\d*\s*[:.)])\s*", re.IGNORECASE)
+THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)  # reasoning models (Qwen3, DeepSeek-R1) reason first
 
 
 def cache_key(digest: str, config: GenerateConfig) -> str:
@@ -86,10 +87,25 @@ def prompt_for(config: LLMConfig, text: str, title: str, n: int) -> str:
 
 
 def parse_queries(reply: str, n: int) -> list[str]:
-    """The queries in a reply: one per line, numbering, bullets and quotes taken off, at most n."""
-    found = []
-    for line in reply.splitlines():
-        query = LIST_MARK.sub("", line).strip().strip("\"'“”").strip()
-        if query and query not in found:
+    """The queries in a reply, as instruction-tuned models write them: one per line (numbering, bullets, quotes and
+    `Query 1:` taken off), a JSON array, or either inside a code fence; a lead-in line ("Here are 3 queries:") and
+    a `<think>` block are not queries. At most n."""
+    reply = THINKING.sub("", reply).strip()
+    unfenced = "\n".join(line for line in reply.splitlines() if not line.strip().startswith("```"))
+    found: list[str] = []
+    for query in _json_list(unfenced) or [LIST_MARK.sub("", LIST_MARK.sub("", line)) for line in unfenced.splitlines()]:
+        query = query.strip().strip("*_").strip().strip("\"'“”").strip()
+        if query and not query.endswith(":") and query not in found:
             found.append(query)
     return found[:n]
+
+
+def _json_list(text: str) -> list[str] | None:
+    """The strings of a JSON array reply (or of the first list in a JSON object); None when it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        value = next((v for v in value.values() if isinstance(v, list)), None)
+    return [str(item) for item in value if isinstance(item, str | int | float)] if isinstance(value, list) else None

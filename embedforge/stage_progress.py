@@ -1,4 +1,4 @@
-"""How far a long data stage is (generate, chunk): a log line every tenth, and the dashboard's progress artifact.
+"""How far a long data stage is (chunk, generate, filter, mine): a line every tenth, and a progress artifact.
 
 A line per batch would be hundreds of lines on a real corpus; a line per tenth, with the rate and the time left,
 is what a person watching the terminal needs, and the progress artifact follows every step in the dashboard.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 from embedforge.logs import run_logger
 
@@ -35,6 +36,26 @@ class StageProgress:
             "%s: %d of %d %s (%d%%), %.1f %s/s, %s left",
             *(self.stage, done, self.total, self.unit, 100 * done // self.total, rate, self.unit, _duration(left)),
         )
+
+
+@contextmanager
+def encoding_progress(model, stage: str, total: int):
+    """The texts a model encodes inside the block, counted batch by batch (a forward hook), as the stage's progress.
+
+    Filter and mine spend their time in the model's encode calls, of which the library's own bars are off.
+    """
+    progress, done = StageProgress(stage, total, "texts encoded"), 0
+
+    def count(module, args, output) -> None:
+        nonlocal done
+        done = min(total, done + len(next(iter(args[0].values()))))
+        progress.advance(done)
+
+    handle = model.register_forward_hook(count)
+    try:
+        yield progress
+    finally:
+        handle.remove()
 
 
 def _artifact(description: str):

@@ -20,6 +20,7 @@ from embedforge.data_reports import FilterReport, GenerationReport
 from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.reports import corpus_markdown
+from embedforge.stage_progress import encoding_progress
 
 
 def _fold(query: str) -> str:
@@ -51,8 +52,9 @@ def round_trip(frame: pd.DataFrame, k: int, model_ref: str, revision: str | None
     model = load_model(model_ref, revision)
     passages = list(dict.fromkeys(frame["positive"]))
     index = {passage: i for i, passage in enumerate(passages)}
-    corpus = model.encode_document(passages, convert_to_tensor=True, show_progress_bar=False)
-    queries = model.encode_query(list(frame["anchor"]), convert_to_tensor=True, show_progress_bar=False)
+    with encoding_progress(model, "filter (round trip)", len(passages) + len(frame)):
+        corpus = model.encode_document(passages, convert_to_tensor=True, show_progress_bar=False)
+        queries = model.encode_query(list(frame["anchor"]), convert_to_tensor=True, show_progress_bar=False)
     hits = semantic_search(queries, corpus, top_k=min(k, len(passages)))
     own = [index[p] for p in frame["positive"]]
     return pd.Series([own[i] in {hit["corpus_id"] for hit in found} for i, found in enumerate(hits)], index=frame.index)

@@ -31,6 +31,7 @@ from embedforge.logs import run_logger
 from embedforge.mining import mining_warnings
 from embedforge.models import base_model_identity, load_model
 from embedforge.reports import mining_markdown
+from embedforge.stage_progress import encoding_progress
 from embedforge.types import Splits
 
 
@@ -55,7 +56,8 @@ def _width(config: MineConfig, largest_group: int) -> int:
 def _candidates(data: datasets.Dataset, config: MineConfig, model, width: int) -> dict[tuple, list]:
     """{(anchor, positive): [(passage, score), ...] hardest first} from the library, plus the positive's score."""
     corpus = list(dict.fromkeys(data["positive"]))
-    mined = _library_mining(data, config, model, width, corpus)  # its bars: off in logs.quiet_libraries
+    with encoding_progress(model, "mine", len(data) + len(corpus)):
+        mined = _library_mining(data, config, model, width, corpus)  # its bars: off in logs.quiet_libraries
     return {
         (row["anchor"], row["positive"][0]): list(zip(row["positive"], row["scores"], strict=True)) for row in mined
     }

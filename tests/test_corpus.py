@@ -141,6 +141,13 @@ def test_replies_are_read_as_queries_and_the_cache_key_follows_the_settings():
         "What is a keeper?",
         "how big is it",
     ]
+    # What instruction-tuned models write around their queries is not a query.
+    assert parse_queries("Here are 2 search queries:\n\n1. **What is a keeper?**\n2. Query 2: how big is it", 3) == [
+        "What is a keeper?",
+        "how big is it",
+    ]
+    assert parse_queries('```json\n["what is a keeper", "keeper size"]\n```', 3) == ["what is a keeper", "keeper size"]
+    assert parse_queries('<think>They want: queries</think>\n{"queries": ["keeper rules"]}', 3) == ["keeper rules"]
     llm = {"base_url": "http://x/v1", "model": "m"}
     one = GenerateConfig(method="llm", llm=llm)
     other = GenerateConfig(method="llm", llm={**llm, "prompt": "Ask about {text} ({n}, {title})"})
@@ -429,3 +436,25 @@ def test_a_long_stage_says_how_far_it_is_once_a_tenth_and_batches_stay_off_the_t
     quiet = QuietBatches()
     assert not quiet.filter(record(logging.INFO, "generate-queries"))
     assert quiet.filter(record(logging.ERROR, "generate-queries")) and quiet.filter(record(logging.INFO, "train-model"))
+
+
+def test_filter_and_mine_count_the_texts_their_model_encodes(monkeypatch, tiny_model):
+    import logging
+
+    import embedforge.stage_progress
+    from embedforge.models import load_model
+    from embedforge.stage_progress import encoding_progress
+
+    said = []
+    logger = logging.Logger("a run's logger")
+    logger.addHandler(
+        type("Lines", (logging.Handler,), {"emit": lambda self, record: said.append(record.getMessage())})()
+    )
+    monkeypatch.setattr(embedforge.stage_progress, "run_logger", lambda: logger)
+    model = load_model(tiny_model)
+    with encoding_progress(model, "mine", 40):
+        model.encode_query([f"query {n}" for n in range(20)], batch_size=4)
+        model.encode_document([f"passage {n}" for n in range(20)], batch_size=4)
+    assert len(said) == 10 and said[0].startswith("mine: 4 of 40 texts encoded (10%), ") and "40 of 40" in said[-1]
+    model.encode(["after the stage"])
+    assert len(said) == 10  # the hook is gone once the stage is done
