@@ -63,4 +63,7 @@ class MiningTrial(BaseModel):
     metric: str
     figure: float
     without_negative: int | None = Field(None, description="Training pairs the candidate left without a negative.")
+    versus_none: list[float] | None = Field(
+        None, description="[low, high]: 95 % interval of this figure minus no mining's, eval query by eval query."
+    )
     chosen: bool = False

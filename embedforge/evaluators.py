@@ -17,10 +17,12 @@ from sentence_transformers.sentence_transformer.evaluation import (
 
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.errors import EmbedforgeError
+from embedforge.figures import EvaluatorInfo, Measurement
 from embedforge.logs import run_logger
 from embedforge.matryoshka import MatryoshkaRetrievalEvaluator, TruncatedRetrievalEvaluator
 from embedforge.models import load_model
-from embedforge.types import EvaluatorInfo, Splits
+from embedforge.types import Splits
+from embedforge.uncertainty import PerQueryRetrievalEvaluator
 
 # The seed cards report every similarity function for pair data, not only the model's own.
 ALL_SIMILARITIES = ["cosine", "euclidean", "manhattan", "dot"]
@@ -67,7 +69,7 @@ def _retrieval_evaluators(data, name: str, config: EvaluateConfig, distractors: 
             for dim in config.matryoshka_dims
         ]
         return [MatryoshkaRetrievalEvaluator(dims)]
-    return [InformationRetrievalEvaluator(**common, name=name)]
+    return [PerQueryRetrievalEvaluator(**common, name=name)]
 
 
 def _triplet_evaluator(data, name: str, config: EvaluateConfig) -> TripletEvaluator:
@@ -134,21 +136,23 @@ def card_evaluators(splits: Splits, config: EvaluateConfig) -> list:
     """
     card = []
     for evaluator in test_split_evaluators(splits, config):
-        if isinstance(evaluator, MatryoshkaRetrievalEvaluator):
-            card.extend(
-                InformationRetrievalEvaluator(
-                    queries=dict(zip(leaf.queries_ids, leaf.queries)),
-                    corpus=dict(zip(leaf.corpus_ids, leaf.corpus)),
-                    relevant_docs=leaf.relevant_docs,
-                    name=leaf.name,
-                    truncate_dim=leaf.truncate_dim,
-                    batch_size=leaf.batch_size,
-                )
-                for leaf in evaluator.evaluators
-            )
+        if isinstance(evaluator, InformationRetrievalEvaluator | MatryoshkaRetrievalEvaluator):
+            card.extend(_library_retrieval(leaf) for leaf in leaves_of(evaluator))
         else:
             card.append(evaluator)
     return card
+
+
+def _library_retrieval(leaf: InformationRetrievalEvaluator) -> InformationRetrievalEvaluator:
+    """The library's own class for a retrieval evaluator of ours (per-query figures, shared embeddings)."""
+    return InformationRetrievalEvaluator(
+        queries=dict(zip(leaf.queries_ids, leaf.queries)),
+        corpus=dict(zip(leaf.corpus_ids, leaf.corpus)),
+        relevant_docs=leaf.relevant_docs,
+        name=leaf.name,
+        truncate_dim=leaf.truncate_dim,
+        batch_size=leaf.batch_size,
+    )
 
 
 def leaves_of(evaluator) -> list:
@@ -165,6 +169,11 @@ def leaf_results(evaluator, metrics: dict) -> list[tuple[object, dict]]:
     return out
 
 
+def library_class(evaluator) -> str:
+    """The sentence-transformers class an evaluator of ours extends: what a reader can look up."""
+    return next(c.__name__ for c in type(evaluator).__mro__ if c.__module__.startswith("sentence_transformers"))
+
+
 def run_evaluators(model, evaluators: list) -> tuple[dict[str, float], list[EvaluatorInfo]]:
     """Return all metrics, flat, and one entry per leaf evaluator."""
     flat: dict[str, float] = {}
@@ -175,7 +184,7 @@ def run_evaluators(model, evaluators: list) -> tuple[dict[str, float], list[Eval
         leaves += [
             EvaluatorInfo(
                 name=leaf.name,
-                evaluator=type(leaf).__name__,
+                evaluator=library_class(leaf),
                 primary_metric=leaf.primary_metric,
                 metrics=sorted(subset),
             )
@@ -192,13 +201,28 @@ def test_split_evaluators(splits: Splits, config: EvaluateConfig) -> list:
     return evaluators + [e for group in general_evaluators(splits, config).values() for e in group]
 
 
-def measure(
-    ref: str, evaluators: list, revision: str | None = None, max_seq_length: int | None = None
-) -> tuple[dict[str, float], list[EvaluatorInfo]]:
+def per_query_of(evaluators: list) -> dict[str, list[float]]:
+    """{metric: its figure per query} of the retrieval leaves of the evaluators just run."""
+    return {
+        key: values
+        for evaluator in evaluators
+        for leaf in leaves_of(evaluator)
+        for key, values in (getattr(leaf, "per_query", None) or {}).items()
+    }
+
+
+def measure(ref: str, evaluators: list, revision: str | None = None, max_seq_length: int | None = None) -> Measurement:
     """One model's test-split metrics; the base, fine-tuned and published models are measured alike."""
     metrics, leaves = run_evaluators(load_model(ref, revision, max_seq_length), evaluators)
     run_logger().info("Evaluated %s on the test split", ref)
-    return metrics, leaves
+    return Measurement(figures=metrics, leaves=leaves, per_query=per_query_of(evaluators))
+
+
+def headline_of(config: EvaluateConfig, measured: Measurement, general: dict[str, list[str]]) -> str:
+    """The headline's full key: the recipe's, or the first evaluator's primary metric, among the domain's figures."""
+    outside = {key for keys in general.values() for key in keys}
+    domain = {key: value for key, value in measured.figures.items() if key not in outside}
+    return resolve_metric(config.headline or measured.leaves[0].primary_metric, domain)
 
 
 def resolve_metric(name: str, metrics: dict) -> str:

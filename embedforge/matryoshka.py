@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator, SequentialEvaluator
+from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
+
+from embedforge.uncertainty import PerQueryRetrievalEvaluator
 
 
-class TruncatedRetrievalEvaluator(InformationRetrievalEvaluator):
+class TruncatedRetrievalEvaluator(PerQueryRetrievalEvaluator):
     """An InformationRetrievalEvaluator that slices full-size embeddings from a shared cache.
 
     Matryoshka dims are prefixes of one embedding, so encoding once and truncating per

@@ -6,20 +6,38 @@ import json
 
 from embedforge.data_reports import FilterReport, MiningReport
 from embedforge.types import BackendTrial, MergeTrial, Metrics, Splits
+from embedforge.uncertainty import NO_INTERVAL, RESAMPLES, TOO_WIDE, too_small
 
 
 def gain_table(metrics: Metrics) -> list[dict]:
-    """Rows of metric, base, fine-tuned and their difference."""
+    """Rows of metric, base, fine-tuned, their difference and, for the headline, the difference's 95 % interval."""
+    gain = metrics.intervals.get("gain")
     return [
         {
             "metric": key,
             "base": round(metrics.base[key], 4),
             "fine-tuned": round(value, 4),
             "delta": round(value - metrics.base[key], 4),
+            "delta 95 % CI": f"[{gain.low:+.4f}, {gain.high:+.4f}]" if gain and key == metrics.headline else "",
         }
         for key, value in metrics.finetuned.items()
         if key in metrics.base
     ]
+
+
+def doubt_markdown(metrics: Metrics) -> str:
+    """How far the headline's figures can be trusted: their intervals, and a warning when the split is too small."""
+    found = metrics.intervals
+    if "gain" not in found:
+        return f"No interval for {metrics.headline}: {NO_INTERVAL}."
+    text = (
+        f"Over the {found['gain'].n} test queries, 95 % bootstrap intervals ({RESAMPLES} resamples of the queries): "
+        f"base {found['base']}, fine-tuned {found['finetuned']}, gain {found['gain'].signed} (paired: both models "
+        "on the same resampled queries)."
+    )
+    if found["finetuned"].half_width > TOO_WIDE:
+        text += f"\n\n**Warning:** {too_small(found['finetuned'])}."
+    return text
 
 
 def general_markdown(metrics: Metrics, max_drop: float | None) -> str:
@@ -103,14 +121,17 @@ def trials_markdown(splits: Splits) -> str:
     """What mine.choose tried, each candidate's eval-split figure, and the mining report of the one chosen."""
     rows = "".join(
         f"| {'**' + t.name + '**' if t.chosen else t.name} | `{json.dumps(t.settings or {}, sort_keys=True)}` | "
-        f"{'-' if t.without_negative is None else t.without_negative} | {t.figure:.4f} |\n"
+        f"{'-' if t.without_negative is None else t.without_negative} | {t.figure:.4f} | "
+        f"{'-' if t.versus_none is None else '[{:+.4f}, {:+.4f}]'.format(*t.versus_none)} |\n"
         for t in splits.mining_trials
     )
     (chosen,) = [t for t in splits.mining_trials if t.chosen]
     text = (
-        f"Each candidate trained a short run and was measured on the **eval** split ({chosen.metric}); the best "
-        f"was kept: **{chosen.name}**. The test split was read only afterwards, by the full run.\n\n"
-        f"| candidate | settings | pairs without a negative | eval {chosen.metric} |\n|:--|:--|--:|--:|\n{rows}"
+        f"Each candidate trained a short run and was measured on the **eval** split ({chosen.metric}); a candidate "
+        "replaces no mining only when it is better beyond the noise (the 95 % interval of the difference, eval "
+        f"query by eval query, above 0). Kept: **{chosen.name}**. The test split was read only afterwards, by the "
+        f"full run.\n\n| candidate | settings | pairs without a negative | eval {chosen.metric} "
+        f"| vs no mining, 95 % CI |\n|:--|:--|--:|--:|--:|\n{rows}"
     )
     return text + (f"\n{mining_markdown(splits.mining)}" if splits.mining else "")
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from embedforge.columns import Kind
 from embedforge.data_reports import FilterReport, MiningReport, MiningTrial
+from embedforge.figures import EvaluatorInfo, Interval
 
 META_FILE = "training_meta.json"
 
@@ -103,15 +104,6 @@ class TrainedModel(BaseModel):
     backends: list[BackendTrial] = Field(default_factory=list, description="PyTorch, then each backend exported.")
 
 
-class EvaluatorInfo(BaseModel):
-    """One leaf evaluator as metrics.json lists it: name, class, primary metric and its metric keys."""
-
-    name: str
-    evaluator: str
-    primary_metric: str
-    metrics: list[str]
-
-
 class Metrics(BaseModel):
     """What evaluate hands on: both models' test-split metrics, flat, and the headline metric's key."""
 
@@ -122,6 +114,12 @@ class Metrics(BaseModel):
     test_key: str | None = Field(None, description="measurement_key of the figures; None: not known.")
     general: dict[str, list[str]] = Field(
         default_factory=dict, description="{evaluate.general set: its metric keys, its primary metric first}."
+    )
+    queries: dict[str, list[float]] = Field(
+        default_factory=dict, description="{'base', 'finetuned': the headline per test query}; retrieval only."
+    )
+    intervals: dict[str, Interval] = Field(
+        default_factory=dict, description="95 % bootstrap intervals: 'base', 'finetuned', 'gain' (paired)."
     )
 
     @property
@@ -192,6 +190,7 @@ class ReleaseDecision(BaseModel):
     headline: str
     challenger: float
     champion: float | None = None
+    difference: Interval | None = Field(None, description="Challenger minus champion, query by query: its interval.")
     target: str | None = None
     location: str | None = Field(None, description="Where the release already is (verdict 'already published').")
 

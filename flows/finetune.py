@@ -101,7 +101,7 @@ def finetune(
             return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
         base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
         if recipe.merge:
-            model = merge_with_base(recipe, model, splits, base, record.artifact_key("merge"))
+            model = merge_with_base(recipe, model, splits, base.figures, record.artifact_key("merge"))
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
         result = RunResult.trained(run_dir, model.model_dir, metrics, record)
         if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):

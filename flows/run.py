@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
+from embedforge.figures import Interval
 from embedforge.flows.rundir import check_same_inputs, one_engine
 from embedforge.logs import quiet_libraries, redact_logs, run_logger
 from embedforge.models import base_model_identity
@@ -47,12 +48,19 @@ class RunResult(BaseModel):
     up_to_date: CurrentRelease | None = Field(None, description="The published release this run matched; no training.")
     outcome: Outcome | None = Field(None, description="What the run decided for the model.")
     synthetic_test: bool = Field(False, description="The test queries were made from documents, not by people.")
+    intervals: dict[str, Interval] = Field(default_factory=dict, description="The headline's, as Metrics has them.")
 
     @classmethod
     def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics, record: RunRecord) -> RunResult:
         base, finetuned = metrics.base[metrics.headline], metrics.finetuned[metrics.headline]
         figures = {"headline": metrics.headline, "base": base, "finetuned": finetuned}
-        return cls(run_dir=str(run_dir), model_dir=model_dir, synthetic_test=record.synthetic_test, **figures)
+        return cls(
+            run_dir=str(run_dir),
+            model_dir=model_dir,
+            synthetic_test=record.synthetic_test,
+            intervals=metrics.intervals,
+            **figures,
+        )
 
 
 def run_id(start: datetime | None = None, flow_run_id: str | None = None) -> str:

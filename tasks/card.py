@@ -23,6 +23,7 @@ from embedforge.recipe import Recipe
 from embedforge.redact import local_paths_hidden, redact
 from embedforge.reports import (
     corpus_markdown,
+    doubt_markdown,
     export_markdown,
     gain_table,
     general_markdown,
@@ -43,11 +44,12 @@ DEFAULT_TAGS = ["sentence-transformers", "sentence-similarity", "feature-extract
 
 
 def _gain_markdown(metrics: Metrics) -> str:
-    rows = ["| Metric | Base | Fine-tuned | Δ |", "|:--|--:|--:|--:|"]
+    rows = ["| Metric | Base | Fine-tuned | Δ | Δ 95 % CI |", "|:--|--:|--:|--:|--:|"]
     for row in gain_table(metrics):
         name = f"**{row['metric']}**" if row["metric"] == metrics.headline else row["metric"]
-        rows.append(f"| {name} | {row['base']:.4f} | {row['fine-tuned']:.4f} | {row['delta']:+.4f} |")
-    return "\n".join(rows)
+        cells = f"{row['base']:.4f} | {row['fine-tuned']:.4f} | {row['delta']:+.4f} | {row['delta 95 % CI']}"
+        rows.append(f"| {name} | {cells} |")
+    return "\n".join(rows) + "\n\n" + doubt_markdown(metrics)
 
 
 def _overlap_lines(splits: Splits) -> list[str]:

@@ -17,6 +17,7 @@ from embedforge import hub
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.push import PushConfig
 from embedforge.evaluators import measure, test_split_evaluators
+from embedforge.figures import Measurement
 from embedforge.logs import run_logger
 from embedforge.tasks.release import fetch_release_meta
 from embedforge.types import Metrics, Splits, TrainedModel, release_name
@@ -46,20 +47,22 @@ def fetch_published_model(config: PushConfig, dest: str) -> str | None:
     )
 
 
-def _published_figures(config: PushConfig, test_key: str | None) -> dict[str, float] | None:
+def _published_figures(config: PushConfig, headline: str, test_key: str | None) -> Measurement | None:
     """The release's own figures, when it was measured on this same test split with the same settings."""
     meta = hub.call(config, fetch_release_meta) if test_key else None
     if not meta or meta.get("test_key") != test_key:
         return None
     release = release_name(meta.get("recipe"), meta.get("run_id"))
     run_logger().info("Published release %s was measured on this same test split: compared by its figures", release)
-    return meta["metrics"]
+    # A release published before per-query figures were kept is compared by its figure alone.
+    per_query = {headline: meta["per_query"]} if meta.get("per_query") and meta.get("headline") == headline else {}
+    return Measurement(figures=meta["metrics"], leaves=[], per_query=per_query)
 
 
 @task(name="measure-champion")
 def measure_champion(
     config: PushConfig, evaluate: EvaluateConfig, splits: Splits, model: TrainedModel, metrics: Metrics
-) -> dict[str, float] | None:
+) -> Measurement | None:
     """The published model's metrics on this run's test split; None when nothing is published (or push is off).
 
     A release measured alike (its training_meta.json's test_key is this run's) is compared by the figures
@@ -68,12 +71,12 @@ def measure_champion(
     if not config.active:
         return None
     run_dir = Path(model.run_dir)
-    champion = _published_figures(config, metrics.test_key)
+    champion = _published_figures(config, metrics.headline, metrics.test_key)
     if champion is None:
         champion_dir = hub.call(config, fetch_published_model, str(run_dir / "champion"))
         if not champion_dir:
             return None
         evaluators = test_split_evaluators(splits, evaluate)
-        champion, _ = measure(champion_dir, evaluators, max_seq_length=model.max_seq_length)
-    (run_dir / "champion-metrics.json").write_text(json.dumps(champion, indent=2))
+        champion = measure(champion_dir, evaluators, max_seq_length=model.max_seq_length).kept(metrics.headline)
+    (run_dir / "champion-metrics.json").write_text(json.dumps(champion.figures, indent=2))
     return champion

@@ -1,5 +1,6 @@
-"""Choose how to mine: no mining and every `mine.choose` candidate each train a short run, and the one that
-scores best on the eval split is kept. Whether mining helps depends on the data, and this measures it.
+"""Choose how to mine: no mining and every `mine.choose` candidate each train a short run on the same pairs.
+Whether mining helps depends on the data, and this measures it: a candidate replaces no mining only when its
+eval figure is higher beyond the noise (the difference's 95 % interval over the eval queries lies above 0).
 
 Side effect: writes ``<run>/data/mining-trials/<n>/`` (each candidate's mined pairs; its short-run model is
 deleted once measured) and publishes the `<recipe>-mining` artifact with every candidate's figure. Only the
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from prefect import flow, task
-from prefect.cache_policies import INPUTS
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from embedforge.artifacts import create_markdown_artifact
@@ -22,7 +23,8 @@ from embedforge.config.mine import MineConfig
 from embedforge.config.train import TrainConfig
 from embedforge.data_reports import MiningTrial
 from embedforge.errors import EmbedforgeError
-from embedforge.evaluators import build_evaluators, resolve_metric, run_evaluators
+from embedforge.evaluators import build_evaluators, per_query_of, resolve_metric, run_evaluators
+from embedforge.figures import Interval
 from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
@@ -30,6 +32,7 @@ from embedforge.reports import trials_markdown
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.training.run import run_training
 from embedforge.types import Splits
+from embedforge.uncertainty import paired
 
 # Whatever the full run asks of the trainer, a short run saves nothing, reports nowhere and evaluates once, after.
 SHORT_RUN = {"save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False, "report_to": "none"}
@@ -45,10 +48,10 @@ def _short(config: TrainConfig, steps: int, rows: int) -> TrainConfig:
     return config.model_copy(update={"args": args, "resume": False, "devices": 1})
 
 
-@task(name="try-mining", cache_policy=INPUTS, persist_result=True)
+@task(name="try-mining", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def try_mining(
     recipe: Recipe, candidate: MineConfig | None, splits: Splits, trial_dir: str
-) -> tuple[str, float, Splits]:
+) -> tuple[str, float, Splits, list[float] | None]:
     """Mine as the candidate says (or not at all), train a short run, and measure it on the eval split."""
     mined = mine_hard_negatives(candidate, splits, recipe.split.group_by, f"{trial_dir}/mined") if candidate else splits
     rows = pq.read_metadata(splits.train).num_rows
@@ -57,14 +60,33 @@ def try_mining(
     figures, leaves = run_evaluators(load_model(model.model_dir, max_seq_length=model.max_seq_length), evaluators)
     shutil.rmtree(model.model_dir)  # measured: a copy of the base model's size per candidate is not worth keeping
     metric = resolve_metric(recipe.evaluate.headline or leaves[0].primary_metric, figures)
-    return metric, figures[metric], mined
+    return metric, figures[metric], mined, per_query_of(evaluators).get(metric)
 
 
-def _trials(recipe: Recipe, results: list[tuple[str, float, Splits]]) -> list[MiningTrial]:
-    """One row per candidate; the best figure wins, and on a tie the earlier one (no mining is first)."""
-    best = max(range(len(results)), key=lambda n: (results[n][1], -n))
+def _differences(results: list[tuple]) -> list[Interval | None]:
+    """Each candidate's figure minus no mining's, eval query by eval query (None: no per-query figures)."""
+    return [None] + [paired(results[0][3], result[3]) for result in results[1:]]
+
+
+def _winner(results: list[tuple], differences: list[Interval | None]) -> int:
+    """No mining, unless a candidate beats it beyond the noise; of those, the best figure (the earlier on a tie).
+
+    Without per-query figures (a non-retrieval eval split) the higher figure wins, as it did before intervals.
+    """
+    better = [
+        n
+        for n in range(1, len(results))
+        if (differences[n].low > 0 if differences[n] else results[n][1] > results[0][1])
+    ]
+    return max(better, key=lambda n: (results[n][1], -n)) if better else 0
+
+
+def _trials(recipe: Recipe, results: list[tuple]) -> list[MiningTrial]:
+    """One row per candidate, each with its difference from no mining, and the winner marked."""
+    differences = _differences(results)
+    best = _winner(results, differences)
     trials = []
-    for n, (metric, figure, mined) in enumerate(results):
+    for n, (metric, figure, mined, _) in enumerate(results):
         trials.append(
             MiningTrial(
                 name="no mining" if n == 0 else f"choose[{n - 1}]",
@@ -72,6 +94,7 @@ def _trials(recipe: Recipe, results: list[tuple[str, float, Splits]]) -> list[Mi
                 metric=metric,
                 figure=figure,
                 without_negative=mined.mining.in_batch_only_rows if mined.mining else None,
+                versus_none=[differences[n].low, differences[n].high] if differences[n] else None,
                 chosen=n == best,
             )
         )
@@ -87,8 +110,10 @@ def _choose(recipe: Recipe, splits: Splits, out_dir: str, artifact_key: str | No
     for trial in trials:
         settings = f" {trial.settings}" if trial.settings else ""
         chosen = " (chosen)" if trial.chosen else ""
+        low, high = trial.versus_none or (None, None)
+        noise = f" (vs no mining: 95 % CI [{low:+.4f}, {high:+.4f}])" if trial.versus_none else ""
         run_logger().info(
-            "Mining candidate %s%s: eval %s %.4f%s", trial.name, settings, trial.metric, trial.figure, chosen
+            "Mining candidate %s%s: eval %s %.4f%s%s", trial.name, settings, trial.metric, trial.figure, noise, chosen
         )
     winner = results[next(n for n, trial in enumerate(trials) if trial.chosen)][2]
     chosen = winner.model_copy(update={"mining_trials": trials})

@@ -11,21 +11,32 @@ from prefect import task
 from embedforge import hub
 from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.push import PushConfig
+from embedforge.figures import Interval, Measurement
 from embedforge.logs import run_logger
 from embedforge.tasks.release import find_release
 from embedforge.types import Metrics, ReleaseDecision, RunRecord
+from embedforge.uncertainty import paired
 
 TITLES = {"publish": "Decided to publish", "already published": "Already published"}
 
 
-def decide(config: PushConfig, headline: str, challenger: float, champion: float | None) -> tuple[bool, str]:
-    """Champion/challenger: publish only when this run is at least as good as what is published."""
+def decide(
+    config: PushConfig, headline: str, challenger: float, champion: float | None, difference: Interval | None = None
+) -> tuple[bool, str]:
+    """Champion/challenger: publish only when this run is better than what is published, beyond the noise when
+    the difference has an interval (challenger minus champion, query by query)."""
     if champion is None:
         return True, "first release"
     if not config.require_improvement:
         return True, f"require_improvement is off ({headline}: {challenger:.4f} vs published {champion:.4f})"
+    if challenger > champion and difference is not None and difference.low <= 0:
+        return False, (
+            f"{headline} {challenger:.4f} > published {champion:.4f}, but within the noise: the difference's "
+            f"{difference.signed} over {difference.n} test queries includes 0; kept the published model"
+        )
     if challenger > champion:
-        return True, f"{headline} {challenger:.4f} > published {champion:.4f}"
+        beyond = f" ({difference.signed} over {difference.n} test queries)" if difference else ""
+        return True, f"{headline} {challenger:.4f} > published {champion:.4f}{beyond}"
     if challenger == champion:
         # A forced retrain of the same inputs ties: another full copy of the same model would be all it adds.
         return False, f"{headline} {challenger:.4f} equals the published model's: kept the published model"
@@ -39,11 +50,17 @@ def decision_markdown(decision: ReleaseDecision) -> str:
     return (
         f"## {title}: {decision.release}\n\n"
         f"| | {decision.headline} |\n|:--|--:|\n| this run | {decision.challenger:.4f} |\n"
-        f"| published | {champion} |\n\n{decision.reason}\n"
+        f"| published | {champion} |\n"
+        + (
+            f"| difference, {decision.difference.n} queries | {decision.difference.signed} |\n"
+            if decision.difference
+            else ""
+        )
+        + f"\n{decision.reason}\n"
     )
 
 
-def _verdict(config: PushConfig, record: RunRecord, headline: str, challenger: float, champion: float | None):
+def _verdict(config: PushConfig, record: RunRecord, metrics: Metrics, champion: Measurement | None, difference):
     """(verdict, reason, where the release already is)."""
     if not config.active:
         return "push disabled", "push disabled", None
@@ -53,18 +70,22 @@ def _verdict(config: PushConfig, record: RunRecord, headline: str, challenger: f
             f"release {record.release} was already published at {where}; a release is never rewritten",
             where,
         )
-    publish, reason = decide(config, headline, challenger, champion)
+    headline, best = metrics.headline, None if champion is None else champion.figures[metrics.headline]
+    publish, reason = decide(config, headline, metrics.finetuned[headline], best, difference)
     return ("publish" if publish else "champion kept"), reason, None
 
 
 @task(name="decide-release")
 def decide_release(
-    config: PushConfig, record: RunRecord, metrics: Metrics, champion: dict[str, float] | None
+    config: PushConfig, record: RunRecord, metrics: Metrics, champion: Measurement | None
 ) -> ReleaseDecision:
     """Publish, keep the champion, or nothing to do (push off, or this release is already out): decided here."""
     challenger = metrics.finetuned[metrics.headline]
-    best = None if champion is None else champion[metrics.headline]
-    verdict, reason, where = _verdict(config, record, metrics.headline, challenger, best)
+    best = None if champion is None else champion.figures[metrics.headline]
+    difference = (
+        paired(champion.per_query.get(metrics.headline), metrics.queries.get("finetuned")) if champion else None
+    )
+    verdict, reason, where = _verdict(config, record, metrics, champion, difference)
     decision = ReleaseDecision(
         verdict=verdict,
         reason=reason,
@@ -72,6 +93,7 @@ def decide_release(
         headline=metrics.headline,
         challenger=challenger,
         champion=best,
+        difference=difference,
         target=config.local_dir or config.full_repo_id,
         location=where,
     )

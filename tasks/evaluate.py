@@ -13,16 +13,12 @@ from pathlib import Path
 from prefect import task
 
 from embedforge.config.evaluate import EvaluateConfig
-from embedforge.evaluators import (
-    general_evaluators,
-    general_keys,
-    measure,
-    resolve_metric,
-    test_split_evaluators,
-)
+from embedforge.evaluators import general_evaluators, general_keys, headline_of, measure, test_split_evaluators
+from embedforge.figures import Measurement
 from embedforge.hashing import files_digest
 from embedforge.logs import run_logger
 from embedforge.types import Metrics, Splits, TrainedModel
+from embedforge.uncertainty import TOO_WIDE, interval, paired, too_small
 
 
 def measurement_key(config: EvaluateConfig, splits: Splits, max_seq_length: int | None) -> str:
@@ -42,33 +38,54 @@ def _base_metrics_key(context, parameters) -> str:
     """The base model as it is today, measured alike on the same test split."""
     key = measurement_key(parameters["config"], parameters["splits"], parameters["model"].max_seq_length)
     identity = f"{parameters['base_model_id']}|{key}"
-    return f"base-metrics-{hashlib.sha256(identity.encode()).hexdigest()}"
+    return f"base-measurement-{hashlib.sha256(identity.encode()).hexdigest()}"
+
+
+def _measured(config: EvaluateConfig, splits: Splits, ref: str, revision: str | None, max_seq_length: int | None):
+    """(the measurement with the headline's per-query figures only, the general sets' keys, the headline)."""
+    evaluators = test_split_evaluators(splits, config)
+    found = measure(ref, evaluators, revision, max_seq_length)
+    general = general_keys(general_evaluators(splits, config), found.leaves)
+    headline = headline_of(config, found, general)
+    return found.kept(headline), general, headline
 
 
 @task(name="measure-base-model", cache_key_fn=_base_metrics_key, persist_result=True)
-def measure_base_model(config: EvaluateConfig, model: TrainedModel, splits: Splits, base_model_id: str) -> dict:
+def measure_base_model(config: EvaluateConfig, model: TrainedModel, splits: Splits, base_model_id: str) -> Measurement:
     """The base model's test-split metrics, cached: a retrain on the same test split does not measure it again."""
-    base, _ = measure(
-        model.base_model, test_split_evaluators(splits, config), model.base_model_revision, model.max_seq_length
-    )
-    return base
+    return _measured(config, splits, model.base_model, model.base_model_revision, model.max_seq_length)[0]
+
+
+def with_intervals(metrics: Metrics, base: list[float] | None, finetuned: list[float] | None) -> Metrics:
+    """The headline's 95 % intervals for each model and for the gain (paired: the same queries, model by model)."""
+    found = {"base": interval(base or []), "finetuned": interval(finetuned or []), "gain": paired(base, finetuned)}
+    queries = {"base": base, "finetuned": finetuned} if base and finetuned else {}
+    return metrics.model_copy(update={"queries": queries, "intervals": {k: v for k, v in found.items() if v}})
+
+
+def _report(metrics: Metrics) -> None:
+    log = run_logger()
+    for name, key in [("", metrics.headline)] + [
+        (f"general set {g}: ", keys[0]) for g, keys in metrics.general.items()
+    ]:
+        log.info("%s%s: base %.4f, fine-tuned %.4f", name, key, metrics.base[key], metrics.finetuned[key])
+    if gain := metrics.intervals.get("gain"):
+        log.info("gain %+.4f, %s over %d test queries", metrics.gain, gain.signed, gain.n)
+    if (tuned := metrics.intervals.get("finetuned")) and tuned.half_width > TOO_WIDE:
+        log.warning(too_small(tuned))
 
 
 @task(name="evaluate-model")
 def evaluate_model(
-    config: EvaluateConfig, model: TrainedModel, splits: Splits, base: dict[str, float], out_path: str
+    config: EvaluateConfig, model: TrainedModel, splits: Splits, base: Measurement, out_path: str
 ) -> Metrics:
-    """Measure the fine-tuned model as the base was measured; write both to out_path."""
-    finetuned, leaves = measure(
-        model.model_dir, test_split_evaluators(splits, config), max_seq_length=model.max_seq_length
+    """Measure the fine-tuned model as the base was measured, with intervals over queries; write both to out_path."""
+    found, general, headline = _measured(config, splits, model.model_dir, None, model.max_seq_length)
+    metrics = Metrics(
+        headline=headline, base=base.figures, finetuned=found.figures, evaluators=found.leaves, general=general
     )
-    general = general_keys(general_evaluators(splits, config), leaves)
-    metrics = Metrics(headline="", base=base, finetuned=finetuned, evaluators=leaves, general=general)
-    # The headline and gates name the domain's figures; a general set's metric of the same name is not a rival.
-    metrics.headline = resolve_metric(config.headline or leaves[0].primary_metric, metrics.domain)
+    metrics = with_intervals(metrics, base.per_query.get(headline), found.per_query.get(headline))
     metrics.test_key = measurement_key(config, splits, model.max_seq_length)
-    log = run_logger()
-    for name, key in [("", metrics.headline)] + [(f"general set {g}: ", keys[0]) for g, keys in general.items()]:
-        log.info("%s%s: base %.4f, fine-tuned %.4f", name, key, base[key], finetuned[key])
+    _report(metrics)
     Path(out_path).write_text(metrics.model_dump_json(indent=2))
     return metrics

@@ -12,8 +12,9 @@ from embedforge.artifacts import create_table_artifact
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.evaluators import resolve_metric
 from embedforge.logs import run_logger
-from embedforge.reports import gain_table
+from embedforge.reports import doubt_markdown, gain_table
 from embedforge.types import Metrics
+from embedforge.uncertainty import NO_INTERVAL
 
 
 def gate_failures(config: EvaluateConfig, metrics: Metrics) -> list[str]:
@@ -22,6 +23,11 @@ def gate_failures(config: EvaluateConfig, metrics: Metrics) -> list[str]:
     for name, minimum in config.gates.items():
         if name == "gain":
             name, value = f"gain in {metrics.headline}", metrics.gain
+        elif name == "gain_lower_bound":
+            if not (gain := metrics.intervals.get("gain")):
+                failures.append(f"gain_lower_bound: {metrics.headline} has no interval ({NO_INTERVAL})")
+                continue
+            name, value = f"the gain's 95 % interval ({gain.signed}, {gain.n} queries): its lower bound", gain.low
         else:
             value = metrics.domain[resolve_metric(name, metrics.domain)]
         if not value >= minimum:
@@ -60,6 +66,7 @@ def check_quality_gate(
             gain_table(metrics),
             key=artifact_key,
             description=f"{verdict}. Test-split metrics, base vs fine-tuned; headline {metrics.headline}"
-            + (f"; general sets (outside the domain): {', '.join(metrics.general)}" if metrics.general else ""),
+            + (f"; general sets (outside the domain): {', '.join(metrics.general)}" if metrics.general else "")
+            + f"\n\n{doubt_markdown(metrics)}",
         )
     return reason

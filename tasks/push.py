@@ -110,6 +110,9 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
         "data_fingerprint": record.fingerprints,
         "headline": metrics.headline,
         "metrics": metrics.finetuned,
+        "intervals": {name: found.model_dump() for name, found in metrics.intervals.items()},
+        # The headline per test query: a later run measured on the same split compares with it query by query.
+        "per_query": metrics.queries.get("finetuned"),
         "test_key": metrics.test_key,
         "general": {
             name: {"metric": key, "base": metrics.base[key], "fine-tuned": metrics.finetuned[key]}

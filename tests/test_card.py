@@ -155,13 +155,17 @@ def test_gain_table_in_card_matches_metrics_json(matryoshka_run):
     section = text.split("### Gain over the Base Model", 1)[1].split("###", 1)[0]
     rows = {
         m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
-        for m in re.finditer(r"^\| \**([\w@.-]+)\** \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$", section, re.M)
+        for m in re.finditer(
+            r"^\| \**([\w@.-]+)\** \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \| [^|]* \|$", section, re.M
+        )
     }
     expected = gain_table(Metrics.model_validate(metrics))
     assert len(rows) == len(expected) > 0
     for row in expected:
         assert rows[row["metric"]] == pytest.approx((row["base"], row["fine-tuned"], row["delta"]), abs=1e-4)
     assert f"**{metrics['headline']}**" in section
+    gain = metrics["intervals"]["gain"]
+    assert f"| [{gain['low']:+.4f}, {gain['high']:+.4f}] |" in section and "95 % bootstrap intervals" in section
     fingerprint = json.loads((Path(matryoshka_run.run_dir) / "data" / "ingested" / "tiny_validation.json").read_text())[
         "fingerprint"
     ]

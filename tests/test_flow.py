@@ -64,6 +64,18 @@ def test_metrics_compare_base_and_finetuned_on_the_test_split(demo_like_run):
     assert result.finetuned == metrics["finetuned"][metrics["headline"]]
 
 
+def test_intervals_reach_metrics_json_and_the_release(demo_like_run):
+    _, result, root = demo_like_run
+    metrics = json.loads((Path(result.run_dir) / "metrics.json").read_text())
+    gain = metrics["intervals"]["gain"]
+    assert (
+        gain["low"] <= metrics["finetuned"][metrics["headline"]] - metrics["base"][metrics["headline"]] <= gain["high"]
+    )
+    meta = json.loads((root / "published" / "latest" / "training_meta.json").read_text())
+    assert meta["intervals"]["gain"] == gain and len(meta["per_query"]) == gain["n"]
+    assert "Δ 95 % CI" in (Path(result.model_dir) / "README.md").read_text()
+
+
 def test_card_carries_model_index_and_is_published_locally(demo_like_run):
     _, result, root = demo_like_run
     card = ModelCard.load(Path(result.model_dir) / "README.md")
@@ -194,7 +206,10 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
     assert "it/s]" in output  # the trainer's own progress bar stays
     summary = output[output.index("Run directory: ") :].splitlines()
     assert summary[1].startswith("tiny_validation_cosine_ndcg@10: base ") and " -> fine-tuned " in summary[1]
-    assert summary[2].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[3])
+    assert re.match(r"  gain [+-]0\.\d{4}, 95 % CI \[[+-]0\.\d{4}, [+-]0\.\d{4}\] over 30 test queries$", summary[2])
+    # 30 test queries cannot tell a few hundredths: the run says so.
+    assert summary[3].startswith("  Warning: the test split is too small to tell: over 30 queries the fine-tuned")
+    assert summary[4].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[5])
 
 
 def test_separate_train_and_test_files_run_as_given(recipe_dict, tmp_path, write_recipe):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from prefect import flow, get_client
@@ -17,7 +18,7 @@ from embedforge.data_reports import MiningReport
 from embedforge.flows.finetune import finetune
 from embedforge.mining import mining_warnings
 from embedforge.recipe import Recipe
-from embedforge.reports import mining_markdown
+from embedforge.reports import mining_markdown, trials_markdown
 from embedforge.tasks.choose import _trials
 from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.mine import mine_hard_negatives
@@ -154,7 +155,7 @@ def test_choose_keeps_no_mining_when_mining_lowers_the_eval_figure(tmp_path):
     report = _report(rows=10, mined_rows=4, in_batch_only_rows=6)
     plain, margin, three = _splits_with("plain"), _splits_with("margin", report), _splits_with("three", report)
     metric = "eval_cosine_ndcg@10"
-    trials = _trials(recipe, [(metric, 0.71, plain), (metric, 0.69, margin), (metric, 0.70, three)])
+    trials = _trials(recipe, [(metric, 0.71, plain, None), (metric, 0.69, margin, None), (metric, 0.70, three, None)])
     assert [t.name for t in trials if t.chosen] == ["no mining"]
     assert [(t.name, t.settings, t.without_negative) for t in trials] == [
         ("no mining", None, None),
@@ -163,14 +164,43 @@ def test_choose_keeps_no_mining_when_mining_lowers_the_eval_figure(tmp_path):
     ]
     # A tie is no gain: the simpler data wins.
     assert [
-        t.name for t in _trials(recipe, [(metric, 0.7, plain), (metric, 0.7, margin), (metric, 0.6, three)]) if t.chosen
+        t.name
+        for t in _trials(recipe, [(metric, 0.7, plain, None), (metric, 0.7, margin, None), (metric, 0.6, three, None)])
+        if t.chosen
     ] == ["no mining"]
     # Mining that helps is kept.
     assert [
         t.name
-        for t in _trials(recipe, [(metric, 0.7, plain), (metric, 0.72, margin), (metric, 0.6, three)])
+        for t in _trials(recipe, [(metric, 0.7, plain, None), (metric, 0.72, margin, None), (metric, 0.6, three, None)])
         if t.chosen
     ] == ["choose[0]"]
+
+
+def test_choose_replaces_no_mining_only_beyond_the_noise():
+    recipe = Recipe.model_validate(
+        {
+            "name": "c",
+            "ingest": {"path": "d.jsonl"},
+            "train": {"base_model": "m"},
+            "mine": {"choose": [{"num_negatives": 2}, {"num_negatives": 3}]},
+        }
+    )
+    plain, mined = _splits_with("plain"), _splits_with("mined", _report(rows=10, mined_rows=10, in_batch_only_rows=0))
+    rng = np.random.default_rng(0)
+    none = list(rng.random(100))
+    noisy = [v + d for v, d in zip(none, [0.0514, -0.0486] * 50)]  # 0.0014 better on average, ±0.05 a query
+    clear = [v + d for v, d in zip(none, rng.normal(0.03, 0.01, 100))]
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    results = [
+        ("m", mean(none), plain, none),
+        ("m", mean(noisy), mined, noisy),
+        ("m", mean(clear) - 0.02, mined, clear),
+    ]
+    trials = _trials(recipe, results[:2])
+    assert trials[1].figure > trials[0].figure and trials[1].versus_none[0] < 0 < trials[1].versus_none[1]
+    assert [t.name for t in trials if t.chosen] == ["no mining"]
+    assert [t.name for t in _trials(recipe, results) if t.chosen] == ["choose[1]"]
+    assert "vs no mining, 95 % CI" in trials_markdown(plain.model_copy(update={"mining_trials": trials}))
 
 
 def test_a_candidate_that_breaks_the_section_rules_is_named_by_its_place(tmp_path):
@@ -214,7 +244,7 @@ def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is
     assert list(figures) == ["no mining", "choose[0]", "choose[1]"], artifact.data
     assert figures["choose[0]"] == figures["no mining"]  # no negative for any pair: the same short run
     winner = next(name for name, figure in figures.items() if figure == max(figures.values()))
-    assert f"the best was kept: **{winner}**" in " ".join(artifact.data.split())
+    assert f"Kept: **{winner}**" in " ".join(artifact.data.split())
     assert winner != "choose[0]"  # a tie goes to no mining
     card = (run_dir / "model" / "README.md").read_text()
     assert "### Hard Negatives" in card and f"| **{winner}** |" in card

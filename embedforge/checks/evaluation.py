@@ -11,7 +11,7 @@ import functools
 
 import datasets
 
-from embedforge.config.evaluate import EvaluateConfig
+from embedforge.config.evaluate import GAIN_GATES, EvaluateConfig
 from embedforge.errors import EmbedforgeError, did_you_mean
 from embedforge.evaluators import dataset_evaluators, resolve_metric, run_evaluators
 from embedforge.training.trainer import quiet
@@ -69,7 +69,7 @@ def check_metric_names(
 ) -> list[tuple[str, str]]:
     """(field, problem) for every headline or gate metric the evaluators will not report."""
     asked = [("evaluate.headline", config.headline)] if config.headline else []
-    asked += [(f"evaluate.gates.{name}", name) for name in config.gates if name != "gain"]
+    asked += [(f"evaluate.gates.{name}", name) for name in config.gates if name not in GAIN_GATES]
     if not asked:
         return []
     known = dict.fromkeys(metric_names(datasets_by_name, config, similarity, negatives))

@@ -78,6 +78,16 @@ def _where(flow_options: dict) -> str:
     return flow_options.get("resume_dir") or f"the run directory under {output_root(flow_options['output_dir'])}"
 
 
+def _doubt(result) -> None:
+    """The gain's interval, and a warning when the test split is too small to tell."""
+    from embedforge.uncertainty import TOO_WIDE, too_small
+
+    if gain := result.intervals.get("gain"):
+        typer.echo(f"  gain {result.finetuned - result.base:+.4f}, {gain.signed} over {gain.n} test queries")
+    if (tuned := result.intervals.get("finetuned")) and tuned.half_width > TOO_WIDE:
+        typer.secho(f"  Warning: {too_small(tuned)}", fg=typer.colors.YELLOW)
+
+
 def _summary(result, seconds: float) -> None:
     """The run's outcome in a few lines; a model its quality gate rejected exits 1, as a failed check does."""
     typer.echo(f"\nRun directory: {result.run_dir}")
@@ -88,6 +98,7 @@ def _summary(result, seconds: float) -> None:
         typer.echo(f"{result.headline}: published {result.finetuned:.4f}")
     else:
         typer.echo(f"{result.headline}: base {result.base:.4f} -> fine-tuned {result.finetuned:.4f}")
+        _doubt(result)
     if result.synthetic_test:
         typer.echo(f"  {SYNTHETIC}")
     if outcome.decision == "rejected":
