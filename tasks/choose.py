@@ -9,7 +9,6 @@ eval split is measured here: the test split stays unread until the chosen settin
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.mine import MineConfig
-from embedforge.config.train import TrainConfig
 from embedforge.data_reports import MiningTrial
 from embedforge.errors import EmbedforgeError
 from embedforge.evaluators import build_evaluators, per_query_of, resolve_metric, run_evaluators
@@ -30,22 +28,9 @@ from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import trials_markdown
 from embedforge.tasks.mine import mine_hard_negatives
-from embedforge.training.run import run_training
+from embedforge.training.run import run_training, short_run
 from embedforge.types import Splits
 from embedforge.uncertainty import paired
-
-# Whatever the full run asks of the trainer, a short run saves nothing, reports nowhere and evaluates once, after.
-SHORT_RUN = {"save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False, "report_to": "none"}
-
-
-def _short(config: TrainConfig, steps: int, rows: int) -> TrainConfig:
-    """The full run's trainer settings for `steps` steps, never more than the full run would take."""
-    args = config.args
-    per_step = args.get("per_device_train_batch_size", 8) * args.get("gradient_accumulation_steps", 1)
-    full = args.get("max_steps", -1)
-    full = full if full > 0 else math.ceil(rows / per_step) * math.ceil(args.get("num_train_epochs", 3))
-    args = {**args, **SHORT_RUN, "max_steps": min(steps, full)}
-    return config.model_copy(update={"args": args, "resume": False, "devices": 1})
 
 
 @task(name="try-mining", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -55,7 +40,9 @@ def try_mining(
     """Mine as the candidate says (or not at all), train a short run, and measure it on the eval split."""
     mined = mine_hard_negatives(candidate, splits, recipe.split.group_by, f"{trial_dir}/mined") if candidate else splits
     rows = pq.read_metadata(splits.train).num_rows
-    model = run_training(_short(recipe.train, recipe.mine.trial_steps, rows), mined, recipe.evaluate, Path(trial_dir))
+    model = run_training(
+        short_run(recipe.train, recipe.mine.trial_steps, rows), mined, recipe.evaluate, Path(trial_dir)
+    )
     evaluators = build_evaluators(mined, "eval", recipe.evaluate)
     figures, leaves = run_evaluators(load_model(model.model_dir, max_seq_length=model.max_seq_length), evaluators)
     shutil.rmtree(model.model_dir)  # measured: a copy of the base model's size per candidate is not worth keeping

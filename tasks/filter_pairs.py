@@ -1,8 +1,8 @@
 """Filter: keep the generated pairs worth training on; count what each filter dropped.
 
 Side effect: writes ``<dir>/pairs.parquet``, the training data of a corpus recipe. Filters run
-cheapest first: length bounds, exact duplicates, near duplicates, then round-trip consistency (the base
-model must rank a query's own passage within the top k of all passages: Promptagator, InPars).
+cheapest first: length bounds, exact duplicates, near duplicates, then round-trip consistency
+(embedforge/round_trip.py): a judge must rank a query's own passage within the top k of all passages.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from embedforge.config.corpus import FilterConfig
 from embedforge.config.train import TrainConfig
 from embedforge.data_reports import FilterReport, GenerationReport
 from embedforge.logs import run_logger
-from embedforge.models import load_model
 from embedforge.reports import corpus_markdown
-from embedforge.stage_progress import encoding_progress
+from embedforge.round_trip import kept_by_round_trip
 
 
 def _fold(query: str) -> str:
@@ -45,19 +44,21 @@ def near_duplicates(queries: list[str], threshold: float) -> list[bool]:
     return flags
 
 
-def round_trip(frame: pd.DataFrame, k: int, model_ref: str, revision: str | None) -> pd.Series:
-    """Whether the model ranks each query's own passage within the top k of every passage."""
-    from sentence_transformers.util import semantic_search
-
-    model = load_model(model_ref, revision)
-    passages = list(dict.fromkeys(frame["positive"]))
-    index = {passage: i for i, passage in enumerate(passages)}
-    with encoding_progress(model, "filter (round trip)", len(passages) + len(frame)):
-        corpus = model.encode_document(passages, convert_to_tensor=True, show_progress_bar=False)
-        queries = model.encode_query(list(frame["anchor"]), convert_to_tensor=True, show_progress_bar=False)
-    hits = semantic_search(queries, corpus, top_k=min(k, len(passages)))
-    own = [index[p] for p in frame["positive"]]
-    return pd.Series([own[i] in {hit["corpus_id"] for hit in found} for i, found in enumerate(hits)], index=frame.index)
+def _round_trip_why(config: FilterConfig) -> str:
+    if config.round_trip_model == "base":
+        return (
+            f"the base model did not rank a query's own passage in its top {config.round_trip_k} of the corpus, as a "
+            "model that does not know the documents' language or domain does, which is when fine-tuning helps most; "
+            "set corpus.filter.round_trip_model: trained (a judge trained on the pairs themselves), raise "
+            "corpus.filter.round_trip_k, or set it to null"
+        )
+    return (
+        f"models trained on the other half of the generated pairs did not rank a query's own passage in its top "
+        f"{config.round_trip_k} of the corpus: most queries do not single out their passage (many alike chunks, "
+        "or queries too general); "
+        "read the sample pairs, raise corpus.filter.round_trip_k or corpus.filter.round_trip_steps, or set "
+        "round_trip_k to null"
+    )
 
 
 def drop_warning(config: FilterConfig, generated: int, dropped: dict[str, int]) -> str | None:
@@ -66,9 +67,7 @@ def drop_warning(config: FilterConfig, generated: int, dropped: dict[str, int]) 
         return None
     name, count = max(dropped.items(), key=lambda item: item[1])
     why = {
-        "round_trip": f"the base model did not rank a query's own passage in its top {config.round_trip_k} of the "
-        "corpus, as a model that does not know the documents' language or domain does, which is when fine-tuning "
-        "helps most; raise corpus.filter.round_trip_k, or set it to null",
+        "round_trip": _round_trip_why(config),
         "near_duplicate": "queries too alike to an earlier one; raise corpus.filter.near_duplicate toward 1, or set "
         "it to null",
         "duplicate": "the same query made for several chunks; set corpus.generate.queries_per_chunk lower, or "
@@ -85,7 +84,9 @@ def _apply(frame: pd.DataFrame, keep: pd.Series, name: str, dropped: dict) -> pd
     return frame[keep]
 
 
-def _filtered(config: FilterConfig, frame: pd.DataFrame, train: TrainConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+def _filtered(
+    config: FilterConfig, frame: pd.DataFrame, train: TrainConfig, out_dir: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """The pairs every filter kept, cheapest first, and how many each dropped."""
     dropped: dict[str, int] = {}
     lengths = frame["anchor"].str.len()
@@ -96,8 +97,7 @@ def _filtered(config: FilterConfig, frame: pd.DataFrame, train: TrainConfig) -> 
         flags = near_duplicates(list(frame["anchor"]), config.near_duplicate)
         frame = _apply(frame, ~pd.Series(flags, index=frame.index), "near_duplicate", dropped)
     if config.round_trip_k and len(frame):
-        kept = round_trip(frame, config.round_trip_k, train.base_model, train.base_model_revision)
-        frame = _apply(frame, kept, "round_trip", dropped)
+        frame = _apply(frame, kept_by_round_trip(config, frame, train, out_dir), "round_trip", dropped)
     return frame, dropped
 
 
@@ -106,7 +106,7 @@ def filter_pairs(
     config: FilterConfig, generated: GenerationReport, train: TrainConfig, out_dir: str, artifact_key: str | None = None
 ) -> FilterReport:
     """Drop queries out of length bounds, duplicates and those the base model cannot find their passage by."""
-    frame, dropped = _filtered(config, pd.read_parquet(generated.path), train)
+    frame, dropped = _filtered(config, pd.read_parquet(generated.path), train, out_dir)
     path = Path(out_dir) / "pairs.parquet"
     frame.reset_index(drop=True).to_parquet(path)
     warning = drop_warning(config, generated.pairs, dropped)

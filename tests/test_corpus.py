@@ -14,13 +14,16 @@ import pandas as pd
 import pytest
 
 from embedforge.chunking import Chunker, load_tokenizer
-from embedforge.config.corpus import CorpusConfig, GenerateConfig
+from embedforge.config.corpus import CorpusConfig, FilterConfig, GenerateConfig
+from embedforge.config.train import TrainConfig
+from embedforge.data_reports import GenerationReport
 from embedforge.documents import html_document, markdown_blocks, read_documents
 from embedforge.errors import EmbedforgeError
 from embedforge.generation import cache_key, crop_pairs, inverse_cloze_pairs, parse_queries
 from embedforge.recipe import Recipe
+from embedforge.tasks.filter_pairs import filter_pairs
 
-from conftest import BIN, cli, embedded_env, make_recipe, run_cli
+from conftest import BIN, cli, embedded_env, make_pairs, make_recipe, run_cli
 from llm_server import LocalLLM
 
 TOPICS = ["castle", "river", "engine", "garden", "comet", "library", "forest", "market", "violin", "glacier"]
@@ -254,7 +257,7 @@ def test_round_trip_drops_a_query_unrelated_to_its_chunk(prefect_server, tmp_pat
     with LocalLLM() as llm:
         llm.state.unrelated["comet"] = "what is the capital city of peru?"
         recipe = _llm_recipe(minilm, write_docs(tmp_path / "docs"), tmp_path, llm)
-        recipe["corpus"]["filter"]["round_trip_k"] = 3
+        recipe["corpus"]["filter"] |= {"round_trip_k": 3, "round_trip_model": "base"}
         report = flow(name="corpus-only")(pairs_from_corpus)(
             Recipe.model_validate(recipe), tmp_path / "r" / "x" / "run"
         )
@@ -458,3 +461,35 @@ def test_filter_and_mine_count_the_texts_their_model_encodes(monkeypatch, tiny_m
     assert len(said) == 10 and said[0].startswith("mine: 4 of 40 texts encoded (10%), ") and "40 of 40" in said[-1]
     model.encode(["after the stage"])
     assert len(said) == 10  # the hook is gone once the stage is done
+
+
+@pytest.mark.slow
+def test_a_judge_trained_on_the_pairs_keeps_what_a_base_that_knows_nothing_drops(tiny_model, tmp_path):
+    # The tiny random-init model knows nothing of these pairs, as a base model knows nothing of a corpus in a
+    # language it never saw: judged by it, most pairs fail the round trip. A first model trained on the pairs
+    # themselves (Promptagator's filter) has learnt what ties a query to its passage, and keeps them; each judges
+    # the half it did not train on.
+    pairs = make_pairs(120)
+    frame = pd.DataFrame({"anchor": [p["question"] for p in pairs], "positive": [p["context"] for p in pairs]})
+    # Ten queries paired with another query's passage: the noise the round trip is there to drop.
+    noise = frame.iloc[:10].assign(anchor=[f"{q} again" for q in frame["anchor"].iloc[10:20]])
+    frame = pd.concat([frame, noise], ignore_index=True)
+    frame.to_parquet(tmp_path / "generated.parquet")
+    generated = GenerationReport(
+        path=str(tmp_path / "generated.parquet"),
+        method="llm",
+        documents=120,
+        pairs=130,
+        chunks=120,
+        generated=120,
+        cached=0,
+    )
+    train = TrainConfig(base_model=tiny_model, args={"per_device_train_batch_size": 16, "learning_rate": 5e-4})
+    config = FilterConfig(round_trip_k=3, near_duplicate=None, round_trip_steps=60)
+    by_base = filter_pairs.fn(config.model_copy(update={"round_trip_model": "base"}), generated, train, str(tmp_path))
+    by_judge = filter_pairs.fn(config, generated, train, str(tmp_path / "judged"))
+    assert by_base.kept < 60 and "set corpus.filter.round_trip_model: trained" in by_base.warning
+    assert by_judge.kept > by_base.kept + 30, (by_base.kept, by_judge.kept)
+    kept = set(pd.read_parquet(by_judge.path)["anchor"])
+    assert len(kept & set(noise["anchor"])) <= 2  # no judge saw the mismatched pairs: it finds their real passages
+    assert not list((tmp_path / "judged").glob("round-trip-*"))  # the judges are gone once they have judged

@@ -128,8 +128,20 @@ class FilterConfig(Section):
     round_trip_k: int | None = Field(
         10,
         ge=1,
-        description="Keep a query only when the base model ranks its own chunk within the top k of the corpus "
-        "(Promptagator/InPars consistency); null keeps every query.",
+        description="Keep a query only when the judge (round_trip_model) ranks its own chunk within the top k of "
+        "the corpus (Promptagator/InPars consistency); null keeps every query.",
+    )
+    round_trip_model: Literal["trained", "base"] = Field(
+        "trained",
+        description="The round trip's judge: 'trained', two models trained from the base for round_trip_steps steps "
+        "on half the generated pairs each, each judging the other half (Promptagator's filter, out of fold: it "
+        "holds when the base model does not know the documents' domain or language); 'base', the base model as it "
+        "is (cheaper; drops most pairs of a domain the base does not know).",
+    )
+    round_trip_steps: int = Field(
+        100,
+        ge=1,
+        description="Training steps of each 'trained' judge (at most what the full run's epochs take on its half).",
     )
     dedupe: bool = Field(True, description="Drop exact duplicate queries (after case and space folding).")
     near_duplicate: float | None = Field(

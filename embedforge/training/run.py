@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -24,6 +25,18 @@ from embedforge.training.trainer import card_data, make_trainer, training_args
 from embedforge.types import Splits, TrainedModel
 
 CARD_DATA_FILE = "model_card_data.pkl"
+# Whatever the full run asks of the trainer, a short run saves nothing, reports nowhere and evaluates once, after.
+SHORT_RUN = {"save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False, "report_to": "none"}
+
+
+def short_run(config: TrainConfig, steps: int, rows: int) -> TrainConfig:
+    """The full run's trainer settings for `steps` steps, never more than the full run would take."""
+    args = config.args
+    per_step = args.get("per_device_train_batch_size", 8) * args.get("gradient_accumulation_steps", 1)
+    full = args.get("max_steps", -1)
+    full = full if full > 0 else math.ceil(rows / per_step) * math.ceil(args.get("num_train_epochs", 3))
+    args = {**args, **SHORT_RUN, "max_steps": min(steps, full)}
+    return config.model_copy(update={"args": args, "resume": False, "devices": 1})
 
 
 def trained_model(config: TrainConfig, run_dir: Path) -> TrainedModel:
