@@ -6,7 +6,7 @@ import json
 
 from embedforge.data_reports import FilterReport, MiningReport
 from embedforge.types import BackendTrial, MergeTrial, Metrics, Splits
-from embedforge.uncertainty import NO_INTERVAL, RESAMPLES, TOO_WIDE, too_small
+from embedforge.uncertainty import NO_INTERVAL, RESAMPLES, too_small
 
 
 def gain_table(metrics: Metrics) -> list[dict]:
@@ -35,8 +35,8 @@ def doubt_markdown(metrics: Metrics) -> str:
         f"base {found['base']}, fine-tuned {found['finetuned']}, gain {found['gain'].signed} (paired: both models "
         "on the same resampled queries)."
     )
-    if found["finetuned"].half_width > TOO_WIDE:
-        text += f"\n\n**Warning:** {too_small(found['finetuned'])}."
+    if warning := too_small(found):
+        text += f"\n\n**Warning:** {warning}."
     return text
 
 

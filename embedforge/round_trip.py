@@ -49,14 +49,15 @@ def kept_by_round_trip(config: FilterConfig, frame: pd.DataFrame, train: TrainCo
         return round_trip(frame, config.round_trip_k, train.base_model, train.base_model_revision)
     order = np.random.default_rng(SEED).permutation(len(frame))
     halves = [frame.index[order[: len(frame) // 2]], frame.index[order[len(frame) // 2 :]]]
+    short = short_run(train, config.round_trip_steps, len(halves[0]))
     run_logger().info(
         "Filter: round trip judged out of fold: two models trained %d steps on half the pairs each (%d and %d), "
         "each judging the other half",
-        *(config.round_trip_steps, len(halves[0]), len(halves[1])),
+        *(short.args["max_steps"], len(halves[0]), len(halves[1])),
     )
     kept = []
     for n, (learned, judged) in enumerate([(halves[0], halves[1]), (halves[1], halves[0])]):
-        judge = _train_judge(frame.loc[learned], train, config.round_trip_steps, Path(out_dir) / f"round-trip-{n}")
+        judge = _train_judge(frame.loc[learned], short, Path(out_dir) / f"round-trip-{n}")
         try:
             kept.append(round_trip(frame, config.round_trip_k, judge, None, judged))
         finally:
@@ -64,9 +65,9 @@ def kept_by_round_trip(config: FilterConfig, frame: pd.DataFrame, train: TrainCo
     return pd.concat(kept).reindex(frame.index)
 
 
-def _train_judge(pairs: pd.DataFrame, train: TrainConfig, steps: int, folder: Path) -> str:
+def _train_judge(pairs: pd.DataFrame, short: TrainConfig, folder: Path) -> str:
     """A short run of the recipe's own training from its base model, on these pairs; the model's folder."""
     folder.mkdir(parents=True, exist_ok=True)
     pairs[["anchor", "positive"]].to_parquet(folder / "pairs.parquet")
     splits = Splits(train=str(folder / "pairs.parquet"), train_name="judge", train_kind="retrieval", evaluation={})
-    return run_training(short_run(train, steps, len(pairs)), splits, EvaluateConfig(), folder).model_dir
+    return run_training(short, splits, EvaluateConfig(), folder).model_dir

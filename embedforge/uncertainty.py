@@ -79,10 +79,14 @@ def beyond_noise(difference: Interval | None) -> bool | None:
     return None if difference is None else difference.low > 0
 
 
-def too_small(figure: Interval) -> str:
-    """The warning for a test split whose figures move by more than TOO_WIDE from one sample of queries to the next."""
+def too_small(intervals: dict[str, Interval]) -> str | None:
+    """The warning for a test split too small to tell the changes a fine-tune makes: the gain's interval is wider
+    than ±TOO_WIDE. None when it is narrower, or when there is no interval."""
+    gain = intervals.get("gain")
+    if gain is None or gain.half_width <= TOO_WIDE:
+        return None
     return (
-        f"the test split is too small to tell: over {figure.n} queries the fine-tuned figure's 95 % interval is "
-        f"±{figure.half_width:.3f}, so differences below that are noise. Add test queries (split.test_file: "
-        "real ones, 50-100 at least; a few hundred narrow it to about ±0.02)"
+        f"the test split is too small to tell: over {gain.n} queries the gain's 95 % interval is "
+        f"±{gain.half_width:.3f}, so a difference smaller than that is noise. It narrows with the square root of the "
+        "number of queries (four times as many halve it): add test queries (split.test_file, written by people)"
     )

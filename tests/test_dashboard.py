@@ -169,9 +169,64 @@ def test_gain_table_reads_base_finetuned_and_delta(server, finished_run, page, s
     page.get_by_text("tiny_validation_cosine_ndcg@10", exact=True).wait_for(timeout=30000)
     # The latest gain table is the rejected run's, and says so.
     page.get_by_text(re.compile("REJECTED by the quality gate")).first.wait_for(timeout=15000)
+    # 30 test queries: the figures carry an interval, and the table says they cannot tell small differences.
+    page.get_by_text(re.compile("the test split is too small to tell: over 30 queries")).first.wait_for(timeout=15000)
     page.screenshot(path=str(shots / "gain-table.png"))
-    for column in ["metric", "base", "fine-tuned", "delta"]:
+    for column in ["metric", "base", "fine-tuned", "delta", "delta 95 % CI"]:
         assert page.get_by_text(column, exact=True).count() >= 1, column
+    assert page.get_by_text(re.compile(r"^\[[+-]0\.\d{4}, [+-]0\.\d{4}\]$")).count() == 1  # the headline's row
+
+
+@pytest.fixture(scope="module")
+def corpus_run(server, tmp_path_factory, _tiny_model_master):
+    """Pages turned into pairs, judged by the tiny random-init base: it knows nothing, so most pairs are dropped."""
+    import yaml
+
+    from conftest import make_recipe
+
+    root = tmp_path_factory.mktemp("dash-docs")
+    shutil.copytree(_tiny_model_master, root / "model")
+    (root / "docs").mkdir()
+    for topic in ["castle", "river", "engine", "garden", "harbor", "market", "temple", "forest"]:
+        sections = [
+            f"## {part.title()}\n\nThe {topic} {part} is described here. Visitors of the {topic} note its {part}. "
+            f"Every {part} of a {topic} has a keeper. The keeper of the {topic} {part} writes a ledger."
+            for part in ("history", "layout", "custom")
+        ]
+        (root / "docs" / f"{topic}.md").write_text(f"# The {topic}\n\n" + "\n\n".join(sections) + "\n")
+    recipe = make_recipe("tiny-dashboard-docs", str(root / "model"), root / "docs", push={})
+    recipe["ingest"] = {"name": "docs"}
+    recipe["split"] = {"eval_size": 0.1, "test_size": 0.3, "seed": 3}
+    recipe["corpus"] = {
+        "path": str(root / "docs"),
+        "chunk_tokens": 48,
+        "overlap": 8,
+        "min_chunk_tokens": 8,
+        "generate": {"method": "inverse_cloze", "queries_per_chunk": 2},
+        "filter": {"round_trip_k": 1, "round_trip_model": "base"},
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    live_cli(server, "embedforge", "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"))
+
+
+def test_a_corpus_run_shows_the_filter_warning_and_how_far_each_stage_got(server, corpus_run, page, shots):
+    page.goto(_artifact_page(server, "tiny-dashboard-docs-generation"))
+    page.get_by_text(re.compile("generated pairs kept: round trip dropped")).first.wait_for(timeout=30000)
+    page.get_by_text(re.compile("set corpus.filter.round_trip_model: trained")).first.wait_for(timeout=15000)
+    page.screenshot(path=str(shots / "generation-warning.png"))
+    (run,) = _flow_runs(server, "tiny-dashboard-docs-")[:1]
+    progress = {
+        a["description"]: a
+        for a in live_api(server, "artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
+        if a["flow_run_id"] == run["id"]
+    }
+    stages = {description.split(":")[0] for description in progress}
+    assert {"chunk", "filter (round trip)"} <= stages, stages
+    (filtered,) = [a for d, a in progress.items() if d.startswith("filter (round trip)")]
+    assert filtered["data"] == 100.0
+    page.goto(f"{server}/artifacts/artifact/{filtered['id']}")
+    page.get_by_text("100%").first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "filter-progress.png"))
 
 
 def test_model_card_renders_as_on_the_hub(server, finished_run, page, shots):

@@ -208,7 +208,7 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
     assert summary[1].startswith("tiny_validation_cosine_ndcg@10: base ") and " -> fine-tuned " in summary[1]
     assert re.match(r"  gain [+-]0\.\d{4}, 95 % CI \[[+-]0\.\d{4}, [+-]0\.\d{4}\] over 30 test queries$", summary[2])
     # 30 test queries cannot tell a few hundredths: the run says so.
-    assert summary[3].startswith("  Warning: the test split is too small to tell: over 30 queries the fine-tuned")
+    assert summary[3].startswith("  Warning: the test split is too small to tell: over 30 queries the gain's")
     assert summary[4].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[5])
 
 

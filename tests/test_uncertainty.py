@@ -105,12 +105,12 @@ def test_decide_keeps_the_champion_when_the_challenger_is_better_only_within_noi
 def test_a_small_test_split_is_warned_about_in_the_summary_and_the_card(capsys):
     rng = np.random.default_rng(1)
     base = list(rng.random(25))
-    small = _metrics(base, [min(1, b + 0.02) for b in base])
-    assert small.intervals["finetuned"].half_width > TOO_WIDE
+    small = _metrics(base, [float(np.clip(b + rng.normal(0.02, 0.15), 0, 1)) for b in base])
+    assert small.intervals["gain"].half_width > TOO_WIDE
     _doubt(RunResult.trained(Path("run"), "model", small, _record()))
     out = capsys.readouterr().out
     assert "gain +0.0" in out and "over 25 test queries" in out
-    assert "Warning: the test split is too small to tell: over 25 queries the fine-tuned figure's 95 % interval" in out
+    assert "Warning: the test split is too small to tell: over 25 queries the gain's 95 % interval" in out
     assert "**Warning:** the test split is too small" in doubt_markdown(small)
     large = _metrics([0.5] * 2000, [0.52] * 1000 + [0.53] * 1000)
     assert "Warning" not in doubt_markdown(large) and "gain 95 % CI [+0.02" in doubt_markdown(large)

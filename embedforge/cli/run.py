@@ -80,12 +80,12 @@ def _where(flow_options: dict) -> str:
 
 def _doubt(result) -> None:
     """The gain's interval, and a warning when the test split is too small to tell."""
-    from embedforge.uncertainty import TOO_WIDE, too_small
+    from embedforge.uncertainty import too_small
 
     if gain := result.intervals.get("gain"):
         typer.echo(f"  gain {result.finetuned - result.base:+.4f}, {gain.signed} over {gain.n} test queries")
-    if (tuned := result.intervals.get("finetuned")) and tuned.half_width > TOO_WIDE:
-        typer.secho(f"  Warning: {too_small(tuned)}", fg=typer.colors.YELLOW)
+    if warning := too_small(result.intervals):
+        typer.secho(f"  Warning: {warning}", fg=typer.colors.YELLOW)
 
 
 def _summary(result, seconds: float) -> None:
