@@ -59,10 +59,12 @@ def icd10(folder: Path) -> tuple[Path, Path, Path]:
         for category, codes in sorted(descriptions.items())
     ]
     test = [{"anchor": r["anchor"], "positive": r["positive"]} for r in rows if r["category"] in tested]
+    seen = {text for row in test for text in (row["anchor"], row["positive"])}
+    # A term or description that is also a test pair's (the same wording under two categories) would be memory.
     train = [
         {"anchor": r["anchor"], "positive": r["positive"], "category": r["category"]}
         for r in rows
-        if r["category"] in trained
+        if r["category"] in trained and r["anchor"] not in seen and r["positive"] not in seen
     ]
     return (
         _write(folder / "documents.jsonl", documents),

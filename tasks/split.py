@@ -6,6 +6,7 @@ Side effect: writes ``<dir>/train.parquet`` and, per evaluation dataset,
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import datasets
@@ -135,6 +136,11 @@ def shared_pairs(part: datasets.Dataset, others: list[datasets.Dataset], kind: s
     return sum(any(row[c] in seen[c] for c in columns) for row in part.select_columns(columns))
 
 
+def _share_up(share: float) -> str:
+    """A share rounded up to three decimals: a max_overlap that accepts it (1 of 1571 is 0.001, not 0.00)."""
+    return f"{math.ceil(share * 1000) / 1000:g}"
+
+
 def check_overlap(
     config: SplitConfig, label: str, train: datasets.Dataset, parts: dict[str, datasets.Dataset], kind: str
 ):
@@ -147,7 +153,8 @@ def check_overlap(
             raise EmbedforgeError(
                 f"split: {count} of {len(part)} {label} {name} pairs ({count / len(part):.1%}) share a text with "
                 f"the training split (split.max_overlap = {config.max_overlap}); their figures would measure "
-                f"memory. Remove them from the data, or set split.max_overlap: {count / len(part):.2f} to accept it"
+                f"memory. Remove them from the data, or set split.max_overlap: {_share_up(count / len(part))} to "
+                "accept it"
             )
         if count:
             run_logger().warning(

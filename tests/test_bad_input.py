@@ -920,3 +920,17 @@ def test_a_general_set_the_model_trains_on_is_refused_in_the_run_too(recipe_dict
     assert str(refused.value).startswith(
         "evaluate.general: 120 of 120 pairs of faq share a text with the training, eval or test split"
     )
+
+
+def test_a_release_beside_a_documents_file_is_not_among_the_documents(tmp_path):
+    # One .jsonl of documents: the folder it sits in is not read, so a release written there is no document.
+    from embedforge.checks.corpus import _check_release_outside
+    from embedforge.recipe import Recipe
+
+    (tmp_path / "documents.jsonl").write_text('{"id": "a", "text": "A page."}\n')
+    recipe = {"name": "docs", "train": {"base_model": "m"}, "ingest": {"name": "docs"}}
+    beside = recipe | {"corpus": {"path": str(tmp_path / "documents.jsonl")}, "push": {"local_dir": str(tmp_path)}}
+    assert _check_release_outside(Recipe.model_validate(beside)) == []
+    inside = beside | {"corpus": {"path": str(tmp_path)}, "push": {"local_dir": str(tmp_path / "published")}}
+    ((field, problem),) = _check_release_outside(Recipe.model_validate(inside))
+    assert field == "push.local_dir" and "is inside corpus.path" in problem

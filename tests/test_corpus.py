@@ -369,28 +369,24 @@ def test_an_unset_key_variable_is_named_not_blamed_on_the_endpoint(tiny_model, t
     assert "refused the key" not in refused.output
 
 
+def _generated(frame: pd.DataFrame, folder: Path) -> GenerationReport:
+    """What generate would hand the filter for these pairs, one chunk each."""
+    frame.to_parquet(folder / "generated.parquet")
+    n = len(frame)
+    return GenerationReport(
+        path=str(folder / "generated.parquet"), method="llm", documents=n, pairs=n, chunks=n, generated=n, cached=0
+    )
+
+
 def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, monkeypatch):
     import logging
 
     import embedforge.tasks.filter_pairs
-    from embedforge.config.corpus import FilterConfig
-    from embedforge.config.train import TrainConfig
-    from embedforge.data_reports import GenerationReport
     from embedforge.reports import corpus_markdown
-    from embedforge.tasks.filter_pairs import filter_pairs
 
     queries = [f"how does the keeper of the {topic} write the ledger each evening" for topic in TOPICS]
     frame = pd.DataFrame({"anchor": queries, "positive": [f"The {t} keeper writes a ledger." for t in TOPICS]})
-    frame.to_parquet(tmp_path / "generated.parquet")
-    generated = GenerationReport(
-        path=str(tmp_path / "generated.parquet"),
-        method="llm",
-        documents=10,
-        pairs=10,
-        chunks=10,
-        generated=10,
-        cached=0,
-    )
+    generated = _generated(frame, tmp_path)
     config = FilterConfig(round_trip_k=None, near_duplicate=0.5)
     said = []
     logger = logging.Logger("a run's logger")  # what run_logger() is inside a run, here outside one
@@ -474,16 +470,7 @@ def test_a_judge_trained_on_the_pairs_keeps_what_a_base_that_knows_nothing_drops
     # Ten queries paired with another query's passage: the noise the round trip is there to drop.
     noise = frame.iloc[:10].assign(anchor=[f"{q} again" for q in frame["anchor"].iloc[10:20]])
     frame = pd.concat([frame, noise], ignore_index=True)
-    frame.to_parquet(tmp_path / "generated.parquet")
-    generated = GenerationReport(
-        path=str(tmp_path / "generated.parquet"),
-        method="llm",
-        documents=120,
-        pairs=130,
-        chunks=120,
-        generated=120,
-        cached=0,
-    )
+    generated = _generated(frame, tmp_path)
     train = TrainConfig(base_model=tiny_model, args={"per_device_train_batch_size": 16, "learning_rate": 5e-4})
     config = FilterConfig(round_trip_k=3, near_duplicate=None, round_trip_steps=60)
     by_base = filter_pairs.fn(config.model_copy(update={"round_trip_model": "base"}), generated, train, str(tmp_path))

@@ -9,7 +9,7 @@ from embedforge.config.ingest import IngestConfig
 from embedforge.config.split import SplitConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.tasks.ingest import ingest_dataset
-from embedforge.tasks.split import split_dataset
+from embedforge.tasks.split import _share_up, split_dataset
 
 from conftest import make_pairs, write_jsonl
 
@@ -159,6 +159,8 @@ def test_a_test_file_that_repeats_the_training_data_is_refused_or_reported(tmp_p
     assert str(error.value).startswith(
         "split: 40 of 40 data test pairs (100.0%) share a text with the training split (split.max_overlap = 0.0)"
     )
+    # The setting offered accepts what was found: 1 of 1571 is 0.001, not 0.00 (which would refuse it again).
+    assert (_share_up(1 / 1571), _share_up(3 / 119), _share_up(0.5)) == ("0.001", "0.026", "0.5")
     allowed = SplitConfig(test_file="test.jsonl", eval_size=0.0, max_overlap=1.0)
     result = split(allowed, train, [], {"test": same}, str(tmp_path / "s2"))
     assert result.evaluation[""].overlap == {"test": "40 of 40"}

@@ -53,9 +53,11 @@ def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
 
 def _check_release_outside(recipe: Recipe) -> list[tuple[str, str]]:
     """Releases written among the documents would be read as documents by the next run: cards trained on cards."""
-    local_dir = recipe.push.local_dir
+    local_dir, named = recipe.push.local_dir, Path(recipe.corpus.path).expanduser()
+    if not local_dir or named.is_file():  # one documents file: nothing beside it is read
+        return []
     root = named_root(recipe.corpus.path)  # the folder itself, or a glob's folder
-    if local_dir and Path(local_dir).expanduser().resolve().is_relative_to(root.resolve()):
+    if Path(local_dir).expanduser().resolve().is_relative_to(root.resolve()):
         return [
             (
                 "push.local_dir",
