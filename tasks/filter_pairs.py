@@ -17,6 +17,7 @@ from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.corpus import FilterConfig
 from embedforge.config.train import TrainConfig
 from embedforge.data_reports import FilterReport, GenerationReport
+from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
 from embedforge.reports import corpus_markdown
 from embedforge.round_trip import kept_by_round_trip
@@ -124,4 +125,6 @@ def filter_pairs(
     if artifact_key:
         samples = frame.sample(min(3, len(frame)), random_state=0)[["anchor", "positive"]].to_dict("records")
         create_markdown_artifact(corpus_markdown(report, samples), key=artifact_key)
+    if not report.kept:
+        raise EmbedforgeError(f"filter: no pair left to train on: {warning or 'generate made none'}")
     return report

@@ -407,6 +407,11 @@ def test_a_filter_that_drops_most_pairs_says_why_and_what_to_change(tmp_path, mo
         filter_pairs.fn(config.model_copy(update={"near_duplicate": None}), generated, train, str(tmp_path)).warning
         is None
     )
+    # Nothing left is not a run with no data that fails later in ingest: the filter says so, and why.
+    with pytest.raises(
+        EmbedforgeError, match=r"^filter: no pair left to train on: only 0 of 10 generated pairs kept: "
+    ):
+        filter_pairs.fn(config.model_copy(update={"min_query_chars": 300}), generated, train, str(tmp_path))
 
 
 def test_a_long_stage_says_how_far_it_is_once_a_tenth_and_batches_stay_off_the_terminal(monkeypatch):
