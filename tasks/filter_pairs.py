@@ -81,8 +81,9 @@ def drop_warning(config: FilterConfig, generated: int, dropped: dict[str, int]) 
 
 
 def _apply(frame: pd.DataFrame, keep: pd.Series, name: str, dropped: dict) -> pd.DataFrame:
+    keep = keep.astype(bool)  # an empty Series has no dtype of its own, and frame[] would read it as columns
     dropped[name] = int((~keep).sum())
-    return frame[keep]
+    return frame[keep.to_numpy()]
 
 
 def _filtered(

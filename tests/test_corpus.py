@@ -485,3 +485,12 @@ def test_a_judge_trained_on_the_pairs_keeps_what_a_base_that_knows_nothing_drops
     kept = set(pd.read_parquet(by_judge.path)["anchor"])
     assert len(kept & set(noise["anchor"])) <= 2  # no judge saw the mismatched pairs: it finds their real passages
     assert not list((tmp_path / "judged").glob("round-trip-*"))  # the judges are gone once they have judged
+
+
+def test_filters_after_one_that_dropped_everything_keep_the_columns(tmp_path):
+    # An empty frame's flags are an empty Series of no dtype; read as a column selection they dropped the columns.
+    frame = pd.DataFrame({"anchor": ["short", "tiny"], "positive": ["A passage.", "Another passage."]})
+    config = FilterConfig(min_query_chars=30, round_trip_k=None)
+    with pytest.raises(EmbedforgeError, match=r"^filter: no pair left to train on: only 0 of 2 generated pairs kept"):
+        filter_pairs.fn(config, _generated(frame, tmp_path), TrainConfig(base_model="unused"), str(tmp_path))
+    assert {"anchor", "positive"} <= set(pd.read_parquet(tmp_path / "pairs.parquet").columns)
