@@ -35,7 +35,7 @@ def round_trip(frame: pd.DataFrame, k: int, model_ref: str, revision: str | None
     model = load_model(model_ref, revision)
     passages = list(dict.fromkeys(frame["positive"]))
     index = {passage: i for i, passage in enumerate(passages)}
-    with encoding_progress(model, "filter (round trip)", len(passages) + len(rows)):
+    with encoding_progress(model, "filter (round trip, encoding)", len(passages) + len(rows)):
         corpus = model.encode_document(passages, convert_to_tensor=True, show_progress_bar=False)
         queries = model.encode_query(list(frame.loc[rows, "anchor"]), convert_to_tensor=True, show_progress_bar=False)
     hits = semantic_search(queries, corpus, top_k=min(k, len(passages)))

@@ -56,7 +56,7 @@ def _width(config: MineConfig, largest_group: int) -> int:
 def _candidates(data: datasets.Dataset, config: MineConfig, model, width: int) -> dict[tuple, list]:
     """{(anchor, positive): [(passage, score), ...] hardest first} from the library, plus the positive's score."""
     corpus = list(dict.fromkeys(data["positive"]))
-    with encoding_progress(model, "mine", len(data) + len(corpus)):
+    with encoding_progress(model, "mine (encoding)", len(data) + len(corpus)):
         mined = _library_mining(data, config, model, width, corpus)  # its bars: off in logs.quiet_libraries
     return {
         (row["anchor"], row["positive"][0]): list(zip(row["positive"], row["scores"], strict=True)) for row in mined

@@ -456,10 +456,10 @@ def test_filter_and_mine_count_the_texts_their_model_encodes(monkeypatch, tiny_m
     )
     monkeypatch.setattr(embedforge.stage_progress, "run_logger", lambda: logger)
     model = load_model(tiny_model)
-    with encoding_progress(model, "mine", 40):
+    with encoding_progress(model, "mine (encoding)", 40):
         model.encode_query([f"query {n}" for n in range(20)], batch_size=4)
         model.encode_document([f"passage {n}" for n in range(20)], batch_size=4)
-    assert len(said) == 10 and said[0].startswith("mine: 4 of 40 texts encoded (10%), ") and "40 of 40" in said[-1]
+    assert len(said) == 10 and said[0].startswith("mine (encoding): 4 of 40 texts (10%), ") and "40 of 40" in said[-1]
     model.encode(["after the stage"])
     assert len(said) == 10  # the hook is gone once the stage is done
 

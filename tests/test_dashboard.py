@@ -224,8 +224,8 @@ def test_a_corpus_run_shows_the_filter_warning_and_how_far_each_stage_got(server
         if a["flow_run_id"] == run["id"]
     }
     stages = {description.split(":")[0] for description in progress}
-    assert {"chunk", "filter (round trip)"} <= stages, stages
-    (filtered,) = [a for d, a in progress.items() if d.startswith("filter (round trip)")]
+    assert {"chunk", "filter (round trip, encoding)"} <= stages, stages
+    (filtered,) = [a for d, a in progress.items() if d.startswith("filter (round trip, encoding)")]
     assert filtered["data"] == 100.0
     page.goto(f"{server}/artifacts/artifact/{filtered['id']}")
     page.get_by_text("100%").first.wait_for(timeout=30000)
