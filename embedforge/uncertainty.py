@@ -28,14 +28,20 @@ class PerQueryRetrievalEvaluator(InformationRetrievalEvaluator):
     """
 
     per_query: dict[str, list[float]] | None = None
+    _scored: list[list[dict]] | None = None  # each score function's per-query figures, while __call__ runs
 
     def __call__(self, model, output_path=None, epoch=-1, steps=-1, *args, **kwargs):
-        self._scored: list[list[dict]] = []
-        metrics = super().__call__(model, output_path, epoch, steps, *args, **kwargs)
+        self._scored = []
+        try:
+            metrics = super().__call__(model, output_path, epoch, steps, *args, **kwargs)
+            scored = self._scored
+        finally:
+            self._scored = None
         prefix = f"{self.name}_" if self.name else ""
         self.per_query = {
             f"{prefix}{function}_{metric.replace('@k', f'@{k}')}": [float(query[metric][k]) for query in queries]
-            for function, queries in zip(self.score_functions, self._scored)
+            for function, queries in zip(self.score_functions, scored)
+            if queries
             for metric, values in queries[0].items()
             for k in values
         }
@@ -43,6 +49,8 @@ class PerQueryRetrievalEvaluator(InformationRetrievalEvaluator):
 
     def compute_metrics(self, queries_result_list: list[object]):
         totals = super().compute_metrics(queries_result_list)
+        if self._scored is None:  # called outside __call__: only the totals are asked for
+            return totals
         ids, texts, each = self.queries_ids, self.queries, []
         try:
             for n, result in enumerate(queries_result_list):
