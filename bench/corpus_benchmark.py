@@ -100,8 +100,9 @@ def recipe(corpus: str, method: str, seed: int, files: tuple, folder: Path) -> P
     return path
 
 
-def run(path: Path, folder: Path) -> dict:
+def run(path: Path, folder: Path, overrides: list[str]) -> dict:
     command = [sys.executable, "-m", "embedforge", "run", str(path), "--output-dir", str(folder / "runs")]
+    command += [arg for override in overrides for arg in ("--set", override)]
     done = subprocess.run(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     name = yaml.safe_load(path.read_text())["name"]
     runs = sorted((folder / "runs" / name).glob("2*/metrics.json"))
@@ -126,14 +127,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--methods", nargs="+", default=["inverse_cloze", "crop", "supervised"])
     parser.add_argument("--out", type=Path, default=None, help="JSON lines of every run's figures")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, as embedforge run")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{args.corpus}-"))
     files = icd10(folder) if args.corpus == "icd10" else python_docs(folder)
     out = args.out or folder / "results.jsonl"
     for seed in args.seeds:
         for method in args.methods:
-            result = {"corpus": args.corpus, "method": method, "seed": seed} | run(
-                recipe(args.corpus, method, seed, files, folder), folder
+            result = {"corpus": args.corpus, "method": method, "seed": seed, "overrides": args.overrides} | run(
+                recipe(args.corpus, method, seed, files, folder), folder, args.overrides
             )
             with out.open("a") as results:
                 results.write(json.dumps(result) + "\n")
