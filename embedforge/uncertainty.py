@@ -87,6 +87,11 @@ def beyond_noise(difference: Interval | None) -> bool | None:
     return None if difference is None else difference.low > 0
 
 
+def gain_line(gain: float, difference: Interval) -> str:
+    """The gain as the log and the terminal summary say it."""
+    return f"gain {gain:+.4f}, {difference.signed} over {difference.n} test queries"
+
+
 def too_small(intervals: dict[str, Interval]) -> str | None:
     """The warning for a test split too small to tell the changes a fine-tune makes: the gain's interval is wider
     than ±TOO_WIDE. None when it is narrower, or when there is no interval."""

@@ -18,7 +18,7 @@ from embedforge.figures import Measurement
 from embedforge.hashing import files_digest
 from embedforge.logs import run_logger
 from embedforge.types import Metrics, Splits, TrainedModel
-from embedforge.uncertainty import interval, paired, too_small
+from embedforge.uncertainty import gain_line, interval, paired, too_small
 
 
 def measurement_key(config: EvaluateConfig, splits: Splits, max_seq_length: int | None) -> str:
@@ -70,7 +70,7 @@ def _report(metrics: Metrics) -> None:
     ]:
         log.info("%s%s: base %.4f, fine-tuned %.4f", name, key, metrics.base[key], metrics.finetuned[key])
     if gain := metrics.intervals.get("gain"):
-        log.info("gain %+.4f, %s over %d test queries", metrics.gain, gain.signed, gain.n)
+        log.info(gain_line(metrics.gain, gain))
     if warning := too_small(metrics.intervals):
         log.warning(warning)
 

@@ -80,10 +80,10 @@ def _where(flow_options: dict) -> str:
 
 def _doubt(result) -> None:
     """The gain's interval, and a warning when the test split is too small to tell."""
-    from embedforge.uncertainty import too_small
+    from embedforge.uncertainty import gain_line, too_small
 
     if gain := result.intervals.get("gain"):
-        typer.echo(f"  gain {result.finetuned - result.base:+.4f}, {gain.signed} over {gain.n} test queries")
+        typer.echo(f"  {gain_line(result.finetuned - result.base, gain)}")
     if warning := too_small(result.intervals):
         typer.secho(f"  Warning: {warning}", fg=typer.colors.YELLOW)
 
