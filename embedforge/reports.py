@@ -56,11 +56,15 @@ def general_markdown(metrics: Metrics, max_drop: float | None) -> str:
 
 
 def merge_markdown(trials: list[MergeTrial], method: str) -> str:
-    """Every weight `merge` tried: its eval figure and general sets' changes, the one kept in bold."""
+    """Every weight `merge` tried: its eval figure, its difference from the model as trained and general sets'
+    changes, the one kept in bold."""
     names = list(trials[0].general_drop)
-    head = "| fine-tuned share | eval " + trials[0].metric + "".join(f" | general {n}, change" for n in names) + " |"
+    head = f"| fine-tuned share | eval {trials[0].metric} | vs 1, 95 % CI" + "".join(
+        f" | general {n}, change" for n in names
+    )
     rows = "".join(
-        f"| {'**' if t.chosen else ''}{t.weight:g}{'**' if t.chosen else ''} | {t.figure:.4f}"
+        f"| {'**' if t.chosen else ''}{t.weight:g}{'**' if t.chosen else ''} | {t.figure:.4f} | "
+        + ("-" if t.versus_unmerged is None else "[{:+.4f}, {:+.4f}]".format(*t.versus_unmerged))
         + "".join(f" | {-t.general_drop[n]:+.4f}" for n in names)
         + " |\n"
         for t in trials
@@ -68,8 +72,9 @@ def merge_markdown(trials: list[MergeTrial], method: str) -> str:
     (kept,) = [t for t in trials if t.chosen]
     return (
         f"The fine-tuned model merged with its base ({method}), each weight measured on the **eval** split and the "
-        f"general sets; kept: **{kept.weight:g}** (1 is the fine-tuned model as trained). The test split was read "
-        f"only afterwards, by the model kept.\n\n{head}\n|--:|--:|{'--:|' * len(names)}\n{rows}"
+        f"general sets; kept: **{kept.weight:g}** (1 is the fine-tuned model as trained, which a merge replaces only "
+        f"when better beyond the noise: the interval of the difference, over the eval queries, above 0). The test "
+        f"split was read only afterwards, by the model kept.\n\n{head} |\n|--:|--:|:--|{'--:|' * len(names)}\n{rows}"
     )
 
 

@@ -73,6 +73,9 @@ class MergeTrial(BaseModel):
     metric: str
     figure: float
     general_drop: dict[str, float] = Field(default_factory=dict, description="{general set: base minus merged}.")
+    versus_unmerged: list[float] | None = Field(
+        None, description="[low, high]: 95 % interval of this figure minus weight 1's, eval query by eval query."
+    )
     chosen: bool = False
 
 

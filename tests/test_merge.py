@@ -10,15 +10,20 @@ import pytest
 from embedforge.config.merge import MergeConfig
 from embedforge.flows.finetune import finetune
 from embedforge.recipe import Recipe
+from embedforge.reports import merge_markdown
+from embedforge.tasks.merge import _may_replace
+from embedforge.types import MergeTrial
 
 from conftest import general_pairs, write_jsonl
 
 
-def _card_rows(card: str) -> list[tuple[str, float, float, bool]]:
-    """(weight, eval figure, general change, kept) per row of the card's merge table."""
+def _card_rows(card: str) -> list[tuple[str, float, float, bool, str]]:
+    """(weight, eval figure, general change, kept, interval versus weight 1) per row of the card's merge table."""
     section = card.split("### Merge with the Base Model", 1)[1].split("###", 1)[0]
-    rows = re.findall(r"^\| (\*\*)?([\d.]+)(?:\*\*)? \| ([\d.]+) \| ([+-][\d.]+) \|$", section, re.M)
-    return [(weight, float(figure), float(change), bool(bold)) for bold, weight, figure, change in rows]
+    found = re.findall(
+        r"^\| (\*\*)?([\d.]+)(?:\*\*)? \| ([\d.]+) \| (-|\[[+-][\d.]+, [+-][\d.]+\]) \| ([+-][\d.]+) \|$", section, re.M
+    )
+    return [(weight, float(figure), float(change), bool(bold), ci) for bold, weight, figure, ci, change in found]
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -44,8 +49,10 @@ def test_the_merge_kept_is_chosen_on_the_eval_split_and_only_it_meets_the_test_s
     card = (Path(run.model_dir) / "README.md").read_text()
     rows = _card_rows(card)
     assert [weight for weight, *_ in rows] == ["0.5", "1"], card
-    (kept,) = [weight for weight, _, _, bold in rows if bold]
-    assert kept == max(rows, key=lambda row: row[1])[0]  # no general bound: the best eval figure
+    (kept,) = [weight for weight, _, _, bold, _ in rows if bold]
+    # No general bound: the merge replaces the model as trained only when better beyond the noise.
+    low = float(rows[0][4].strip("[]").split(",")[0])
+    assert kept == ("0.5" if low > 0 else "1") and rows[1][4] == "-", rows
     # The fine-tuned model as trained stays in the run; a merge kept is a folder of its own.
     run_dir = Path(run.run_dir)
     assert (run_dir / "model" / "model.safetensors").exists()
@@ -71,9 +78,22 @@ def test_a_merge_within_the_general_bound_beats_a_better_eval_figure_outside_it(
     assert state.name != "Rejected", state.message
     run = state.result()
     card = (Path(run.model_dir) / "README.md").read_text()
-    rows = {weight: (figure, change, bold) for weight, figure, change, bold in _card_rows(card)}
+    rows = {weight: (figure, change, bold) for weight, figure, change, bold, _ in _card_rows(card)}
     assert rows["1"][1] < -0.05, rows  # the fine-tuned model alone drops past the bound
     assert rows["0.01"][1] >= -0.05 and rows["0.01"][2], rows  # within it, and kept
+
+
+def test_a_merge_replaces_the_model_as_trained_only_beyond_the_noise():
+    unmerged = MergeTrial(weight=1.0, metric="m", figure=0.50)
+    noisy = MergeTrial(weight=0.5, metric="m", figure=0.5014, versus_unmerged=[-0.008, 0.011])
+    clear = MergeTrial(weight=0.75, metric="m", figure=0.53, versus_unmerged=[0.012, 0.048])
+    assert not _may_replace(noisy, unmerged, None)
+    assert _may_replace(clear, unmerged, None)
+    # The model as trained past the general bound: any merge within it may replace it, noise or not.
+    forgot = unmerged.model_copy(update={"general_drop": {"faq": 0.2}})
+    assert _may_replace(noisy, forgot, 0.05)
+    table = merge_markdown([noisy, clear.model_copy(update={"chosen": True}), unmerged], "linear")
+    assert "| **0.75** | 0.5300 | [+0.0120, +0.0480] |" in table and "| 1 | 0.5000 | - |" in table
 
 
 def test_merge_weights_are_shares_of_the_fine_tuned_model():

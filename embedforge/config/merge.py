@@ -23,7 +23,8 @@ class MergeConfig(Section):
         min_length=1,
         description="The fine-tuned model's share of each merge tried (1.0: the fine-tuned model as trained). Each "
         "is measured on the eval split and the general sets; the one with the best eval figure whose general drop "
-        "is within evaluate.max_general_drop is kept, and only it is measured on the test split.",
+        "is within evaluate.max_general_drop is kept, and only it is measured on the test split. A merge replaces "
+        "1.0 only when better beyond the noise (the difference's 95 % interval over the eval queries above 0).",
     )
 
     @field_validator("weights")
