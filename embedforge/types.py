@@ -54,6 +54,7 @@ class Splits(BaseModel):
     in_batch_only: str | None = Field(None, description="Training pairs that train with in-batch negatives only.")
     mining: MiningReport | None = None
     mining_trials: list[MiningTrial] = Field(default_factory=list, description="What mine.choose tried and chose.")
+    eval_trained: int = Field(0, description="Eval pairs carved out to choose on and trained on once chosen.")
     train_name: str = Field(description="The training data's label, as the card names the dataset.")
     train_kind: Kind
     evaluation: dict[str, EvalSplit]

@@ -1,8 +1,9 @@
 """The fine-tuning flow, wired as the DAG reads.
 
-ingest -> up to date? -> split -> (mine, or choose how to mine) -> train -> (merge with the base) -> evaluate
--> gate -> (export the serving backends) -> card -> champion -> decide -> push -> outcome. Every decision is a task
-the dashboard's graph shows, and the flow run's final state is named after the one that ended the run.
+ingest -> up to date? -> split -> (choose how to mine) -> (the eval pairs train too) -> (mine) -> train
+-> (merge with the base) -> evaluate -> gate -> (export the serving backends) -> card -> champion -> decide -> push
+-> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is named after the
+one that ended the run.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from embedforge.flows.run import (
     up_to_date,
 )
 from embedforge.flows.rundir import check_same_inputs
+from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
 from embedforge.tasks.card import render_model_card
 from embedforge.tasks.champion import measure_champion
-from embedforge.tasks.choose import choose_mining
+from embedforge.tasks.choose import choose_mining, chosen_setting
 from embedforge.tasks.decide import decide_release
 from embedforge.tasks.evaluate import evaluate_model, measure_base_model
 from embedforge.tasks.export import export_backends
@@ -37,6 +39,7 @@ from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.merge import merge_with_base
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.push import push_model
+from embedforge.tasks.refit import carved_eval, fold_eval_into_training, held_out_by
 from embedforge.tasks.release import find_current_release
 from embedforge.tasks.split import check_general_overlap, split_dataset
 from embedforge.tasks.train import train_model
@@ -63,12 +66,26 @@ def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
     ).model_copy(update={"general": {name: report.path for name, report in record.general.items()}})
     if splits.general:
         check_general_overlap(recipe.split, splits)
-    if not recipe.mine:
-        return splits
-    key = artifact_key(recipe.name, "mining")
-    if recipe.mine.choose:
-        return choose_mining(recipe, splits, str(run_dir / "data" / "mining-trials"), key)
-    return mine_hard_negatives(recipe.mine, splits, recipe.split.group_by, str(run_dir / "data" / "mined"), key)
+    return _training_data(recipe, splits, run_dir / "data")
+
+
+def _training_data(recipe: Recipe, splits: Splits, data: Path) -> Splits:
+    """Mining as the recipe says or as mine.choose chose on the eval split; then the eval pairs carved out to
+    choose on train too, unless a stage after training still reads them."""
+    mine, key, chosen = recipe.mine, artifact_key(recipe.name, "mining"), None
+    if mine and mine.choose:
+        chosen = choose_mining(recipe, splits, str(data / "mining-trials"), key)
+        mine, key = chosen_setting(recipe.mine, chosen.mining_trials), None  # the choice's artifact stays
+    carved, held = carved_eval(recipe, splits), held_out_by(recipe)
+    if carved and not held:
+        splits = fold_eval_into_training(splits, carved, str(data / "splits"))
+    elif chosen:
+        return chosen  # mined already, by the candidate that won
+    if carved and held and recipe.split.refit:
+        run_logger().info("The eval pairs stay out of training: %s", held)
+    if mine:
+        splits = mine_hard_negatives(mine, splits, recipe.split.group_by, str(data / "mined"), key)
+    return splits.model_copy(update={"mining_trials": chosen.mining_trials if chosen else []})
 
 
 def _release(

@@ -109,6 +109,12 @@ def _choose(recipe: Recipe, splits: Splits, out_dir: str, artifact_key: str | No
     return chosen
 
 
+def chosen_setting(mine: MineConfig, trials: list[MiningTrial]) -> MineConfig | None:
+    """The mine section as the chosen candidate has it; None when no mining won."""
+    (number,) = [n for n, trial in enumerate(trials) if trial.chosen]
+    return mine.candidate(number - 1) if number else None
+
+
 def choose_mining(recipe: Recipe, splits: Splits, out_dir: str, artifact_key: str | None = None) -> Splits:
     """The training data of the candidate that scored best on the eval split, with every candidate's figure."""
     if not splits.parts("eval"):

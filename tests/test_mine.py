@@ -253,3 +253,8 @@ def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is
     assert len(runs["try-mining"]) == 3 and measured == ["eval"] * 3
     test_read = min(r.start_time for name in ("measure-base-model", "evaluate-model") for r in runs.get(name, []))
     assert max(r.end_time for r in runs["try-mining"]) <= test_read
+    # Once chosen, the eval pairs train too, mined as the winner says (split.refit).
+    (fold,) = runs["fold-eval-into-training"]
+    assert max(r.end_time for r in runs["try-mining"]) <= fold.start_time
+    assert "were trained on once the choice was made" in card
+    assert len(runs.get("mine-hard-negatives", [])) == 2 + (winner != "no mining"), runs.keys()

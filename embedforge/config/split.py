@@ -49,6 +49,13 @@ class SplitConfig(Section):
         "not used.",
     )
 
+    refit: bool = Field(
+        True,
+        description="Once the choices made on the eval split carved out of the training data are made (mine.choose), "
+        "its pairs train too. They stay out while a stage after training reads them (merge, train.args.eval_strategy); "
+        "an eval_file or eval_sources never trains.",
+    )
+
     @model_validator(mode="after")
     def _sizes(self) -> SplitConfig:
         if (self.test_file or self.eval_file) and self.eval_sources:
