@@ -1,4 +1,5 @@
-"""What a measurement hands on: figures, the evaluators behind them, per-query figures and their doubt."""
+"""What a measurement hands on: figures, the evaluators behind them, per-query figures and their doubt, and the
+choices made on the eval split (merge weights, rounds)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,30 @@ class Measurement(BaseModel):
     def kept(self, *keys: str) -> Measurement:
         """The same measurement with only these metrics' per-query figures (the others are not worth storing)."""
         return self.model_copy(update={"per_query": {k: v for k, v in self.per_query.items() if k in keys}})
+
+
+class MergeTrial(BaseModel):
+    """One weight `merge` tried: the fine-tuned model's share, its eval figure and general sets' drops, if kept."""
+
+    weight: float
+    metric: str
+    figure: float
+    general_drop: dict[str, float] = Field(default_factory=dict, description="{general set: base minus merged}.")
+    versus_unmerged: list[float] | None = Field(
+        None, description="[low, high]: 95 % interval of this figure minus weight 1's, eval query by eval query."
+    )
+    chosen: bool = False
+
+
+class RoundTrial(BaseModel):
+    """One training round `corpus.rounds` ran: the pairs it trained on, its eval figure, and if it was kept."""
+
+    round: int
+    pairs: int = Field(description="Training pairs the round trained on (the second on: those its judge kept).")
+    metric: str
+    figure: float
+    versus_kept: list[float] | None = Field(
+        None, description="[low, high]: 95 % interval of this figure minus the round kept before, eval query by query."
+    )
+    kept: bool = False
+    model_dir: str

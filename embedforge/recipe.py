@@ -159,7 +159,12 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _eval_split_for_choices(self) -> Recipe:
         # Candidates are compared on the eval split, so the test split is read once, by the one chosen.
-        asks = [name for name, on in (("mine.choose", self.mine and self.mine.choose), ("merge", self.merge)) if on]
+        choices = (
+            ("mine.choose", self.mine and self.mine.choose),
+            ("merge", self.merge),
+            ("corpus.rounds", self.corpus and self.corpus.rounds > 1),
+        )
+        asks = [name for name, on in choices if on]
         if asks and not (self.split.eval_size or self.split.eval_file):
             raise ValueError(
                 f"{asks[0]}: the candidates are compared on the eval split, and this recipe has none "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from embedforge.data_reports import FilterReport, MiningReport
-from embedforge.types import BackendTrial, MergeTrial, Metrics, Splits
+from embedforge.types import BackendTrial, MergeTrial, Metrics, RoundTrial, Splits
 from embedforge.uncertainty import NO_INTERVAL, RESAMPLES, too_small
 
 
@@ -75,6 +75,26 @@ def merge_markdown(trials: list[MergeTrial], method: str) -> str:
         f"general sets; kept: **{kept.weight:g}** (1 is the fine-tuned model as trained, which a merge replaces only "
         f"when better beyond the noise: the interval of the difference, over the eval queries, above 0). The test "
         f"split was read only afterwards, by the model kept.\n\n{head} |\n|--:|--:|:--|{'--:|' * len(names)}\n{rows}"
+    )
+
+
+def rounds_markdown(trials: list[RoundTrial]) -> str:
+    """Every round `corpus.rounds` ran: its training pairs, its eval figure and its difference from the round kept
+    before, the one kept in bold."""
+    rows = "".join(
+        f"| {'**' if t.kept else ''}{t.round}{'**' if t.kept else ''} | {t.pairs} | {t.figure:.4f} | "
+        + ("-" if t.versus_kept is None else "[{:+.4f}, {:+.4f}]".format(*t.versus_kept))
+        + " |\n"
+        for t in trials
+    )
+    (kept,) = [t for t in trials if t.kept]
+    return (
+        "From the second round on, the model kept so far re-judged the training pairs (round trip) and re-mined them "
+        "when the recipe mines, and the base model trained again on what it kept. Each round was measured on the "
+        "**eval** split; a round replaces the one kept before only when better beyond the noise (the 95 % interval "
+        f"of the difference, over the eval queries, above 0). Kept: **round {kept.round}**. The test split was read "
+        f"only afterwards, by the model kept.\n\n| round | training pairs | eval {kept.metric} | vs the round kept "
+        f"before, 95 % CI |\n|--:|--:|--:|:--|\n{rows}"
     )
 
 

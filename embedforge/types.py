@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from embedforge.columns import Kind
 from embedforge.data_reports import FilterReport, MiningReport, MiningTrial
-from embedforge.figures import EvaluatorInfo, Interval
+from embedforge.figures import EvaluatorInfo, Interval, MergeTrial, RoundTrial
 
 META_FILE = "training_meta.json"
 
@@ -52,6 +52,7 @@ class Splits(BaseModel):
 
     train: str
     in_batch_only: str | None = Field(None, description="Training pairs that train with in-batch negatives only.")
+    unmined: str | None = Field(None, description="The training pairs as split wrote them, when mining replaced train.")
     mining: MiningReport | None = None
     mining_trials: list[MiningTrial] = Field(default_factory=list, description="What mine.choose tried and chose.")
     eval_trained: int = Field(0, description="Eval pairs carved out to choose on and trained on once chosen.")
@@ -65,19 +66,6 @@ class Splits(BaseModel):
         return {
             name: (entry.kind, getattr(entry, part)) for name, entry in self.evaluation.items() if getattr(entry, part)
         }
-
-
-class MergeTrial(BaseModel):
-    """One weight `merge` tried: the fine-tuned model's share, its eval figure and general sets' drops, if kept."""
-
-    weight: float
-    metric: str
-    figure: float
-    general_drop: dict[str, float] = Field(default_factory=dict, description="{general set: base minus merged}.")
-    versus_unmerged: list[float] | None = Field(
-        None, description="[low, high]: 95 % interval of this figure minus weight 1's, eval query by eval query."
-    )
-    chosen: bool = False
 
 
 class BackendTrial(BaseModel):
@@ -102,6 +90,7 @@ class TrainedModel(BaseModel):
     max_seq_length: int | None = None
     card_data: str = Field(description="Pickle of the model card data the trainer filled in (logs, dataset stats).")
     merge_trials: list[MergeTrial] = Field(default_factory=list, description="The weights `merge` tried.")
+    round_trials: list[RoundTrial] = Field(default_factory=list, description="The rounds `corpus.rounds` ran.")
     export_dir: str | None = Field(
         None, description="Where export wrote the backends' files, as the release holds them."
     )

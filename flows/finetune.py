@@ -1,9 +1,9 @@
 """The fine-tuning flow, wired as the DAG reads.
 
 ingest -> up to date? -> split -> (choose how to mine) -> (the eval pairs train too) -> (mine) -> train
--> (merge with the base) -> evaluate -> gate -> (export the serving backends) -> card -> champion -> decide -> push
--> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is named after the
-one that ended the run.
+-> (rounds) -> (merge with the base) -> evaluate -> gate -> (export the serving backends) -> card -> champion
+-> decide -> push -> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is
+named after the one that ended the run.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.push import push_model
 from embedforge.tasks.refit import carved_eval, fold_eval_into_training, held_out_by
 from embedforge.tasks.release import find_current_release
+from embedforge.tasks.rounds import train_rounds
 from embedforge.tasks.split import check_general_overlap, split_dataset
 from embedforge.tasks.train import train_model
 from embedforge.training.interrupt import TrainingInterrupted
@@ -116,6 +117,8 @@ def finetune(
             model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
         except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash
             return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
+        if recipe.corpus and recipe.corpus.rounds > 1:
+            model = train_rounds(recipe, model, splits, record.artifact_key("rounds"))
         base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
         if recipe.merge:
             model = merge_with_base(recipe, model, splits, base.figures, record.artifact_key("merge"))

@@ -29,6 +29,7 @@ from embedforge.reports import (
     general_markdown,
     merge_markdown,
     mining_markdown,
+    rounds_markdown,
     trials_markdown,
 )
 from embedforge.training.run import load_for_card
@@ -70,6 +71,10 @@ def _merge(recipe: Recipe, model: TrainedModel) -> list[str]:
     if not model.merge_trials:
         return []
     return ["### Merge with the Base Model", "", merge_markdown(model.merge_trials, recipe.merge.method)]
+
+
+def _rounds(model: TrainedModel) -> list[str]:
+    return ["### Rounds", "", rounds_markdown(model.round_trials)] if model.round_trials else []
 
 
 def _backends(recipe: Recipe, model: TrainedModel, record: RunRecord) -> list[str]:
@@ -177,7 +182,13 @@ def dashboard_markdown(content: str) -> str:
 def _sections(recipe: Recipe, model: TrainedModel, metrics: Metrics, record: RunRecord) -> list[str]:
     """What this run did beyond training, each when it did it."""
     general = _general(recipe, metrics)
-    return general + _merge(recipe, model) + _backends(recipe, model, record) + _made_from(recipe.corpus, record.corpus)
+    return (
+        general
+        + _rounds(model)
+        + _merge(recipe, model)
+        + _backends(recipe, model, record)
+        + _made_from(recipe.corpus, record.corpus)
+    )
 
 
 @task(name="render-model-card")

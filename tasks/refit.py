@@ -2,8 +2,8 @@
 
 A carved eval split is there to choose on (mine.choose's setting); once the choice is made, holding its pairs out of
 the final training only costs data (scikit-learn's `refit`). They stay out while a stage after training still reads
-them: merge's weights, or the trainer's own evaluation (train.args.eval_strategy, for logs or the best checkpoint).
-An eval split of its own (split.eval_file, split.eval_sources) is never training data.
+them: merge's weights, corpus.rounds, or the trainer's own evaluation (train.args.eval_strategy, for logs or the best
+checkpoint). An eval split of its own (split.eval_file, split.eval_sources) is never training data.
 
 Side effect: writes ``<run>/data/splits/train-and-eval.parquet``.
 """
@@ -27,6 +27,8 @@ def held_out_by(recipe: Recipe) -> str | None:
         return "split.refit is false"
     if recipe.merge:
         return "merge chooses its weight on them after training"
+    if recipe.corpus and recipe.corpus.rounds > 1:
+        return "corpus.rounds compares the rounds on them"
     if args.get("eval_strategy", "no") != "no":  # load_best_model_at_end is refused without it
         return "the trainer evaluates on them (train.args.eval_strategy)"
     return None

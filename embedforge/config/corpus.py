@@ -168,6 +168,15 @@ class CorpusConfig(Section):
     min_chunk_tokens: int = Field(24, ge=1, description="Shorter chunks (a lone heading, a footer) are dropped.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Training rounds. From the second on, the model kept so far re-judges the training pairs (round "
+        "trip, filter.round_trip_k) and re-mines them when mine is set, and the base model trains again on what it "
+        "keeps; a round is kept only when better on the eval split beyond the noise, and the first that is not ends "
+        "them.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> CorpusConfig:
@@ -177,6 +186,11 @@ class CorpusConfig(Section):
             raise ValueError(
                 f"min_chunk_tokens: {self.min_chunk_tokens} is above chunk_tokens ({self.chunk_tokens}): every chunk "
                 "would be dropped"
+            )
+        if self.rounds > 1 and self.filter.round_trip_k is None:
+            raise ValueError(
+                f"rounds: {self.rounds} rounds re-judge the pairs by round trip, and filter.round_trip_k is null; "
+                "set it (20 is the default)"
             )
         if self.filter.min_query_chars >= self.filter.max_query_chars:
             raise ValueError("filter.min_query_chars: must be below filter.max_query_chars")

@@ -1,0 +1,109 @@
+"""Rounds (corpus.rounds): the fine-tuned model re-judges and re-mines the generated pairs, the base trains again.
+
+A generated pair the base judged well may still be noise, and one it judged badly may be fine: the model trained on
+the corpus knows the domain better than the base did. From the second round on, the model kept so far keeps the
+training pairs whose query ranks its own passage within corpus.filter.round_trip_k among the training passages
+(round-trip consistency, as the filter does), mines their negatives when mine is set (the model's own mistakes), and
+the base model trains again on them, as the first round did. A round is measured on the eval split and kept only
+when better than the round kept before beyond the noise (the difference's 95 % interval over the eval queries above
+0); the first round that is not ends the rounds, since the next would judge with the same model.
+
+Side effect: writes ``<run>/rounds/<n>/`` (the round's pairs and model; nothing of the first round's ``<run>/model``
+is touched) and publishes the ``<recipe>-rounds`` artifact with every round's figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import pandas as pd
+from prefect import flow
+
+from embedforge.artifacts import create_markdown_artifact
+from embedforge.evaluators import build_evaluators, per_query_of, resolve_metric, run_evaluators
+from embedforge.logs import run_logger
+from embedforge.models import load_model
+from embedforge.recipe import Recipe
+from embedforge.reports import rounds_markdown
+from embedforge.round_trip import round_trip
+from embedforge.tasks.choose import chosen_setting
+from embedforge.tasks.mine import mine_hard_negatives
+from embedforge.tasks.train import train_model
+from embedforge.types import RoundTrial, Splits, TrainedModel
+from embedforge.uncertainty import paired
+
+
+def _measured(recipe: Recipe, splits: Splits, model_dir: str) -> tuple[str, float, list[float] | None]:
+    """(metric, figure, figure per eval query) of one round's model on the eval split."""
+    evaluators = build_evaluators(splits, "eval", recipe.evaluate)
+    figures, leaves = run_evaluators(load_model(model_dir), evaluators)
+    metric = resolve_metric(recipe.evaluate.headline or leaves[0].primary_metric, figures)
+    return metric, figures[metric], per_query_of(evaluators).get(metric)
+
+
+def _round_data(recipe: Recipe, splits: Splits, judge: str, out: Path) -> Splits | None:
+    """The training pairs the judge keeps by round trip, mined by the judge when the recipe mines; None: none kept."""
+    pairs = pd.read_parquet(splits.unmined or splits.train)  # before mining: the judge mines anew
+    keep = round_trip(pairs, recipe.corpus.filter.round_trip_k, judge, None)
+    if not keep.any():
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    pairs[keep.to_numpy()].to_parquet(out / "pairs.parquet", index=False)
+    update = {"train": str(out / "pairs.parquet"), "in_batch_only": None, "mining": None, "unmined": None}
+    kept = splits.model_copy(update=update)
+    mine = chosen_setting(recipe.mine, splits.mining_trials) if recipe.mine and splits.mining_trials else recipe.mine
+    if not mine:
+        return kept
+    mine = mine.model_copy(update={"model": judge, "model_revision": None})
+    return mine_hard_negatives(mine, kept, recipe.split.group_by, str(out / "mined"))
+
+
+def _next(recipe: Recipe, splits: Splits, kept: RoundTrial, number: int, run_dir: Path) -> tuple:
+    """Round `number`: judged and mined by the round kept, trained from the base, measured on the eval split.
+    (None, None) when the judge keeps no pair."""
+    out = run_dir / "rounds" / str(number)
+    data = _round_data(recipe, splits, kept.model_dir, out / "data")
+    if data is None:
+        run_logger().warning(
+            "Round %d: the model of round %d keeps no training pair; the rounds end", number, kept.round
+        )
+        return None, None
+    model = train_model(recipe.train.model_copy(update={"resume": False}), data, recipe.evaluate, str(out))
+    metric, figure, per_query = _measured(recipe, splits, model.model_dir)
+    rows = sum(datasets.Dataset.from_parquet(p).num_rows for p in (data.train, data.in_batch_only) if p)
+    trial = RoundTrial(round=number, pairs=rows, metric=metric, figure=figure, model_dir=model.model_dir)
+    return trial, per_query
+
+
+def _log(trials: list[RoundTrial]) -> None:
+    for trial in trials:
+        low, high = trial.versus_kept or (0, 0)
+        noise = f" (vs the round kept before: 95 % CI [{low:+.4f}, {high:+.4f}])" if trial.versus_kept else ""
+        kept = " (kept)" if trial.kept else ""
+        run_logger().info(
+            "Round %d: %d pairs, eval %s %.4f%s%s", *(trial.round, trial.pairs), trial.metric, trial.figure, noise, kept
+        )
+
+
+@flow(name="rounds")
+def train_rounds(recipe: Recipe, model: TrainedModel, splits: Splits, artifact_key: str | None) -> TrainedModel:
+    """The first round is `model`; each next round is kept only when better on the eval split beyond the noise."""
+    rows = sum(datasets.Dataset.from_parquet(p).num_rows for p in (splits.train, splits.in_batch_only) if p)
+    metric, figure, per_query = _measured(recipe, splits, model.model_dir)
+    kept = RoundTrial(round=1, pairs=rows, metric=metric, figure=figure, model_dir=model.model_dir, kept=True)
+    trials = [kept]
+    for number in range(2, recipe.corpus.rounds + 1):
+        trial, candidate = _next(recipe, splits, kept, number, Path(model.run_dir))
+        if trial is None:
+            break
+        difference = paired(per_query, candidate)
+        trial.versus_kept = [difference.low, difference.high] if difference else None
+        trials.append(trial)
+        if not (difference.low > 0 if difference else trial.figure > kept.figure):
+            break
+        kept.kept, trial.kept, kept, per_query = False, True, trial, candidate
+    _log(trials)
+    if artifact_key:
+        create_markdown_artifact(f"## Rounds\n\n{rounds_markdown(trials)}", key=artifact_key)
+    return model.model_copy(update={"model_dir": kept.model_dir, "round_trials": trials})
