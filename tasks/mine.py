@@ -168,11 +168,5 @@ def mine_hard_negatives(
         run_logger().warning("Mining: %s", warning)
     if artifact_key:
         create_markdown_artifact(f"## Hard-negative mining\n\n{mining_markdown(report)}", key=artifact_key)
-    return splits.model_copy(
-        update={
-            "train": mined_path or pairs_path,
-            "in_batch_only": mined_path and pairs_path,
-            "mining": report,
-            "unmined": splits.unmined or splits.train,
-        }
-    )
+    mined_files = {"train": mined_path or pairs_path, "in_batch_only": mined_path and pairs_path}
+    return splits.model_copy(update={**mined_files, "mining": report, "unmined": splits.unmined or splits.train})

@@ -590,6 +590,11 @@ VALIDATE = [
         "{recipe}: corpus.min_chunk_tokens: 60 is above chunk_tokens (48): every chunk would be dropped",
     ),
     Case(
+        "rounds-without-a-round-trip",
+        _corpus(rounds=2),
+        "{recipe}: corpus.rounds: 2 rounds re-judge the pairs by round trip, and filter.round_trip_k is null",
+    ),
+    Case(
         "empty-choose-candidate",
         _set("mine", {"choose": [{"range_min": 3}, {}]}),
         "{recipe}: mine.choose[1]: names no setting",
