@@ -42,6 +42,11 @@ def _measured(recipe: Recipe, splits: Splits, model_dir: str) -> tuple[str, floa
     return metric, figures[metric], per_query_of(evaluators).get(metric)
 
 
+def _rows(splits: Splits) -> int:
+    """Training pairs: those mining gave negatives and those left with in-batch negatives only."""
+    return sum(datasets.Dataset.from_parquet(path).num_rows for path in (splits.train, splits.in_batch_only) if path)
+
+
 def _round_data(recipe: Recipe, splits: Splits, judge: str, out: Path) -> Splits | None:
     """The training pairs the judge keeps by round trip, mined by the judge when the recipe mines; None: none kept."""
     pairs = pd.read_parquet(splits.unmined or splits.train)  # before mining: the judge mines anew
@@ -71,8 +76,7 @@ def _next(recipe: Recipe, splits: Splits, kept: RoundTrial, number: int, run_dir
         return None, None
     model = train_model(recipe.train.model_copy(update={"resume": False}), data, recipe.evaluate, str(out))
     metric, figure, per_query = _measured(recipe, splits, model.model_dir)
-    rows = sum(datasets.Dataset.from_parquet(p).num_rows for p in (data.train, data.in_batch_only) if p)
-    trial = RoundTrial(round=number, pairs=rows, metric=metric, figure=figure, model_dir=model.model_dir)
+    trial = RoundTrial(round=number, pairs=_rows(data), metric=metric, figure=figure, model_dir=model.model_dir)
     return trial, per_query
 
 
@@ -89,9 +93,8 @@ def _log(trials: list[RoundTrial]) -> None:
 @flow(name="rounds")
 def train_rounds(recipe: Recipe, model: TrainedModel, splits: Splits, artifact_key: str | None) -> TrainedModel:
     """The first round is `model`; each next round is kept only when better on the eval split beyond the noise."""
-    rows = sum(datasets.Dataset.from_parquet(p).num_rows for p in (splits.train, splits.in_batch_only) if p)
     metric, figure, per_query = _measured(recipe, splits, model.model_dir)
-    kept = RoundTrial(round=1, pairs=rows, metric=metric, figure=figure, model_dir=model.model_dir, kept=True)
+    kept = RoundTrial(round=1, pairs=_rows(splits), metric=metric, figure=figure, model_dir=model.model_dir, kept=True)
     trials = [kept]
     for number in range(2, recipe.corpus.rounds + 1):
         trial, candidate = _next(recipe, splits, kept, number, Path(model.run_dir))
@@ -102,7 +105,9 @@ def train_rounds(recipe: Recipe, model: TrainedModel, splits: Splits, artifact_k
         trials.append(trial)
         if not (difference.low > 0 if difference else trial.figure > kept.figure):
             break
-        kept.kept, trial.kept, kept, per_query = False, True, trial, candidate
+        kept.kept = False
+        trial.kept = True
+        kept, per_query = trial, candidate
     _log(trials)
     if artifact_key:
         create_markdown_artifact(f"## Rounds\n\n{rounds_markdown(trials)}", key=artifact_key)
