@@ -71,7 +71,7 @@ def test_a_merge_within_the_general_bound_beats_a_better_eval_figure_outside_it(
     recipe_dict["train"]["args"]["learning_rate"] = 0.05
     recipe_dict["evaluate"] = {
         "general": [{"name": "faq", "path": str(general), "columns": columns}],
-        "max_general_drop": 0.05,
+        "max_general_drop": 0.005,
     }
     recipe_dict["merge"] = {"weights": [0.01, 1.0], "method": "slerp"}
     state = finetune(recipe=Recipe.model_validate(recipe_dict), output_dir=str(tmp_path / "runs"), return_state=True)
@@ -79,8 +79,8 @@ def test_a_merge_within_the_general_bound_beats_a_better_eval_figure_outside_it(
     run = state.result()
     card = (Path(run.model_dir) / "README.md").read_text()
     rows = {weight: (figure, change, bold) for weight, figure, change, bold, _ in _card_rows(card)}
-    assert rows["1"][1] < -0.05, rows  # the fine-tuned model alone drops past the bound
-    assert rows["0.01"][1] >= -0.05 and rows["0.01"][2], rows  # within it, and kept
+    assert rows["1"][1] < -0.005, rows  # the fine-tuned model alone drops past the bound (by 0.0187 in one run)
+    assert rows["0.01"][1] >= -0.005 and rows["0.01"][2], rows  # within it, and kept
 
 
 def test_a_merge_replaces_the_model_as_trained_only_beyond_the_noise():
