@@ -47,17 +47,20 @@ def _rows(splits: Splits) -> int:
     return sum(datasets.Dataset.from_parquet(path).num_rows for path in (splits.train, splits.in_batch_only) if path)
 
 
-def _round_data(recipe: Recipe, splits: Splits, judge: str, out: Path) -> Splits | None:
-    """The training pairs the judge keeps by round trip, mined by the judge when the recipe mines; None: none kept."""
+def _round_data(recipe: Recipe, splits: Splits, judge: str, out: Path) -> Splits | str:
+    """The training pairs the judge keeps by round trip, mined by the judge when the recipe mines; or why the round
+    is not worth training."""
     pairs = pd.read_parquet(splits.unmined or splits.train)  # before mining: the judge mines anew
     keep = round_trip(pairs, recipe.corpus.filter.round_trip_k, judge, None)
+    mine = chosen_setting(recipe.mine, splits.mining_trials) if recipe.mine and splits.mining_trials else recipe.mine
     if not keep.any():
-        return None
+        return "keeps no training pair"
+    if keep.all() and not mine:  # the same pairs, unmined: the base would train exactly as before
+        return "keeps every training pair and the recipe does not mine, so the round would train as it did"
     out.mkdir(parents=True, exist_ok=True)
     pairs[keep.to_numpy()].to_parquet(out / "pairs.parquet", index=False)
     update = {"train": str(out / "pairs.parquet"), "in_batch_only": None, "mining": None, "unmined": None}
     kept = splits.model_copy(update=update)
-    mine = chosen_setting(recipe.mine, splits.mining_trials) if recipe.mine and splits.mining_trials else recipe.mine
     if not mine:
         return kept
     mine = mine.model_copy(update={"model": judge, "model_revision": None})
@@ -66,13 +69,11 @@ def _round_data(recipe: Recipe, splits: Splits, judge: str, out: Path) -> Splits
 
 def _next(recipe: Recipe, splits: Splits, kept: RoundTrial, number: int, run_dir: Path) -> tuple:
     """Round `number`: judged and mined by the round kept, trained from the base, measured on the eval split.
-    (None, None) when the judge keeps no pair."""
+    (None, None) when it is not worth training."""
     out = run_dir / "rounds" / str(number)
     data = _round_data(recipe, splits, kept.model_dir, out / "data")
-    if data is None:
-        run_logger().warning(
-            "Round %d: the model of round %d keeps no training pair; the rounds end", number, kept.round
-        )
+    if isinstance(data, str):
+        run_logger().warning("Round %d: the model of round %d %s; the rounds end", number, kept.round, data)
         return None, None
     model = train_model(recipe.train.model_copy(update={"resume": False}), data, recipe.evaluate, str(out))
     metric, figure, per_query = _measured(recipe, splits, model.model_dir)
