@@ -131,8 +131,8 @@ def _report(metrics: Metrics, record: RunRecord, splits: Splits, sections: list[
     lines[-1] += "(`split.max_overlap` bounds it):"
     lines += ["", *_overlap_lines(splits), ""]
     if splits.eval_trained:
-        lines += [f"The {splits.eval_trained} eval pairs, carved out of the training data to choose on, were trained "]
-        lines[-1] += "on once the choice was made (`split.refit`).\n"
+        lines += [f"The {splits.eval_trained} eval pairs carved out of the training data were trained on too, once "]
+        lines[-1] += "every choice made on them was made (`split.refit`).\n"
     lines += ["### Data Fingerprint", ""]
     lines += [f"- `{name}`: `{value}`" for name, value in record.fingerprints.items()]
     lines += [

@@ -49,7 +49,8 @@ def fold_eval_into_training(splits: Splits, eval_path: str, out_dir: str) -> Spl
     path = Path(out_dir) / "train-and-eval.parquet"
     datasets.concatenate_datasets([train, held.select_columns(train.column_names)]).to_parquet(str(path))
     run_logger().info(
-        "The %d eval pairs chose what they were carved out for; they train too: %d training pairs",
+        "The %d eval pairs carved out of the training data train too, as nothing after training reads them "
+        "(split.refit): %d training pairs",
         len(held),
         len(train) + len(held),
     )

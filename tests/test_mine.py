@@ -259,5 +259,5 @@ def test_choose_trains_each_candidate_on_the_eval_split_before_the_test_split_is
     # Once chosen, the eval pairs train too, mined as the winner says (split.refit).
     (fold,) = runs["fold-eval-into-training"]
     assert max(r.end_time for r in runs["try-mining"]) <= fold.start_time
-    assert "were trained on once the choice was made" in card
+    assert "eval pairs carved out of the training data were trained on too" in card
     assert len(runs.get("mine-hard-negatives", [])) == 2 + (winner != "no mining"), runs.keys()

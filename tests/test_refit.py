@@ -46,6 +46,6 @@ def test_the_carved_eval_pairs_train_once_nothing_after_training_reads_them(reci
     (eval_rows,) = [n for name, n in rows.items() if name.endswith("/eval.parquet")]
     assert rows["train-and-eval.parquet"] == rows["train.parquet"] + eval_rows
     card = (Path(run.model_dir) / "README.md").read_text()
-    assert f"The {eval_rows} eval pairs, carved out of the training data to choose on, were trained on" in card
+    assert f"The {eval_rows} eval pairs carved out of the training data were trained on too" in card
     # The trainer read the training and eval pairs (the test split is written before and read after, unchanged).
     assert f"Size: {rows['train-and-eval.parquet']} training samples" in card, card
