@@ -211,6 +211,14 @@ def per_query_of(evaluators: list) -> dict[str, list[float]]:
     }
 
 
+def choice_figure(model, evaluators: list, headline: str | None) -> tuple[str, float, list[float] | None]:
+    """(metric, figure, figure per query) of the headline a choice is made on: evaluate.headline, or the first
+    leaf's primary metric."""
+    figures, leaves = run_evaluators(model, evaluators)
+    metric = resolve_metric(headline or leaves[0].primary_metric, figures)
+    return metric, figures[metric], per_query_of(evaluators).get(metric)
+
+
 def measure(ref: str, evaluators: list, revision: str | None = None, max_seq_length: int | None = None) -> Measurement:
     """One model's test-split metrics; the base, fine-tuned and published models are measured alike."""
     metrics, leaves = run_evaluators(load_model(ref, revision, max_seq_length), evaluators)

@@ -87,6 +87,12 @@ def beyond_noise(difference: Interval | None) -> bool | None:
     return None if difference is None else difference.low > 0
 
 
+def better_beyond_noise(low: float | None, figure: float, reference: float) -> bool:
+    """Does a candidate replace the reference? Only when the low end of the difference's interval lies above 0;
+    without per-query figures to draw one (low is None: a non-retrieval eval split), when its figure is higher."""
+    return low > 0 if low is not None else figure > reference
+
+
 def gain_line(gain: float, difference: Interval) -> str:
     """The gain as the log and the terminal summary say it."""
     return f"gain {gain:+.4f}, {difference.signed} over {difference.n} test queries"

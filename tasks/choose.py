@@ -21,7 +21,7 @@ from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.mine import MineConfig
 from embedforge.data_reports import MiningTrial
 from embedforge.errors import EmbedforgeError
-from embedforge.evaluators import build_evaluators, per_query_of, resolve_metric, run_evaluators
+from embedforge.evaluators import build_evaluators, choice_figure
 from embedforge.figures import Interval
 from embedforge.logs import run_logger
 from embedforge.models import load_model
@@ -30,7 +30,7 @@ from embedforge.reports import trials_markdown
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.training.run import run_training, short_run
 from embedforge.types import Splits
-from embedforge.uncertainty import paired
+from embedforge.uncertainty import better_beyond_noise, paired
 
 
 @task(name="try-mining", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -44,10 +44,10 @@ def try_mining(
         short_run(recipe.train, recipe.mine.trial_steps, rows), mined, recipe.evaluate, Path(trial_dir)
     )
     evaluators = build_evaluators(mined, "eval", recipe.evaluate)
-    figures, leaves = run_evaluators(load_model(model.model_dir, max_seq_length=model.max_seq_length), evaluators)
+    short = load_model(model.model_dir, max_seq_length=model.max_seq_length)
+    metric, figure, per_query = choice_figure(short, evaluators, recipe.evaluate.headline)
     shutil.rmtree(model.model_dir)  # measured: a copy of the base model's size per candidate is not worth keeping
-    metric = resolve_metric(recipe.evaluate.headline or leaves[0].primary_metric, figures)
-    return metric, figures[metric], mined, per_query_of(evaluators).get(metric)
+    return metric, figure, mined, per_query
 
 
 def _differences(results: list[tuple]) -> list[Interval | None]:
@@ -63,7 +63,7 @@ def _winner(results: list[tuple], differences: list[Interval | None]) -> int:
     better = [
         n
         for n in range(1, len(results))
-        if (differences[n].low > 0 if differences[n] else results[n][1] > results[0][1])
+        if better_beyond_noise(differences[n] and differences[n].low, results[n][1], results[0][1])
     ]
     return max(better, key=lambda n: (results[n][1], -n)) if better else 0
 

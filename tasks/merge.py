@@ -18,14 +18,14 @@ from pathlib import Path
 from prefect import task
 
 from embedforge.artifacts import create_markdown_artifact
-from embedforge.evaluators import build_evaluators, general_evaluators, per_query_of, resolve_metric, run_evaluators
+from embedforge.evaluators import build_evaluators, choice_figure, general_evaluators, run_evaluators
 from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import merge_markdown
 from embedforge.training.adapters import with_full_weights
 from embedforge.types import MergeTrial, Splits, TrainedModel
-from embedforge.uncertainty import paired
+from embedforge.uncertainty import better_beyond_noise, paired
 
 
 def _general_drops(model, general: dict[str, list], base: dict[str, float]) -> dict[str, float]:
@@ -59,7 +59,7 @@ def _may_replace(trial: MergeTrial, unmerged: MergeTrial | None, max_drop: float
     """
     if unmerged is None or trial is unmerged or not (_within(trial, max_drop) and _within(unmerged, max_drop)):
         return True
-    return trial.versus_unmerged[0] > 0 if trial.versus_unmerged else trial.figure > unmerged.figure
+    return better_beyond_noise(trial.versus_unmerged and trial.versus_unmerged[0], trial.figure, unmerged.figure)
 
 
 def _merged(recipe: Recipe, finetuned, base, weight: float):
@@ -75,11 +75,9 @@ def _merged(recipe: Recipe, finetuned, base, weight: float):
 def _measure(candidate, weight: float, evaluators: tuple[list, dict], base: dict, headline: str | None):
     """One weight's eval figure and its general sets' drops from the base, and its figure per eval query."""
     domain, general = evaluators
-    figures, leaves = run_evaluators(candidate, domain)
-    metric = resolve_metric(headline or leaves[0].primary_metric, figures)
+    metric, figure, per_query = choice_figure(candidate, domain, headline)
     drops = _general_drops(candidate, general, base)
-    trial = MergeTrial(weight=weight, metric=metric, figure=figures[metric], general_drop=drops)
-    return trial, per_query_of(domain).get(metric)
+    return MergeTrial(weight=weight, metric=metric, figure=figure, general_drop=drops), per_query
 
 
 def _try_weights(recipe: Recipe, models: tuple, evaluators: tuple[list, dict], base_metrics: dict) -> tuple:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets
 import pandas as pd
+import pyarrow.parquet as pq
 from prefect import flow
 
 from embedforge.artifacts import create_markdown_artifact
-from embedforge.evaluators import build_evaluators, per_query_of, resolve_metric, run_evaluators
+from embedforge.evaluators import build_evaluators, choice_figure
 from embedforge.logs import run_logger
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
@@ -31,20 +31,18 @@ from embedforge.tasks.choose import chosen_setting
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.train import train_model
 from embedforge.types import RoundTrial, Splits, TrainedModel
-from embedforge.uncertainty import paired
+from embedforge.uncertainty import better_beyond_noise, paired
 
 
 def _measured(recipe: Recipe, splits: Splits, model_dir: str) -> tuple[str, float, list[float] | None]:
     """(metric, figure, figure per eval query) of one round's model on the eval split."""
     evaluators = build_evaluators(splits, "eval", recipe.evaluate)
-    figures, leaves = run_evaluators(load_model(model_dir), evaluators)
-    metric = resolve_metric(recipe.evaluate.headline or leaves[0].primary_metric, figures)
-    return metric, figures[metric], per_query_of(evaluators).get(metric)
+    return choice_figure(load_model(model_dir), evaluators, recipe.evaluate.headline)
 
 
 def _rows(splits: Splits) -> int:
     """Training pairs: those mining gave negatives and those left with in-batch negatives only."""
-    return sum(datasets.Dataset.from_parquet(path).num_rows for path in (splits.train, splits.in_batch_only) if path)
+    return sum(pq.read_metadata(path).num_rows for path in (splits.train, splits.in_batch_only) if path)
 
 
 def _round_data(recipe: Recipe, splits: Splits, judge: str, out: Path) -> Splits | str:
@@ -104,7 +102,7 @@ def train_rounds(recipe: Recipe, model: TrainedModel, splits: Splits, artifact_k
         difference = paired(per_query, candidate)
         trial.versus_kept = [difference.low, difference.high] if difference else None
         trials.append(trial)
-        if not (difference.low > 0 if difference else trial.figure > kept.figure):
+        if not better_beyond_noise(difference and difference.low, trial.figure, kept.figure):
             break
         kept.kept = False
         trial.kept = True
