@@ -7,7 +7,9 @@ is what a person watching the terminal needs, and the progress artifact follows 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 
 from embedforge.logs import run_logger
@@ -36,6 +38,34 @@ class StageProgress:
             "%s: %d of %d %s (%d%%), %.1f %s/s, %s left",
             *(self.stage, done, self.total, self.unit, 100 * done // self.total, rate, self.unit, _duration(left)),
         )
+
+
+# Work done by task runs in this process, counted where it happens (a task run's worker thread) and read by the
+# flow, which alone writes the lines and the artifact. A task run in another process (a remote Dask worker)
+# finds no count here: its work shows when its task run ends.
+_COUNTS: dict[str, int] = {}
+_COUNTS_LOCK = threading.Lock()
+
+
+@contextmanager
+def shared_count():
+    """A count task runs of this process add to (`add_to_count(token, n)`), read by `read_count(token)`."""
+    token = uuid.uuid4().hex
+    _COUNTS[token] = 0
+    try:
+        yield token
+    finally:
+        _COUNTS.pop(token, None)
+
+
+def add_to_count(token: str, n: int) -> None:
+    with _COUNTS_LOCK:
+        if token in _COUNTS:
+            _COUNTS[token] += n
+
+
+def read_count(token: str) -> int:
+    return _COUNTS.get(token, 0)
 
 
 @contextmanager

@@ -82,6 +82,10 @@ def make_handler(state: LLMState):
             return True
 
         def do_GET(self) -> None:
+            if self.path == "/stats":  # for a benchmark running the server in its own process
+                return self._send(
+                    200, {"completions": len(state.completions()), "most_in_flight": state.most_in_flight}
+                )
             state.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "at": time.time()})
             if self.path.rstrip("/").endswith("/models") and self._authorized():
                 self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in state.models]})
@@ -113,12 +117,17 @@ def make_handler(state: LLMState):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # connections opened at once queue up, as a real server's backlog lets them
+    daemon_threads = True
+
+
 class LocalLLM:
     """`with LocalLLM() as llm:` serves on a free port; llm.url is the base_url (ending in /v1)."""
 
     def __init__(self) -> None:
         self.state = LLMState()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
+        self.server = _Server(("127.0.0.1", 0), make_handler(self.state))
         self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
 
     def __enter__(self) -> LocalLLM:
@@ -128,3 +137,12 @@ class LocalLLM:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":  # python tests/llm_server.py LATENCY: serve until killed, the base URL on the first line
+    import sys
+
+    server = LocalLLM()
+    server.state.latency = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    print(server.url, flush=True)
+    server.server.serve_forever()

@@ -301,7 +301,7 @@ def test_the_batches_run_on_a_local_dask_cluster(tiny_model, tmp_path, write_rec
     recipe = _corpus_recipe(tiny_model, write_docs(tmp_path / "docs"), tmp_path, task_runner="dask", workers=2)
     done = _embedforge_run(write_recipe(recipe), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert re.search(r"chunks in \d+ batches, run by the Dask cluster at (inproc|tcp)://", done.stderr)
+    assert re.search(r"the rest in \d+ batches, run by the Dask cluster at (inproc|tcp)://", done.stderr)
     (pairs,) = (tmp_path / "runs" / "tiny-docs").glob("*/data/corpus/pairs.parquet")
     assert len(pd.read_parquet(pairs)) > 0
 

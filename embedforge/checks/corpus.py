@@ -112,10 +112,10 @@ def check_endpoint(recipe: Recipe) -> list[tuple[str, str]]:
     except EmbedforgeError:
         return []  # check_corpus names the missing Secret block
     try:
-        response = client.http.get("/models", timeout=10)
+        response = httpx.get(f"{llm.base_url.rstrip('/')}/models", headers=client.headers, timeout=10)
     except httpx.TransportError as exc:
         return [("corpus.generate.llm.base_url", f"{llm.base_url} cannot be reached ({type(exc).__name__}: {exc})")]
-    if response.status_code in (401, 403) and not client.http.headers.get("authorization"):
+    if response.status_code in (401, 403) and not client.headers:
         return [
             (
                 "corpus.generate.llm.api_key_env",
