@@ -276,7 +276,7 @@ def test_an_endpoint_that_refuses_stops_at_once_in_one_line(tiny_model, tmp_path
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     refusal = f"corpus.generate.llm: {llm.url} answered HTTP 401 for model 'local-model'; nothing more is sent"
     assert [line for line in done.stderr.splitlines() if line.startswith(refusal)], done.stderr[-3000:]
-    assert sent <= 4  # the batches in flight when the first answer came (corpus.generate.workers), not the corpus
+    assert sent <= 4  # the requests in flight when the first answer came (llm.max_in_flight), not the corpus
 
 
 @pytest.mark.slow

@@ -230,6 +230,13 @@ def test_a_corpus_run_shows_the_filter_warning_and_how_far_each_stage_got(server
     page.goto(f"{server}/artifacts/artifact/{filtered['id']}")
     page.get_by_text("100%").first.wait_for(timeout=30000)
     page.screenshot(path=str(shots / "filter-progress.png"))
+    # generate runs as a subflow of its own: its progress, counted in chunks, is that flow run's artifact.
+    everything = live_api(server, "artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
+    (generated,) = [a for a in everything if a["description"] == "generate: chunks done (%)"]
+    assert generated["data"] == 100.0
+    page.goto(f"{server}/artifacts/artifact/{generated['id']}")
+    page.get_by_text("100%").first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "generation-progress.png"))
 
 
 def test_model_card_renders_as_on_the_hub(server, finished_run, page, shots):

@@ -99,15 +99,17 @@ class GenerateConfig(Section):
     )
     queries_per_chunk: int = Field(1, ge=1, description="Pairs made per chunk.")
     batch_size: int = Field(
-        256, ge=1, description="Most chunks per Prefect task run; a batch's requests are in flight together."
+        1024, ge=1, description="Most chunks per Prefect task run; a batch's requests are in flight together."
     )
     llm: LLMConfig | None = Field(None, description="The endpoint, for method: llm.")
     seed: int = Field(13, ge=0, description="Seed of crop and inverse_cloze.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Who runs the batches: threads of this process, or a Dask cluster (pip: prefect-dask)."
     )
+    # One: a batch already has all its requests in flight, and threads of one process share one interpreter
+    # lock (two or four ran slower in bench/generation.py). More pays on a Dask cluster of several machines.
     workers: int = Field(
-        4, ge=1, description="Batches at once (threads, or a local Dask cluster's); each holds a share of the slots."
+        1, ge=1, description="Batches at once (threads, or Dask workers); each has a share of the endpoint's slots."
     )
     dask_address: str | None = Field(
         None, description="A running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)."
