@@ -175,7 +175,7 @@ def _reply(config: LLMConfig, answer: Answer) -> Reply:
 @contextmanager
 def endpoint_slots(config: LLMConfig | None, occupy: int) -> Iterator[int]:
     """`occupy` slots of the endpoint's concurrency limit, taken at once and held for the block; none without one."""
-    if config is None or occupy == 0:
+    if config is None:
         yield 0
         return
     from prefect.concurrency.sync import concurrency

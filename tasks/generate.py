@@ -138,27 +138,38 @@ def _runner_name() -> str:
 
     runner = FlowRunContext.get().task_runner
     if type(runner).__name__ != "DaskTaskRunner":
-        return f"{getattr(runner, '_max_workers', None) or 'some'} threads"
+        return _counted(getattr(runner, "_max_workers", 1), "thread", "threads")
     return f"the Dask cluster at {runner.client.scheduler.address} (dashboard {runner.client.dashboard_link})"
 
 
-def _make(config: GenerateConfig, missing: list[dict], cache_dir: str, held: int, total: int) -> dict[str, dict]:
-    """The entries of the chunks the cache lacks, made by batches sharing `held` slots; the progress following."""
-    at_once = min(config.workers, held) if config.llm else config.workers
-    batches, share = _batches(missing, config, at_once), held // at_once
-    in_flight = f", {at_once * share} requests in flight" if config.llm else ""
-    run_logger().info(
-        "%d chunks, %d from the cache; the rest in %d batches%s, run by %s",
-        *(total, total - len(missing), len(batches), in_flight, _runner_name()),
-    )
-    progress, cached = StageProgress("generate", total, "chunks"), total - len(missing)
+def _counted(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
+def _make(config: GenerateConfig, missing: list[dict], cache_dir: str, slots: int, total: int) -> dict[str, dict]:
+    """The entries of the chunks the cache lacks, made by batches sharing the endpoint's slots (taken here, as many
+    as there are requests up to all `slots`; at least one, even of a limit an operator set to 0 to pause it)."""
+    with endpoint_slots(config.llm, max(1, min(slots, len(missing)))) as held:
+        at_once = min(config.workers, held) if config.llm else config.workers
+        batches, share = _batches(missing, config, at_once), held // at_once
+        in_flight = f", {at_once * share} requests in flight" if config.llm else ""
+        run_logger().info(
+            "%d chunks, %d from the cache; the rest in %s%s, run by %s",
+            *(total, total - len(missing), _counted(len(batches), "batch", "batches"), in_flight, _runner_name()),
+        )
+        submit = partial(generate_batch.submit, config, cache_dir=cache_dir, in_flight=share)
+        return _run_with_progress(batches, at_once, submit, cached=total - len(missing))
+
+
+def _run_with_progress(batches: list[list[dict]], at_once: int, submit, cached: int) -> dict[str, dict]:
+    """The batches run, the stage's progress counting chunks: those from the cache, then each one made."""
+    progress = StageProgress("generate", cached + sum(map(len, batches)), "chunks")
     with shared_count() as count:
 
         def advance(ended: int) -> None:  # a batch on a remote worker counts nothing here: it shows when it ends
             progress.advance(cached + max(read_count(count), ended))
 
-        submit = partial(generate_batch.submit, config, cache_dir=cache_dir, in_flight=share, count=count)
-        return _run_batches(batches, at_once, submit, advance)
+        return _run_batches(batches, at_once, partial(submit, count=count), advance)
 
 
 def _write(rows: list[dict], out_dir: str) -> str:
@@ -194,8 +205,7 @@ def _generate(
     chunks = pd.read_parquet(corpus.path).to_dict("records")
     entries = _cached(chunks, config, cache_dir)
     missing = [chunk for chunk in chunks if chunk["chunk_id"] not in entries]
-    with endpoint_slots(config.llm, min(slots, len(missing))) as held:
-        made = _make(config, missing, cache_dir, held, len(chunks)) if missing else {}
+    made = _make(config, missing, cache_dir, slots, len(chunks)) if missing else {}
     report = _report(config, corpus, chunks, entries | made, made, out_dir)
     run_logger().info(
         "Queries (%s) for %d chunks: %d made now, %d from the cache; %d pairs; tokens: %d prompt, %d completion",
