@@ -108,6 +108,13 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _keyword_search_in_the_card_language(self) -> Recipe:
+        # BM25 stems in the language the card declares for the model; English when it declares none.
+        if self.evaluate.language is None:
+            self.evaluate.language = self.card.language[0] if self.card.language else "en"
+        return self
+
+    @model_validator(mode="after")
     def _evaluate_with_the_training_prompts(self) -> Recipe:
         # Base and fine-tuned models are measured with the prompts the model is trained to expect.
         prompts = self.train.args.get("prompts")

@@ -10,19 +10,23 @@ from embedforge.uncertainty import NO_INTERVAL, RESAMPLES, too_small
 
 
 def gain_table(metrics: Metrics) -> list[dict]:
-    """Rows of metric, base, fine-tuned, their difference and, for the headline, the difference's 95 % interval."""
+    """Rows of metric, base, fine-tuned, their difference and, for the headline, the difference's 95 % interval;
+    then, where the test split is retrieval data, BM25 and the hybrid of BM25 and the fine-tuned model."""
     gain = metrics.intervals.get("gain")
-    return [
-        {
-            "metric": key,
-            "base": round(metrics.base[key], 4),
-            "fine-tuned": round(value, 4),
-            "delta": round(value - metrics.base[key], 4),
-            "delta 95 % CI": f"[{gain.low:+.4f}, {gain.high:+.4f}]" if gain and key == metrics.headline else "",
-        }
-        for key, value in metrics.finetuned.items()
-        if key in metrics.base
-    ]
+    rows = []
+    for key, value in metrics.finetuned.items():
+        if key not in metrics.base:
+            continue
+        row = {"metric": key, "base": round(metrics.base[key], 4), "fine-tuned": round(value, 4)}
+        row["delta"] = round(value - metrics.base[key], 4)
+        row["delta 95 % CI"] = f"[{gain.low:+.4f}, {gain.high:+.4f}]" if gain and key == metrics.headline else ""
+        for name, figures in metrics.baselines.items():
+            row[BASELINES[name]] = round(figures[key], 4) if key in figures else None
+        rows.append(row)
+    return rows
+
+
+BASELINES = {"bm25": "BM25", "hybrid": "hybrid"}
 
 
 def doubt_markdown(metrics: Metrics) -> str:
@@ -35,6 +39,8 @@ def doubt_markdown(metrics: Metrics) -> str:
         f"base {found['base']}, fine-tuned {found['finetuned']}, gain {found['gain'].signed} (paired: both models "
         "on the same resampled queries)."
     )
+    if over := found.get("over_bm25"):
+        text += f" Fine-tuned minus BM25 on the same queries: {over.signed}."
     if warning := too_small(found):
         text += f"\n\n**Warning:** {warning}."
     return text

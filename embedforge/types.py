@@ -112,7 +112,13 @@ class Metrics(BaseModel):
         default_factory=dict, description="{'base', 'finetuned': the headline per test query}; retrieval only."
     )
     intervals: dict[str, Interval] = Field(
-        default_factory=dict, description="95 % bootstrap intervals: 'base', 'finetuned', 'gain' (paired)."
+        default_factory=dict,
+        description="95 % bootstrap intervals: 'base', 'finetuned', 'gain' and 'over_bm25' (paired: fine-tuned "
+        "minus BM25).",
+    )
+    baselines: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="{'bm25', 'hybrid': figures keyed as the fine-tuned model's} on the test split's retrieval data.",
     )
 
     @property

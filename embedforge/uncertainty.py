@@ -21,36 +21,41 @@ NO_INTERVAL = "intervals are drawn for retrieval metrics, which are means over q
 
 
 class PerQueryRetrievalEvaluator(InformationRetrievalEvaluator):
-    """The library's retrieval evaluator, which also keeps each query's figures in `per_query`.
+    """The library's retrieval evaluator, which also keeps each query's figures in `per_query` and each score
+    function's ranking of the corpus in `rankings` (what the keyword baselines fuse with).
 
     Each query is scored by the library's own metric code, so the mean of a metric's per-query
     figures is the figure the evaluator reports.
     """
 
     per_query: dict[str, list[float]] | None = None
-    _scored: list[list[dict]] | None = None  # each score function's per-query figures, while __call__ runs
+    rankings: dict[str, list[list[dict]]] | None = None
+    _scored: list[tuple[list, list[dict]]] | None = None  # each score function's ranking and figures, in __call__
 
     def __call__(self, model, output_path=None, epoch=-1, steps=-1, *args, **kwargs):
         self._scored = []
         try:
             metrics = super().__call__(model, output_path, epoch, steps, *args, **kwargs)
-            scored = self._scored
+            scored = dict(zip(self.score_functions, self._scored))
         finally:
             self._scored = None
-        prefix = f"{self.name}_" if self.name else ""
-        self.per_query = {
-            f"{prefix}{function}_{metric.replace('@k', f'@{k}')}": [float(query[metric][k]) for query in queries]
-            for function, queries in zip(self.score_functions, scored)
-            if queries
-            for metric, values in queries[0].items()
-            for k in values
-        }
+        self.rankings = {function: ranking for function, (ranking, _) in scored.items()}
+        self.per_query = {}
+        for function, (_, queries) in scored.items():
+            self.per_query |= self.keyed(function, queries)
         return metrics
 
-    def compute_metrics(self, queries_result_list: list[object]):
-        totals = super().compute_metrics(queries_result_list)
-        if self._scored is None:  # called outside __call__: only the totals are asked for
-            return totals
+    def keyed(self, function: str, queries: list[dict]) -> dict[str, list[float]]:
+        """{full metric key, as the evaluator names it: each query's figure} of the library's per-query metrics."""
+        prefix = f"{self.name}_" if self.name else ""
+        return {
+            f"{prefix}{function}_{metric.replace('@k', f'@{k}')}": [float(query[metric][k]) for query in queries]
+            for metric, values in (queries[0].items() if queries else [])
+            for k in values
+        }
+
+    def each_query(self, queries_result_list: list) -> list[dict]:
+        """The library's metrics of each query alone, from one ranking per query."""
         ids, texts, each = self.queries_ids, self.queries, []
         try:
             for n, result in enumerate(queries_result_list):
@@ -58,7 +63,12 @@ class PerQueryRetrievalEvaluator(InformationRetrievalEvaluator):
                 each.append(super().compute_metrics([result]))
         finally:
             self.queries_ids, self.queries = ids, texts
-        self._scored.append(each)
+        return each
+
+    def compute_metrics(self, queries_result_list: list[object]):
+        totals = super().compute_metrics(queries_result_list)
+        if self._scored is not None:  # inside __call__: the ranking and each query's figures are kept too
+            self._scored.append((queries_result_list, self.each_query(queries_result_list)))
         return totals
 
 

@@ -22,6 +22,7 @@ from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
 from embedforge.redact import local_paths_hidden, redact
 from embedforge.reports import (
+    BASELINES,
     corpus_markdown,
     doubt_markdown,
     export_markdown,
@@ -44,13 +45,23 @@ SYNTHETIC_TEST = (
 DEFAULT_TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "embedforge"]
 
 
+KEYWORD_NOTE = (
+    "BM25: keyword search (bm25s, stemmed and without stopwords in `evaluate.language`) over the same corpus for the "
+    "same queries; hybrid: BM25's and the fine-tuned model's rankings fused by reciprocal rank (k = 60)."
+)
+
+
 def _gain_markdown(metrics: Metrics) -> str:
-    rows = ["| Metric | Base | Fine-tuned | Δ | Δ 95 % CI |", "|:--|--:|--:|--:|--:|"]
+    baselines = [BASELINES[name] for name in metrics.baselines]
+    rows = ["| Metric | Base | Fine-tuned | Δ | Δ 95 % CI |" + "".join(f" {b} |" for b in baselines)]
+    rows.append("|:--|--:|--:|--:|--:|" + "--:|" * len(baselines))
     for row in gain_table(metrics):
         name = f"**{row['metric']}**" if row["metric"] == metrics.headline else row["metric"]
         cells = f"{row['base']:.4f} | {row['fine-tuned']:.4f} | {row['delta']:+.4f} | {row['delta 95 % CI']}"
+        cells += "".join(" | " + ("" if row[b] is None else f"{row[b]:.4f}") for b in baselines)
         rows.append(f"| {name} | {cells} |")
-    return "\n".join(rows) + "\n\n" + doubt_markdown(metrics)
+    note = f"\n\n{KEYWORD_NOTE}" if baselines else ""
+    return "\n".join(rows) + note + "\n\n" + doubt_markdown(metrics)
 
 
 def _overlap_lines(splits: Splits) -> list[str]:

@@ -13,9 +13,17 @@ from pathlib import Path
 from prefect import task
 
 from embedforge.config.evaluate import EvaluateConfig
-from embedforge.evaluators import general_evaluators, general_keys, headline_of, measure, test_split_evaluators
+from embedforge.evaluators import (
+    general_evaluators,
+    general_keys,
+    headline_of,
+    leaves_of,
+    measure,
+    test_split_evaluators,
+)
 from embedforge.figures import Measurement
 from embedforge.hashing import files_digest
+from embedforge.keyword_search import baseline_figures
 from embedforge.logs import run_logger
 from embedforge.types import Metrics, Splits, TrainedModel
 from embedforge.uncertainty import gain_line, interval, paired, too_small
@@ -42,18 +50,36 @@ def _base_metrics_key(context, parameters) -> str:
 
 
 def _measured(config: EvaluateConfig, splits: Splits, ref: str, revision: str | None, max_seq_length: int | None):
-    """(the measurement with the headline's per-query figures only, the general sets' keys, the headline)."""
+    """(the measurement with the headline's per-query figures only, the general sets' keys, the headline, the
+    evaluators as they ran)."""
     evaluators = test_split_evaluators(splits, config)
     found = measure(ref, evaluators, revision, max_seq_length)
     general = general_keys(general_evaluators(splits, config), found.leaves)
     headline = headline_of(config, found, general)
-    return found.kept(headline), general, headline
+    return found.kept(headline), general, headline, evaluators
 
 
 @task(name="measure-base-model", cache_key_fn=_base_metrics_key, persist_result=True)
 def measure_base_model(config: EvaluateConfig, model: TrainedModel, splits: Splits, base_model_id: str) -> Measurement:
     """The base model's test-split metrics, cached: a retrain on the same test split does not measure it again."""
     return _measured(config, splits, model.base_model, model.base_model_revision, model.max_seq_length)[0]
+
+
+def with_baselines(metrics: Metrics, evaluators: list, language: str) -> Metrics:
+    """BM25 and the hybrid on the domain's retrieval data, and the 95 % interval of fine-tuned minus BM25."""
+    outside = {key for keys in metrics.general.values() for key in keys}
+    leaves = [
+        leaf
+        for evaluator in evaluators
+        for leaf in leaves_of(evaluator)
+        if getattr(leaf, "rankings", None) and leaf.primary_metric not in outside
+    ]
+    if not leaves:
+        return metrics
+    figures, per_query = baseline_figures(leaves, language)
+    over = paired(per_query["bm25"].get(metrics.headline), metrics.queries.get("finetuned"))
+    intervals = metrics.intervals | ({"over_bm25": over} if over else {})
+    return metrics.model_copy(update={"baselines": figures, "intervals": intervals})
 
 
 def with_intervals(metrics: Metrics, base: list[float] | None, finetuned: list[float] | None) -> Metrics:
@@ -71,6 +97,13 @@ def _report(metrics: Metrics) -> None:
         log.info("%s%s: base %.4f, fine-tuned %.4f", name, key, metrics.base[key], metrics.finetuned[key])
     if gain := metrics.intervals.get("gain"):
         log.info(gain_line(metrics.gain, gain))
+    if (bm25 := metrics.baselines.get("bm25", {}).get(metrics.headline)) is not None:
+        over, hybrid = metrics.intervals.get("over_bm25"), metrics.baselines["hybrid"][metrics.headline]
+        log.info(
+            "Keyword search on the same queries: BM25 %.4f, hybrid (BM25 + fine-tuned) %.4f; fine-tuned minus BM25 "
+            "%+.4f%s",
+            *(bm25, hybrid, metrics.finetuned[metrics.headline] - bm25, f", {over.signed}" if over else ""),
+        )
     if warning := too_small(metrics.intervals):
         log.warning(warning)
 
@@ -80,11 +113,12 @@ def evaluate_model(
     config: EvaluateConfig, model: TrainedModel, splits: Splits, base: Measurement, out_path: str
 ) -> Metrics:
     """Measure the fine-tuned model as the base was measured, with intervals over queries; write both to out_path."""
-    found, general, headline = _measured(config, splits, model.model_dir, None, model.max_seq_length)
+    found, general, headline, evaluators = _measured(config, splits, model.model_dir, None, model.max_seq_length)
     metrics = Metrics(
         headline=headline, base=base.figures, finetuned=found.figures, evaluators=found.leaves, general=general
     )
     metrics = with_intervals(metrics, base.per_query.get(headline), found.per_query.get(headline))
+    metrics = with_baselines(metrics, evaluators, config.language or "en")
     metrics.test_key = measurement_key(config, splits, model.max_seq_length)
     _report(metrics)
     Path(out_path).write_text(metrics.model_dump_json(indent=2))

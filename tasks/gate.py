@@ -28,6 +28,11 @@ def gate_failures(config: EvaluateConfig, metrics: Metrics) -> list[str]:
                 failures.append(f"gain_lower_bound: {metrics.headline} has no interval ({NO_INTERVAL})")
                 continue
             name, value = f"the gain's 95 % interval ({gain.signed}, {gain.n} queries): its lower bound", gain.low
+        elif name == "over_bm25":
+            if (bm25 := metrics.baselines.get("bm25", {}).get(metrics.headline)) is None:
+                failures.append(f"over_bm25: {metrics.headline} has no BM25 figure (retrieval test data only)")
+                continue
+            name, value = f"{metrics.headline} fine-tuned minus BM25", metrics.finetuned[metrics.headline] - bm25
         else:
             value = metrics.domain[resolve_metric(name, metrics.domain)]
         if not value >= minimum:

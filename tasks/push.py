@@ -111,6 +111,7 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
         "headline": metrics.headline,
         "metrics": metrics.finetuned,
         "intervals": {name: found.model_dump() for name, found in metrics.intervals.items()},
+        "baselines": metrics.baselines,
         # The headline per test query: a later run measured on the same split compares with it query by query.
         "per_query": metrics.queries.get("finetuned"),
         "test_key": metrics.test_key,

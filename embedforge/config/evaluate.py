@@ -48,7 +48,14 @@ class EvaluateConfig(Section):
         default_factory=dict,
         description="Minimum values, e.g. {cosine_ndcg@10: 0.6, gain: 0.0}; 'gain' is the headline's fine-tuned "
         "minus base, 'gain_lower_bound' the low end of the gain's 95 % bootstrap interval over the test queries "
-        "(gain_lower_bound: 0.0 publishes only a gain beyond the noise; retrieval headlines only).",
+        "(gain_lower_bound: 0.0 publishes only a gain beyond the noise; retrieval headlines only), 'over_bm25' the "
+        "headline's fine-tuned minus BM25 on the same queries (over_bm25: 0.02 publishes only a model that beats "
+        "keyword search by 0.02).",
+    )
+    language: str | None = Field(
+        None,
+        description="Language of the texts (ISO 639-1): BM25's stemmer and stopwords. Default: card.language's "
+        "first, else en.",
     )
 
     general: list[IngestConfig] = Field(
