@@ -75,3 +75,9 @@ def baseline_figures(leaves: list, language: str) -> tuple[dict[str, dict], dict
                 per_query[name] |= each
                 figures[name] |= {key: float(np.mean(values)) for key, values in each.items()}
     return figures, per_query
+
+
+def baseline_line(finetuned: float, bm25: float, hybrid: float, over) -> str:
+    """The one line the log and the terminal summary give the baselines: BM25, hybrid, and the margin over BM25."""
+    margin = f"{finetuned - bm25:+.4f}" + (f", {over.signed}" if over else "")
+    return f"keyword search on the same queries: BM25 {bm25:.4f}, hybrid {hybrid:.4f}; fine-tuned minus BM25 {margin}"

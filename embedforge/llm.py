@@ -20,6 +20,8 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlparse
 
 import aiohttp
+from aiohttp import BasicAuth
+from yarl import URL
 
 from embedforge.config.corpus import LLMConfig
 from embedforge.errors import EmbedforgeError
@@ -102,7 +104,11 @@ class ChatClient:
         self.config, self.sleep = config, sleep
         key = api_key(config)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        # A user and password in base_url (a gateway's basic auth) authorise when no key is set; aiohttp refuses
+        # a URL's credentials beside an Authorization header, so they never travel in the URL itself.
+        url = URL(config.base_url.rstrip("/") + "/chat/completions")
+        self.url = url.with_user(None)
+        self.basic = BasicAuth(url.user, url.password or "") if url.user and not key else None
         self.refused_here = (config.base_url, flow_run.id)
         self.http: aiohttp.ClientSession | None = None
 
@@ -111,7 +117,8 @@ class ChatClient:
         """A connection pool for `in_flight` requests at once, open for the block."""
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
         pool = aiohttp.TCPConnector(limit=in_flight)
-        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout, connector=pool) as http:
+        session = aiohttp.ClientSession(headers=self.headers, auth=self.basic, timeout=timeout, connector=pool)
+        async with session as http:
             self.http = http
             yield
 

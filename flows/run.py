@@ -49,6 +49,7 @@ class RunResult(BaseModel):
     outcome: Outcome | None = Field(None, description="What the run decided for the model.")
     synthetic_test: bool = Field(False, description="The test queries were made from documents, not by people.")
     intervals: dict[str, Interval] = Field(default_factory=dict, description="The headline's, as Metrics has them.")
+    baselines: dict[str, float] = Field(default_factory=dict, description="{'bm25', 'hybrid': the headline's figure}.")
 
     @classmethod
     def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics, record: RunRecord) -> RunResult:
@@ -59,6 +60,9 @@ class RunResult(BaseModel):
             model_dir=model_dir,
             synthetic_test=record.synthetic_test,
             intervals=metrics.intervals,
+            baselines={
+                name: found[metrics.headline] for name, found in metrics.baselines.items() if metrics.headline in found
+            },
             **figures,
         )
 

@@ -23,7 +23,7 @@ from embedforge.evaluators import (
 )
 from embedforge.figures import Measurement
 from embedforge.hashing import files_digest
-from embedforge.keyword_search import baseline_figures
+from embedforge.keyword_search import baseline_figures, baseline_line
 from embedforge.logs import run_logger
 from embedforge.types import Metrics, Splits, TrainedModel
 from embedforge.uncertainty import gain_line, interval, paired, too_small
@@ -98,12 +98,9 @@ def _report(metrics: Metrics) -> None:
     if gain := metrics.intervals.get("gain"):
         log.info(gain_line(metrics.gain, gain))
     if (bm25 := metrics.baselines.get("bm25", {}).get(metrics.headline)) is not None:
-        over, hybrid = metrics.intervals.get("over_bm25"), metrics.baselines["hybrid"][metrics.headline]
-        log.info(
-            "Keyword search on the same queries: BM25 %.4f, hybrid (BM25 + fine-tuned) %.4f; fine-tuned minus BM25 "
-            "%+.4f%s",
-            *(bm25, hybrid, metrics.finetuned[metrics.headline] - bm25, f", {over.signed}" if over else ""),
-        )
+        hybrid, over = metrics.baselines["hybrid"][metrics.headline], metrics.intervals.get("over_bm25")
+        line = baseline_line(metrics.finetuned[metrics.headline], bm25, hybrid, over)
+        log.info(line[:1].upper() + line[1:])
     if warning := too_small(metrics.intervals):
         log.warning(warning)
 

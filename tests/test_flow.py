@@ -207,9 +207,14 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
     summary = output[output.index("Run directory: ") :].splitlines()
     assert summary[1].startswith("tiny_validation_cosine_ndcg@10: base ") and " -> fine-tuned " in summary[1]
     assert re.match(r"  gain [+-]0\.\d{4}, 95 % CI \[[+-]0\.\d{4}, [+-]0\.\d{4}\] over 30 test queries$", summary[2])
+    assert re.match(
+        r"  keyword search on the same queries: BM25 [01]\.\d{4}, hybrid [01]\.\d{4}; fine-tuned minus BM25 "
+        r"[+-][01]\.\d{4}, 95 % CI \[[+-][01]\.\d{4}, [+-][01]\.\d{4}\]$",
+        summary[3],
+    )
     # 30 test queries cannot tell a few hundredths: the run says so.
-    assert summary[3].startswith("  Warning: the test split is too small to tell: over 30 queries the gain's")
-    assert summary[4].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[5])
+    assert summary[4].startswith("  Warning: the test split is too small to tell: over 30 queries the gain's")
+    assert summary[5].startswith("Push: published to ") and re.match(r"Wall time: \d+ min \d\d s$", summary[6])
 
 
 def test_separate_train_and_test_files_run_as_given(recipe_dict, tmp_path, write_recipe):
