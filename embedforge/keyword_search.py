@@ -7,6 +7,7 @@ the rankings, so a BM25 figure reads exactly like the model's figure beside it.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 import numpy as np
@@ -25,9 +26,18 @@ STOPWORDS = {"da", "de", "en", "es", "fr", "it", "ko", "nl", "no", "pt", "ru", "
 RRF_K = 60  # Cormack, Clarke and Büttcher (2009): the constant of reciprocal rank fusion, as Elasticsearch uses
 
 
-def _tokens(texts: list[str], language: str) -> list[list[str]]:
+def _bm25s():
     import bm25s
+
+    # Importing bm25s sets its logger to DEBUG, which puts a line per index built on the terminal.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def _tokens(texts: list[str], language: str) -> list[list[str]]:
     import Stemmer
+
+    bm25s = _bm25s()
 
     stemmer = Stemmer.Stemmer(STEMMERS[language]) if language in STEMMERS else None
     stopwords = language if language in STOPWORDS else None
@@ -36,10 +46,8 @@ def _tokens(texts: list[str], language: str) -> list[list[str]]:
 
 def bm25_rankings(queries: list[str], corpus: dict[str, str], language: str, top_k: int) -> list[list[dict]]:
     """Each query's top_k passages by BM25, as the retrieval evaluator lists them: {"corpus_id", "score"}."""
-    import bm25s
-
     ids = list(corpus)
-    index = bm25s.BM25()
+    index = _bm25s().BM25()
     index.index(_tokens(list(corpus.values()), language), show_progress=False)
     found, scores = index.retrieve(_tokens(queries, language), k=min(top_k, len(ids)), show_progress=False)
     return [

@@ -200,6 +200,7 @@ def test_a_successful_cli_run_prints_our_lines_and_no_library_noise(recipe_dict,
         "pin_memory",
         "Computing widget examples",
         "Batches",
+        "bm25s",
     ]:
         assert noise not in output, noise
     assert "Task run 'train-model" in output and "step 5/" in output  # our stage lines
