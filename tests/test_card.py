@@ -153,16 +153,13 @@ def test_matryoshka_card_has_seed_sections_and_per_dim_results(matryoshka_run):
 def test_gain_table_in_card_matches_metrics_json(matryoshka_run):
     text, _, metrics = _card(matryoshka_run)
     section = text.split("### Gain over the Base Model", 1)[1].split("###", 1)[0]
-    rows = {
-        m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
-        for m in re.finditer(
-            r"^\| \**([\w@.-]+)\** \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \| [^|]* \|$", section, re.M
-        )
-    }
+    cells = r"^\| \**([\w@.-]+)\** \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \| [^|]* \| ([\d.]+) \| ([\d.]+) \|$"
+    rows = {m.group(1): tuple(float(m.group(n)) for n in range(2, 7)) for m in re.finditer(cells, section, re.M)}
     expected = gain_table(Metrics.model_validate(metrics))
     assert len(rows) == len(expected) > 0
     for row in expected:
-        assert rows[row["metric"]] == pytest.approx((row["base"], row["fine-tuned"], row["delta"]), abs=1e-4)
+        figures = (row["base"], row["fine-tuned"], row["delta"], row["BM25"], row["hybrid"])
+        assert rows[row["metric"]] == pytest.approx(figures, abs=1e-4)
     assert f"**{metrics['headline']}**" in section
     gain = metrics["intervals"]["gain"]
     assert f"| [{gain['low']:+.4f}, {gain['high']:+.4f}] |" in section and "95 % bootstrap intervals" in section

@@ -171,7 +171,7 @@ def test_gain_table_reads_base_finetuned_and_delta(server, finished_run, page, s
     page.get_by_text(re.compile("REJECTED by the quality gate")).first.wait_for(timeout=15000)
     page.get_by_text("delta 95 % CI", exact=True).first.wait_for(timeout=15000)
     page.screenshot(path=str(shots / "gain-table.png"))
-    for column in ["metric", "base", "fine-tuned", "delta"]:
+    for column in ["metric", "base", "fine-tuned", "delta", "BM25", "hybrid"]:
         assert page.get_by_text(column, exact=True).count() >= 1, column
     assert page.get_by_text(re.compile(r"^\[[+-]0\.\d{4}, [+-]0\.\d{4}\]$")).count() == 1  # the headline's row
     # About 30 test queries: the figures carry an interval, and the artifact says they cannot tell small differences.
