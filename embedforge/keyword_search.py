@@ -74,12 +74,20 @@ def baseline_figures(leaves: list, language: str) -> tuple[dict[str, dict], dict
     `rankings`), keyed as the model's figures of each score function: ({"bm25", "hybrid": {key: figure}}, the same
     with a figure per query). BM25 ranks alike for every score function; the hybrid fuses BM25 with each."""
     figures, per_query = {"bm25": {}, "hybrid": {}}, {"bm25": {}, "hybrid": {}}
+    ranked: dict[tuple, tuple[list, list[dict]]] = {}  # Matryoshka dims share queries and corpus: BM25 runs once
     for leaf in leaves:
         top_k = max(*leaf.mrr_at_k, *leaf.ndcg_at_k, *leaf.accuracy_at_k, *leaf.precision_recall_at_k, *leaf.map_at_k)
-        bm25 = bm25_rankings(leaf.queries, dict(zip(leaf.corpus_ids, leaf.corpus)), language, top_k)
+        texts = (tuple(leaf.queries), tuple(leaf.corpus_ids), top_k)
+        if texts not in ranked:
+            bm25 = bm25_rankings(leaf.queries, dict(zip(leaf.corpus_ids, leaf.corpus)), language, top_k)
+            ranked[texts] = bm25, leaf.each_query(bm25)
+        bm25, bm25_each = ranked[texts]
         for function, dense in leaf.rankings.items():
-            for name, ranking in (("bm25", bm25), ("hybrid", fused(bm25, dense, top_k=top_k))):
-                each = leaf.keyed(function, leaf.each_query(ranking))
+            hybrid_each = leaf.each_query(fused(bm25, dense, top_k=top_k))
+            for name, each in (
+                ("bm25", leaf.keyed(function, bm25_each)),
+                ("hybrid", leaf.keyed(function, hybrid_each)),
+            ):
                 per_query[name] |= each
                 figures[name] |= {key: float(np.mean(values)) for key, values in each.items()}
     return figures, per_query
