@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from embedforge import evaluators as built
 from embedforge.config.evaluate import EvaluateConfig
@@ -89,3 +90,10 @@ def test_bm25_stems_in_the_card_language_unless_evaluate_says_otherwise(recipe_d
     assert Recipe.model_validate({**recipe_dict, "card": {"language": ["id"]}}).evaluate.language == "id"
     chosen = {**recipe_dict, "card": {"language": ["id"]}, "evaluate": {"language": "en"}}
     assert Recipe.model_validate(chosen).evaluate.language == "en"
+
+
+def test_a_language_name_instead_of_a_code_is_refused_by_field(recipe_dict):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="not an ISO 639-1 code: write a two-letter code such as en"):
+        Recipe.model_validate({**recipe_dict, "evaluate": {"language": "english"}})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from embedforge.config.ingest import IngestConfig
 from embedforge.config.section import Section
@@ -70,6 +70,14 @@ class EvaluateConfig(Section):
         description="Most a general set's primary metric may fall, base minus fine-tuned (e.g. 0.02); a larger "
         "drop rejects the run like a failed gate.",
     )
+
+    @field_validator("language")
+    @classmethod
+    def _a_language_code(cls, language: str | None) -> str | None:
+        # A name instead of a code would silently stem nothing: BM25 stems by ISO 639-1 code, as the card names them.
+        if language is not None and not (len(language) == 2 and language.isalpha() and language.islower()):
+            raise ValueError(f"{language!r} is not an ISO 639-1 code: write a two-letter code such as en, de or id")
+        return language
 
     @model_validator(mode="after")
     def _descending(self) -> EvaluateConfig:
