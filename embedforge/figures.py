@@ -74,3 +74,26 @@ class RoundTrial(BaseModel):
     )
     kept: bool = False
     model_dir: str
+
+
+class RerankFigures(BaseModel):
+    """The test split's headline for the embedder alone and with each reranker over its top_k, query by query."""
+
+    metric: str
+    top_k: int
+    figures: dict[str, float] = Field(description="{'embedder', 'base reranker', 'fine-tuned reranker': figure}.")
+    queries: dict[str, list[float]] = Field(description="The same keys: the figure of each test query, in order.")
+    intervals: dict[str, Interval] = Field(
+        default_factory=dict,
+        description="95 % intervals: each two-stage figure's, and 'over_embedder' (paired: the fine-tuned reranker's "
+        "two-stage figure minus the embedder alone).",
+    )
+    ms_per_query: float = Field(description="The fine-tuned reranker's median time to score top_k passages, on CPU.")
+    untrained_head: bool = Field(False, description="rerank.base_model had no classification head: a random one.")
+    kept: bool = False
+    reason: str = Field("", description="Why the reranker is left out of the release.")
+    test_key: str | None = Field(None, description="What the figures depend on besides the models: compared alike.")
+
+    @property
+    def two_stage(self) -> float:
+        return self.figures["fine-tuned reranker"]

@@ -71,6 +71,7 @@ def _quiet_sentence_transformers() -> None:
 
     import sentence_transformers.base.model_card as model_card
     import sentence_transformers.sentence_transformer.model as encoder
+    import sentence_transformers.util.hard_negatives as hard_negatives
     from tqdm.autonotebook import tqdm, trange
 
     # While it picks the card's widget examples, at every trainer start.
@@ -78,6 +79,8 @@ def _quiet_sentence_transformers() -> None:
     # Hard-negative mining encodes with show_progress_bar=True hard-wired: two "Batches" bars per mining.
     # The call passes disable= itself, so a partial would be overridden; this forces it.
     encoder.trange = lambda *args, **kwargs: trange(*args, **{**kwargs, "disable": True})
+    # ... and then a "Computing similarity scores" bar, whatever its verbose= says.
+    hard_negatives.trange = encoder.trange
 
 
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:

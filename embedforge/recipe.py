@@ -21,7 +21,7 @@ from pydantic import (
 from embedforge.checks.secrets import literal_secrets
 from embedforge.columns import columns
 from embedforge.config.card import CardConfig
-from embedforge.config.corpus import CorpusConfig
+from embedforge.config.corpus import CorpusConfig, with_corpus_pairs
 from embedforge.config.deployment import DeploymentConfig
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.export import ExportConfig
@@ -30,6 +30,7 @@ from embedforge.config.loss import loss_data_problem
 from embedforge.config.merge import MergeConfig
 from embedforge.config.mine import MineConfig
 from embedforge.config.push import PushConfig
+from embedforge.config.rerank import RerankConfig
 from embedforge.config.section import Section
 from embedforge.config.split import SplitConfig
 from embedforge.config.train import TrainConfig
@@ -38,8 +39,6 @@ from embedforge.recipe_file import apply_override, empty_sections, format_errors
 
 # A release made with the same data, base model and these sections is what a new run would make again.
 MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")
-# Where the corpus stages' pairs go in the ingest section of a corpus recipe: the run puts the real file there.
-CORPUS_PAIRS = "<the pairs made from corpus.path>"
 
 
 class Recipe(Section):
@@ -63,6 +62,9 @@ class Recipe(Section):
         None, description="Merge the fine-tuned model with its base, weight chosen on eval."
     )
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    rerank: RerankConfig | None = Field(
+        None, description="A cross-encoder reranker trained beside the embedder and published with it."
+    )
     export: ExportConfig | None = Field(None, description="ONNX and OpenVINO files in the release, each measured.")
     card: CardConfig = Field(default_factory=CardConfig)
     push: PushConfig = Field(default_factory=PushConfig)
@@ -80,25 +82,7 @@ class Recipe(Section):
     @model_validator(mode="before")
     @classmethod
     def _pairs_from_the_corpus(cls, data: Any) -> Any:
-        """A corpus recipe's ingest reads the pairs the corpus stages make; split by document unless told.
-
-        Sections of the wrong type are left as they are, for the field validation to name.
-        """
-        ingest, split = (data.get(key) or {} if isinstance(data, dict) else None for key in ("ingest", "split"))
-        if not isinstance(data, dict) or not data.get("corpus") or not isinstance(ingest, dict):
-            return data
-        if ingest.get("kind", "retrieval") != "retrieval":
-            raise ValueError("ingest.kind: a corpus makes retrieval pairs (anchor, positive); leave kind out")
-        given = [key for key in ("path", "path_env", "dataset") if ingest.get(key) not in (None, CORPUS_PAIRS)]
-        if given:
-            raise ValueError(f"ingest.{given[0]}: the corpus section makes the training pairs; give one of the two")
-        keep = ingest.get("keep", [])
-        ingest = {**ingest, "path": CORPUS_PAIRS} | (
-            {"keep": list(dict.fromkeys([*keep, "doc_id"]))} if isinstance(keep, list) else {}
-        )
-        if isinstance(split, dict):
-            split = {"group_by": "doc_id", **split}  # the test split measures documents the model never saw
-        return {**data, "ingest": ingest, "split": split}
+        return with_corpus_pairs(data)
 
     @model_validator(mode="after")
     def _evaluate_matryoshka_by_default(self) -> Recipe:
@@ -153,10 +137,12 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _mine_with_the_base_model_by_default(self) -> Recipe:
-        if self.mine and self.ingest.kind != "retrieval":
-            raise ValueError(
-                f"mine: hard negatives need retrieval pairs (anchor, positive); ingest.kind is {self.ingest.kind}"
-            )
+        # Both mine negatives among passages retrieved for queries: pairs of other kinds have neither.
+        for name, section in (("mine", self.mine), ("rerank", self.rerank)):
+            if section and self.ingest.kind != "retrieval":
+                raise ValueError(
+                    f"{name}: hard negatives need retrieval pairs (anchor, positive); ingest.kind is {self.ingest.kind}"
+                )
         if self.mine and not self.mine.model:
             self.mine.model, self.mine.model_revision = self.train.base_model, self.train.base_model_revision
             # A query-prompt model (Qwen3-Embedding, arctic-embed) ranks well only with its prompt.
@@ -219,7 +205,10 @@ class Recipe(Section):
         # their releases were made with, so upgrading embedforge retrains nothing. Export makes no weights, but a
         # release without the backends asked for is not what the recipe makes.
         unset = {"evaluate": {"general", "max_general_drop"}} if not self.evaluate.general else {}
-        include = {*MODEL_SECTIONS, *(s for s in ("corpus", "merge", "export") if getattr(self, s) is not None)}
+        include = {
+            *MODEL_SECTIONS,
+            *(s for s in ("corpus", "merge", "rerank", "export") if getattr(self, s) is not None),
+        }
         sections = self.model_dump(mode="json", include=include, exclude=unset)
         return hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()[:16]
 

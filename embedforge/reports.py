@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from embedforge.data_reports import FilterReport, MiningReport
+from embedforge.figures import RerankFigures
 from embedforge.types import BackendTrial, MergeTrial, Metrics, RoundTrial, Splits
 from embedforge.uncertainty import NO_INTERVAL, RESAMPLES, too_small
 
@@ -196,3 +197,33 @@ def corpus_markdown(report: FilterReport, samples: list[dict] | None = None) -> 
         table += "\n| query | passage |\n|:--|:--|\n"
         table += "".join(f"| {_cell(s['anchor'])} | {_cell(s['positive'])} |\n" for s in samples)
     return table
+
+
+RERANK_STAGES = {
+    "embedder": "embedder alone",
+    "base reranker": "embedder + base reranker",
+    "fine-tuned reranker": "embedder + fine-tuned reranker",
+}
+
+
+def rerank_markdown(rerank: RerankFigures) -> str:
+    """The embedder alone and two-stage with each reranker over its top_k, with intervals, latency and verdict."""
+    over = rerank.intervals.get("over_embedder")
+    rows = [f"| Stage | {rerank.metric} | 95 % CI | vs embedder alone |", "|:--|--:|--:|--:|"]
+    for name, label in RERANK_STAGES.items():
+        figure, found = rerank.figures[name], rerank.intervals.get(name)
+        versus = "" if name == "embedder" else f"{figure - rerank.figures['embedder']:+.4f}"
+        if name == "fine-tuned reranker" and over:
+            versus += f" ({over.signed})"
+        band = "" if found is None else f"[{found.low:.4f}, {found.high:.4f}]"
+        rows.append(f"| {label} | {figure:.4f} | {band} | {versus} |")
+    verdict = "In the release" if rerank.kept else f"**Left out of the release**: {rerank.reason}"
+    head = ""
+    if rerank.untrained_head:
+        head = " The base reranker's head was untrained (added by the library to a model without one)."
+    return (
+        "\n".join(rows)
+        + f"\n\nThe reranker reorders the embedder's top {rerank.top_k} passages per query; the rest keep the "
+        f"embedder's order. It scores one query's {rerank.top_k} passages in {rerank.ms_per_query:.1f} ms on CPU "
+        f"(median).{head} {verdict}."
+    )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from embedforge.columns import Kind
 from embedforge.data_reports import FilterReport, MiningReport, MiningTrial
-from embedforge.figures import EvaluatorInfo, Interval, MergeTrial, RoundTrial
+from embedforge.figures import EvaluatorInfo, Interval, MergeTrial, RerankFigures, RoundTrial
 
 META_FILE = "training_meta.json"
 
@@ -95,6 +95,10 @@ class TrainedModel(BaseModel):
         None, description="Where export wrote the backends' files, as the release holds them."
     )
     backends: list[BackendTrial] = Field(default_factory=list, description="PyTorch, then each backend exported.")
+    reranker_dir: str | None = Field(None, description="The fine-tuned reranker, when the recipe has `rerank:`.")
+    reranker_backends: list[BackendTrial] = Field(
+        default_factory=list, description="The reranker's PyTorch row, then each backend exported (two-stage figures)."
+    )
 
 
 class Metrics(BaseModel):
@@ -120,10 +124,19 @@ class Metrics(BaseModel):
         default_factory=dict,
         description="{'bm25', 'hybrid': figures keyed as the fine-tuned model's} on the test split's retrieval data.",
     )
+    rerank: RerankFigures | None = Field(None, description="Two-stage figures, when the recipe has `rerank:`.")
 
     @property
     def gain(self) -> float:
         return self.finetuned[self.headline] - self.base[self.headline]
+
+    @property
+    def served(self) -> tuple[float, list[float] | None]:
+        """(headline, per query) of what the release serves: two-stage when its reranker is kept, else the embedder.
+        What champion and challenger are compared on."""
+        if self.rerank and self.rerank.kept:
+            return self.rerank.two_stage, self.rerank.queries["fine-tuned reranker"]
+        return self.finetuned[self.headline], self.queries.get("finetuned")
 
     @property
     def domain(self) -> dict[str, float]:

@@ -1,9 +1,9 @@
 """The fine-tuning flow, wired as the DAG reads.
 
 ingest -> up to date? -> split -> (choose how to mine) -> (the eval pairs train too) -> (mine) -> train
--> (rounds) -> (merge with the base) -> evaluate -> gate -> (export the serving backends) -> card -> champion
--> decide -> push -> outcome. Every decision is a task the dashboard's graph shows, and the flow run's final state is
-named after the one that ended the run.
+-> (rounds) -> (merge with the base) -> evaluate -> gate -> (train, evaluate and gate the reranker) -> (export the
+serving backends) -> card -> champion -> decide -> push -> outcome. Every decision is a task the dashboard's graph
+shows, and the flow run's final state is named after the one that ended the run.
 """
 
 from __future__ import annotations
@@ -28,19 +28,21 @@ from embedforge.flows.run import (
 from embedforge.flows.rundir import check_same_inputs
 from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
-from embedforge.tasks.card import render_model_card
+from embedforge.tasks.card import render_model_card, render_reranker_card
 from embedforge.tasks.champion import measure_champion
 from embedforge.tasks.choose import choose_mining, chosen_setting
 from embedforge.tasks.decide import decide_release
 from embedforge.tasks.evaluate import evaluate_model, measure_base_model
+from embedforge.tasks.evaluate_rerank import evaluate_reranker
 from embedforge.tasks.export import export_backends
-from embedforge.tasks.gate import check_quality_gate
+from embedforge.tasks.gate import check_quality_gate, check_reranker_gate
 from embedforge.tasks.ingest import ingest_dataset
 from embedforge.tasks.merge import merge_with_base
 from embedforge.tasks.mine import mine_hard_negatives
 from embedforge.tasks.push import push_model
 from embedforge.tasks.refit import carved_eval, fold_eval_into_training, held_out_by
 from embedforge.tasks.release import find_current_release
+from embedforge.tasks.rerank import train_reranker
 from embedforge.tasks.rounds import train_rounds
 from embedforge.tasks.split import check_general_overlap, split_dataset
 from embedforge.tasks.train import train_model
@@ -89,11 +91,27 @@ def _training_data(recipe: Recipe, splits: Splits, data: Path) -> Splits:
     return splits.model_copy(update={"mining_trials": chosen.mining_trials if chosen else []})
 
 
+def _serving(
+    recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, record: RunRecord
+) -> tuple[TrainedModel, Metrics]:
+    """(rerank: train -> evaluate -> gate) -> (export): what the release serves beside the embedder's weights."""
+    if recipe.rerank:
+        model = train_reranker(recipe.rerank, recipe.evaluate, model, splits)
+        metrics = evaluate_reranker(recipe.rerank, recipe.evaluate, model, splits, metrics)
+        metrics = check_reranker_gate(recipe.rerank, metrics, record.artifact_key("rerank"))
+    if recipe.export:
+        model = export_backends(recipe, model, splits, metrics, record.artifact_key("export"))
+    return model, metrics
+
+
 def _release(
     recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, record: RunRecord
 ) -> ReleaseDecision:
-    """card -> champion -> decide -> push: the model card written, then published if it beats the release."""
+    """card -> champion -> decide -> push: the model card (and the reranker's) written, then published if it beats
+    the release."""
     render_model_card(recipe, model, splits, metrics, record)
+    if metrics.rerank and metrics.rerank.kept:
+        render_reranker_card(recipe, model, metrics, record)
     champion = measure_champion(recipe.push, recipe.evaluate, splits, model, metrics)
     decision = decide_release(recipe.push, record, metrics, champion)
     return push_model(recipe.push, model, record, metrics, decision)
@@ -123,10 +141,10 @@ def finetune(
         if recipe.merge:
             model = merge_with_base(recipe, model, splits, base.figures, record.artifact_key("merge"))
         metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
-        result = RunResult.trained(run_dir, model.model_dir, metrics, record)
         if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):
+            result = RunResult.trained(run_dir, model.model_dir, metrics, record)
             return finish(record, result, outcome(record, "rejected", rejected, metrics))
-        if recipe.export:
-            model = export_backends(recipe, model, splits, metrics, record.artifact_key("export"))
+        model, metrics = _serving(recipe, model, splits, metrics, record)
+        result = RunResult.trained(run_dir, model.model_dir, metrics, record)
         result.push = _release(recipe, model, splits, metrics, record)
         return finish(record, result, push_outcome(record, metrics, result.push))

@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
-from embedforge.figures import Interval
+from embedforge.figures import Interval, RerankFigures
 from embedforge.flows.rundir import check_same_inputs, one_engine
 from embedforge.logs import quiet_libraries, redact_logs, run_logger
 from embedforge.models import base_model_identity
@@ -50,6 +50,7 @@ class RunResult(BaseModel):
     synthetic_test: bool = Field(False, description="The test queries were made from documents, not by people.")
     intervals: dict[str, Interval] = Field(default_factory=dict, description="The headline's, as Metrics has them.")
     baselines: dict[str, float] = Field(default_factory=dict, description="{'bm25', 'hybrid': the headline's figure}.")
+    rerank: RerankFigures | None = Field(None, description="Two-stage figures, when the recipe has `rerank:`.")
 
     @classmethod
     def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics, record: RunRecord) -> RunResult:
@@ -60,6 +61,7 @@ class RunResult(BaseModel):
             model_dir=model_dir,
             synthetic_test=record.synthetic_test,
             intervals=metrics.intervals,
+            rerank=metrics.rerank,
             baselines={
                 name: found[metrics.headline] for name, found in metrics.baselines.items() if metrics.headline in found
             },
@@ -139,9 +141,9 @@ def finish(record: RunRecord, result: RunResult, outcome: Outcome) -> State:
 
 def outcome(record: RunRecord, decision: str, reason: str, metrics: Metrics | None = None, **figures) -> Outcome:
     """What the run decided, with the headline figures it decided on and the data it was made of."""
-    if metrics:
-        figures |= {"headline": metrics.headline, "base": metrics.base[metrics.headline]}
-        figures |= {"finetuned": metrics.finetuned[metrics.headline]}
+    if metrics:  # the figures given win: a decision names what the release serves
+        headline = {"headline": metrics.headline, "base": metrics.base[metrics.headline]}
+        figures = headline | {"finetuned": metrics.finetuned[metrics.headline]} | figures
     data = ", ".join(fingerprint[:12] for fingerprint in record.fingerprints.values())
     return Outcome(
         recipe=record.recipe, run_id=record.run_id, decision=decision, reason=reason, data_fingerprint=data, **figures
@@ -159,9 +161,8 @@ def push_outcome(record: RunRecord, metrics: Metrics, push: ReleaseDecision) -> 
     decision = "already published" if push.already else "published" if push.pushed else "not published"
     decision = "champion kept" if not push.pushed and push.champion is not None else decision
     release = record.release if push.pushed else None
-    return outcome(
-        record, decision, push.reason, metrics, champion=push.champion, release=release, location=push.location
-    )
+    served = {"headline": push.headline, "finetuned": push.challenger, "champion": push.champion}
+    return outcome(record, decision, push.reason, metrics, release=release, location=push.location, **served)
 
 
 def record_failure(flow, failed_run, state) -> None:

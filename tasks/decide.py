@@ -43,6 +43,13 @@ def decide(
     return False, f"{headline} {challenger:.4f} < published {champion:.4f}: kept the published model"
 
 
+def served_name(metrics: Metrics) -> str:
+    """The figure champion and challenger are compared on: the headline of what the release serves."""
+    if metrics.rerank and metrics.rerank.kept:
+        return f"{metrics.headline} (two-stage, top {metrics.rerank.top_k})"
+    return metrics.headline
+
+
 def decision_markdown(decision: ReleaseDecision) -> str:
     """The decision as the dashboard shows it: the verdict, both figures, and why."""
     title = TITLES.get(decision.verdict, "Not published")
@@ -70,8 +77,8 @@ def _verdict(config: PushConfig, record: RunRecord, metrics: Metrics, champion: 
             f"release {record.release} was already published at {where}; a release is never rewritten",
             where,
         )
-    headline, best = metrics.headline, None if champion is None else champion.figures[metrics.headline]
-    publish, reason = decide(config, headline, metrics.finetuned[headline], best, difference)
+    best = None if champion is None else champion.figures[metrics.headline]
+    publish, reason = decide(config, served_name(metrics), metrics.served[0], best, difference)
     return ("publish" if publish else "champion kept"), reason, None
 
 
@@ -80,17 +87,15 @@ def decide_release(
     config: PushConfig, record: RunRecord, metrics: Metrics, champion: Measurement | None
 ) -> ReleaseDecision:
     """Publish, keep the champion, or nothing to do (push off, or this release is already out): decided here."""
-    challenger = metrics.finetuned[metrics.headline]
+    challenger, queries = metrics.served
     best = None if champion is None else champion.figures[metrics.headline]
-    difference = (
-        paired(champion.per_query.get(metrics.headline), metrics.queries.get("finetuned")) if champion else None
-    )
+    difference = paired(champion.per_query.get(metrics.headline), queries) if champion else None
     verdict, reason, where = _verdict(config, record, metrics, champion, difference)
     decision = ReleaseDecision(
         verdict=verdict,
         reason=reason,
         release=record.release,
-        headline=metrics.headline,
+        headline=served_name(metrics),
         challenger=challenger,
         champion=best,
         difference=difference,

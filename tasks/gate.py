@@ -1,18 +1,21 @@
-"""Quality gate: does the fine-tuned model meet the recipe's minimums? A rejection is a decision, not an error.
+"""Quality gates: does the fine-tuned model meet the recipe's minimums? A rejection is a decision, not an error.
+Does the reranker beat the embedder alone? One that does not is left out of the release, and the embedder goes on.
 
-Side effect: the `<recipe>-gain` table artifact, headed with the verdict, so the latest gain table in the
-dashboard never passes off a rejected model as a result.
+Side effect: the `<recipe>-gain` table artifact (and `<recipe>-rerank`), headed with the verdict, so the latest
+table in the dashboard never passes off a rejected model as a result.
 """
 
 from __future__ import annotations
 
 from prefect import task
 
-from embedforge.artifacts import create_table_artifact
+from embedforge.artifacts import create_markdown_artifact, create_table_artifact
 from embedforge.config.evaluate import EvaluateConfig
+from embedforge.config.rerank import RerankConfig
 from embedforge.evaluators import resolve_metric
+from embedforge.figures import RerankFigures
 from embedforge.logs import run_logger
-from embedforge.reports import doubt_markdown, gain_table
+from embedforge.reports import doubt_markdown, gain_table, rerank_markdown
 from embedforge.types import Metrics
 from embedforge.uncertainty import NO_INTERVAL
 
@@ -75,3 +78,43 @@ def check_quality_gate(
             + f"\n\n{doubt_markdown(metrics)}",
         )
     return reason
+
+
+def reranker_failures(config: RerankConfig, rerank: RerankFigures) -> list[str]:
+    """Each rerank gate the two-stage figure misses, with its value and minimum."""
+    over, failures = rerank.intervals.get("over_embedder"), []
+    for name, minimum in config.gates.items():
+        if name == "over_embedder":
+            value, what = rerank.two_stage - rerank.figures["embedder"], "two-stage minus embedder alone"
+        elif over is None:
+            failures.append(f"{name}: no interval (fewer than two test queries)")
+            continue
+        else:
+            value, what = over.low, f"the low end of two-stage minus embedder alone's {over.signed}"
+        if not value >= minimum:
+            failures.append(f"rerank.gates.{name}: {rerank.metric} {what} = {value:+.4f} < {minimum}")
+    return failures
+
+
+def rerank_artifact(rerank: RerankFigures, key: str) -> None:
+    verdict = "Reranker in the release" if rerank.kept else "Reranker LEFT OUT of the release"
+    create_markdown_artifact(
+        f"## Two-stage retrieval on the test split\n\n{rerank_markdown(rerank)}\n",
+        key=key,
+        description=f"{verdict}; embedder alone vs embedder + reranker over the top {rerank.top_k}",
+    )
+
+
+@task(name="check-reranker-gate")
+def check_reranker_gate(config: RerankConfig, metrics: Metrics, artifact_key: str | None) -> Metrics:
+    """Keep the reranker in the release when it meets rerank.gates; otherwise say why it is left out."""
+    failures = reranker_failures(config, metrics.rerank)
+    reason = "; ".join(failures)
+    rerank = metrics.rerank.model_copy(update={"kept": not failures, "reason": reason})
+    if failures:
+        run_logger().warning("The reranker is left out of the release (the embedder goes on alone): %s", reason)
+    else:
+        run_logger().info("Reranker gate passed: %s", ", ".join(config.gates) or "no gates set")
+    if artifact_key:
+        rerank_artifact(rerank, artifact_key)
+    return metrics.model_copy(update={"rerank": rerank})

@@ -21,19 +21,34 @@ from embedforge import hub
 from embedforge.config.push import PushConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
-from embedforge.types import META_FILE, Metrics, ReleaseDecision, RunRecord, TrainedModel
+from embedforge.types import META_FILE, BackendTrial, Metrics, ReleaseDecision, RunRecord, TrainedModel
+
+RERANKER = "reranker/"  # where a release holds its reranker: CrossEncoder(snapshot_download(...) + "/reranker")
 
 
-def release_files(model: TrainedModel) -> dict[str, Path]:
-    """{path in the release: file}: the model folder, and the serving backends export kept (with .bin weights)."""
-    folder = Path(model.model_dir)
-    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-    for trial in model.backends[1:]:
+def _files(folder: Path, prefix: str = "") -> dict[str, Path]:
+    return {prefix + p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _kept_backends(trials: list[BackendTrial], export_dir: str | None, prefix: str = "") -> dict[str, Path]:
+    """The files of each backend export kept (an ONNX file with its .bin weights), as the release lays them out."""
+    files = {}
+    for trial in trials[1:]:
         if trial.kept:
-            file = Path(model.export_dir) / trial.file
-            files.update(
-                {Path(trial.file).with_name(f.name).as_posix(): f for f in sorted(file.parent.glob(f"{file.stem}.*"))}
-            )
+            file = Path(export_dir) / trial.file
+            parent = Path(prefix + trial.file).parent
+            files.update({(parent / f.name).as_posix(): f for f in sorted(file.parent.glob(f"{file.stem}.*"))})
+    return files
+
+
+def release_files(model: TrainedModel, metrics: Metrics) -> dict[str, Path]:
+    """{path in the release: file}: the model folder and the serving backends export kept; with a reranker that
+    passed its gate, its folder and backends under reranker/, in the same commit."""
+    files = _files(Path(model.model_dir)) | _kept_backends(model.backends, model.export_dir)
+    if metrics.rerank and metrics.rerank.kept and model.reranker_dir:
+        files |= _files(Path(model.reranker_dir), RERANKER) | _kept_backends(
+            model.reranker_backends, model.export_dir, RERANKER
+        )
     return files
 
 
@@ -120,13 +135,16 @@ def release_meta(record: RunRecord, model: TrainedModel, metrics: Metrics) -> di
             for name, (key, *_) in metrics.general.items()
         },
         "backends": [t.model_dump() for t in model.backends],
+        # The two-stage figures, per query too: a later run with a reranker compares with them query by query.
+        "rerank": metrics.rerank.model_dump() if metrics.rerank else None,
+        "reranker_backends": [t.model_dump() for t in model.reranker_backends],
     }
 
 
-def _publish(config: PushConfig, model: TrainedModel, meta: dict, release: str) -> str:
+def _publish(config: PushConfig, files: dict[str, Path], meta: dict, release: str) -> str:
     if config.local_dir:
-        return _publish_local(config, release_files(model), meta, release)
-    return hub.call(config, upload_release, release_files(model), meta, release)
+        return _publish_local(config, files, meta, release)
+    return hub.call(config, upload_release, files, meta, release)
 
 
 @task(name="push-model")
@@ -138,6 +156,7 @@ def push_model(
         if not decision.already:
             run_logger().info("Nothing published (%s). The model stays at %s", decision.reason, model.model_dir)
         return decision
-    location = _publish(config, model, release_meta(record, model, metrics), decision.release)
+    files, meta = release_files(model, metrics), release_meta(record, model, metrics)
+    location = _publish(config, files, meta, decision.release)
     run_logger().info("Published %s to %s (%s)", decision.release, location, decision.reason)
     return decision.model_copy(update={"location": location})

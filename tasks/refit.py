@@ -29,6 +29,8 @@ def held_out_by(recipe: Recipe) -> str | None:
         return "merge chooses its weight on them after training"
     if recipe.corpus and recipe.corpus.rounds > 1:
         return "corpus.rounds compares the rounds on them"
+    if recipe.rerank:
+        return "rerank keeps the reranker's best epoch on them"
     if args.get("eval_strategy", "no") != "no":  # load_best_model_at_end is refused without it
         return "the trainer evaluates on them (train.args.eval_strategy)"
     return None

@@ -659,6 +659,32 @@ VALIDATE = [
         "{recipe}: train.args.load_best_model_at_end: has no effect with save_strategy 'no' (nothing is saved)",
     ),
     Case(
+        "rerank-base-model-missing",
+        _set("rerank", lambda root: {"base_model": str(root / "no-reranker")}),
+        "{recipe}: rerank.base_model: model '{root}/no-reranker': no such folder",
+    ),
+    Case(
+        "rerank-loss-needs-teacher-scores",
+        _set("rerank", lambda root: {"base_model": str(root / "tiny-model"), "loss": "MarginMSELoss"}),
+        "{recipe}: rerank.loss: MarginMSELoss needs a teacher's score margin for each (query, positive, negative), "
+        "which the run's pairs lack",
+    ),
+    Case(
+        "rerank-loss-misspelt",
+        _set("rerank", lambda root: {"base_model": str(root / "tiny-model"), "loss": "BinaryCrossEntropy"}),
+        "{recipe}: rerank.loss: 'BinaryCrossEntropy' is not a CrossEncoder loss — did you mean BinaryCrossEntropyLoss?",
+    ),
+    Case(
+        "rerank-top-k-covers-the-test-split",
+        _set("rerank", lambda root: {"base_model": str(root / "tiny-model"), "top_k": 30}),
+        "{recipe}: rerank.top_k: 30 is not below the 30 passages of the test split (split.test_size 0.25 of the data)",
+    ),
+    Case(
+        "rerank-gate-misspelt",
+        _set("rerank", lambda root: {"base_model": str(root / "tiny-model"), "gates": {"over_embeder": 0}}),
+        "{recipe}: rerank.gates.over_embeder: unknown gate — did you mean over_embedder?",
+    ),
+    Case(
         "name-escapes-the-run-directory",
         _set("ingest.name", "../escape"),
         "{recipe}: ingest.name: '../escape' is also a file name in the run directory",
@@ -700,7 +726,7 @@ def test_validate_refuses_with_one_line_per_problem(case, world, monkeypatch):
     path = _prepare(case, recipe, root)
     result = cli("validate", path)
     assert result.exit_code == 1, result.output
-    assert case.expected.replace("{recipe}", str(path)) in result.output
+    assert case.expected.replace("{recipe}", str(path)).replace("{root}", str(root)) in result.output
     assert not case.absent or case.absent not in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
     assert _fingerprint(root / "published") == before

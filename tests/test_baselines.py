@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from embedforge import evaluators as built
+from embedforge.card_report import gain_markdown
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.keyword_search import bm25_rankings, fused
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import gain_table
-from embedforge.tasks.card import _gain_markdown
 from embedforge.tasks.evaluate import with_baselines, with_intervals
 from embedforge.tasks.gate import gate_failures
 from embedforge.types import EvalSplit, Metrics, Splits
@@ -60,7 +60,7 @@ def test_the_model_is_measured_beside_bm25_and_the_hybrid_with_an_interval(tiny_
     assert over.n == 40 and over.low <= figures[headline] - 1.0 <= over.high < 0
     (row,) = [row for row in gain_table(metrics) if row["metric"] == headline]
     assert row["BM25"] == 1.0 and row["hybrid"] == round(metrics.baselines["hybrid"][headline], 4)
-    card = _gain_markdown(metrics)
+    card = gain_markdown(metrics)
     assert "| Metric | Base | Fine-tuned | Δ | Δ 95 % CI | BM25 | hybrid |" in card
     assert "Fine-tuned minus BM25 on the same queries: 95 % CI [" in card
     short = 1.0 - figures[headline]

@@ -14,6 +14,7 @@ from embedforge.checks.data import check_data
 from embedforge.checks.evaluation import check_metric_names
 from embedforge.checks.export import check_export
 from embedforge.checks.push import check_target, writable
+from embedforge.checks.rerank import check_rerank
 from embedforge.checks.space import check_space
 from embedforge.checks.training import check_merge, check_models, check_training
 from embedforge.datafiles import source_columns
@@ -56,7 +57,9 @@ def preflight(recipe: Recipe, source: str, output_dir: str | None = None) -> Non
     quiet_libraries()  # the data is read as the run reads it, without its libraries' progress bars
     problems = check_data(recipe) + check_corpus(recipe) + check_endpoint(recipe)
     problems += check_training(recipe.train, _has_eval(recipe))
-    problems += check_models(recipe) + check_merge(recipe) + check_export(recipe)
+    problems += (
+        check_models(recipe) + check_merge(recipe) + check_rerank(recipe, _has_eval(recipe)) + check_export(recipe)
+    )
     problems += check_metric_names(recipe.evaluate, _evaluated(recipe), _similarity(recipe), _test_negatives(recipe))
     problems += check_target(recipe.push)
     if output_dir and (problem := writable(Path(output_dir))):

@@ -81,6 +81,7 @@ def _where(flow_options: dict) -> str:
 def _doubt(result) -> None:
     """The gain's interval, keyword search beside the model, and a warning when the test split is too small to tell."""
     from embedforge.keyword_search import baseline_line
+    from embedforge.reranking import rerank_line
     from embedforge.uncertainty import gain_line, too_small
 
     if gain := result.intervals.get("gain"):
@@ -88,6 +89,8 @@ def _doubt(result) -> None:
     if result.baselines:
         bm25, hybrid = result.baselines["bm25"], result.baselines["hybrid"]
         typer.echo(f"  {baseline_line(result.finetuned, bm25, hybrid, result.intervals.get('over_bm25'))}")
+    if result.rerank:
+        typer.echo(f"  {rerank_line(result.rerank)}")
     if warning := too_small(result.intervals):
         typer.secho(f"  Warning: {warning}", fg=typer.colors.YELLOW)
 

@@ -5,7 +5,7 @@ A recipe with `corpus:` names no `ingest.path`: the pairs this section makes are
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -201,3 +201,29 @@ class CorpusConfig(Section):
         if self.filter.min_query_chars >= self.filter.max_query_chars:
             raise ValueError("filter.min_query_chars: must be below filter.max_query_chars")
         return self
+
+
+# Where the corpus stages' pairs go in the ingest section of a corpus recipe: the run puts the real file there.
+CORPUS_PAIRS = "<the pairs made from corpus.path>"
+
+
+def with_corpus_pairs(data: Any) -> Any:
+    """A corpus recipe's ingest reads the pairs the corpus stages make; split by document unless told.
+
+    Sections of the wrong type are left as they are, for the field validation to name.
+    """
+    ingest, split = (data.get(key) or {} if isinstance(data, dict) else None for key in ("ingest", "split"))
+    if not isinstance(data, dict) or not data.get("corpus") or not isinstance(ingest, dict):
+        return data
+    if ingest.get("kind", "retrieval") != "retrieval":
+        raise ValueError("ingest.kind: a corpus makes retrieval pairs (anchor, positive); leave kind out")
+    given = [key for key in ("path", "path_env", "dataset") if ingest.get(key) not in (None, CORPUS_PAIRS)]
+    if given:
+        raise ValueError(f"ingest.{given[0]}: the corpus section makes the training pairs; give one of the two")
+    keep = ingest.get("keep", [])
+    ingest = {**ingest, "path": CORPUS_PAIRS} | (
+        {"keep": list(dict.fromkeys([*keep, "doc_id"]))} if isinstance(keep, list) else {}
+    )
+    if isinstance(split, dict):
+        split = {"group_by": "doc_id", **split}  # the test split measures documents the model never saw
+    return {**data, "ingest": ingest, "split": split}

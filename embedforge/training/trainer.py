@@ -17,7 +17,7 @@ from sentence_transformers import (
 )
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from embedforge.columns import STANDARD_COLUMNS
 from embedforge.config.evaluate import EvaluateConfig
@@ -126,7 +126,15 @@ def make_trainer(
         evaluator=evaluator,
         callbacks=[PrefectProgress(), StopOnCtrlC()],
     )
-    if not args.disable_tqdm:
+    return with_our_progress(trainer)
+
+
+def with_our_progress(trainer):
+    """The trainer's bar, ours (it leaves the log lines to PrefectProgress); with the bar off, no printed dicts
+    of losses either: the run log has them."""
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+    else:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(TrainingBar)
     return trainer
