@@ -73,19 +73,31 @@ def _backends(recipe: Recipe, model: TrainedModel, record: RunRecord) -> list[st
         return []
     # A local release is loaded from its folder; `latest` is the newest one.
     where = record.repo_id or f"{recipe.push.local_dir or 'path/to/release'}/latest"
-    loads = [
-        f'model = SentenceTransformer("{where}", backend="{t.backend.split("-")[0]}", '
-        f'model_kwargs={{"file_name": "{t.file}"}})'
-        for t in model.backends[1:]
-        if t.kept
-    ]
+    loads = _loads("SentenceTransformer", f'"{where}"', model.backends)
+    folder = f'snapshot_download("{where}") + "/reranker"' if record.repo_id else f'"{where}/reranker"'
+    loads += _loads("CrossEncoder", folder, model.reranker_backends)
     how = "Each loads with sentence-transformers' backends, which need optimum (`[onnx]` or `[openvino]` extras):"
-    usage = [how, "", "```python", "from sentence_transformers import SentenceTransformer", "", *loads, "```", ""]
+    imports = ["from sentence_transformers import CrossEncoder, SentenceTransformer"]
+    if record.repo_id and model.reranker_backends:
+        imports.insert(0, "from huggingface_hub import snapshot_download")
+    usage = [how, "", "```python", *imports, "", *loads, "```", ""]
+    reranker = ["", "The reranker's (texts/s: (query, passage) pairs scored per second):", ""]
+    reranker += [export_markdown(model.reranker_backends, recipe.export.max_drop)] if model.reranker_backends else []
     return [
         "### Serving Backends",
         "",
         export_markdown(model.backends, recipe.export.max_drop),
+        *(reranker if model.reranker_backends else []),
         *(usage if loads else []),
+    ]
+
+
+def _loads(cls: str, where: str, trials: list) -> list[str]:
+    """How each backend kept is loaded, as sentence-transformers' own backends load it."""
+    return [
+        f'model = {cls}({where}, backend="{t.backend.split("-")[0]}", model_kwargs={{"file_name": "{t.file}"}})'
+        for t in trials[1:]
+        if t.kept
     ]
 
 

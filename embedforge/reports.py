@@ -209,21 +209,22 @@ RERANK_STAGES = {
 def rerank_markdown(rerank: RerankFigures) -> str:
     """The embedder alone and two-stage with each reranker over its top_k, with intervals, latency and verdict."""
     over = rerank.intervals.get("over_embedder")
-    rows = [f"| Stage | {rerank.metric} | 95 % CI | vs embedder alone |", "|:--|--:|--:|--:|"]
+    rows = [f"`{rerank.metric}` on the test split:", "", "| Stage | figure | 95 % CI | Δ | Δ 95 % CI |"]
+    rows.append("|:--|--:|--:|--:|--:|")
     for name, label in RERANK_STAGES.items():
         figure, found = rerank.figures[name], rerank.intervals.get(name)
         versus = "" if name == "embedder" else f"{figure - rerank.figures['embedder']:+.4f}"
-        if name == "fine-tuned reranker" and over:
-            versus += f" ({over.signed})"
+        paired = f"[{over.low:+.4f}, {over.high:+.4f}]" if name == "fine-tuned reranker" and over else ""
         band = "" if found is None else f"[{found.low:.4f}, {found.high:.4f}]"
-        rows.append(f"| {label} | {figure:.4f} | {band} | {versus} |")
+        rows.append(f"| {label} | {figure:.4f} | {band} | {versus} | {paired} |")
     verdict = "In the release" if rerank.kept else f"**Left out of the release**: {rerank.reason}"
     head = ""
     if rerank.untrained_head:
         head = " The base reranker's head was untrained (added by the library to a model without one)."
     return (
         "\n".join(rows)
-        + f"\n\nThe reranker reorders the embedder's top {rerank.top_k} passages per query; the rest keep the "
+        + f"\n\nΔ: minus the embedder alone, query by query. The reranker reorders the embedder's top {rerank.top_k} "
+        "passages per query; the rest keep the "
         f"embedder's order. It scores one query's {rerank.top_k} passages in {rerank.ms_per_query:.1f} ms on CPU "
         f"(median).{head} {verdict}."
     )

@@ -16,6 +16,10 @@ from embedforge.errors import EmbedforgeError
 from embedforge.evaluators import leaves_of
 from embedforge.models import resolve_model_ref
 from embedforge.training.trainer import quiet
+from embedforge.types import BackendTrial
+
+# sentence-transformers' card of the reranker as trained, kept beside it for the card stage to add to.
+RERANKER_LIBRARY_CARD = "reranker-library-card.md"
 
 
 def has_head(ref: str) -> bool | None:
@@ -28,9 +32,12 @@ def has_head(ref: str) -> bool | None:
     return any(name.endswith("ForSequenceClassification") for name in architectures)
 
 
-def load_reranker(ref: str, revision: str | None = None, max_length: int | None = None, seed: int = 42):
-    """A CrossEncoder with one score per pair. A head the library adds to a plain encoder is random: seeded, so
-    the base reranker measured and the one training starts from are the same model."""
+def load_reranker(
+    ref: str, revision: str | None = None, max_length: int | None = None, seed: int = 42, device: str | None = None
+):
+    """A CrossEncoder with one score per pair, on `device` (default: the GPU when there is one). A head the library
+    adds to a plain encoder is random: seeded, so the base reranker measured and the one training starts from are
+    the same model."""
     from sentence_transformers.cross_encoder import CrossEncoder
     from transformers import set_seed
 
@@ -38,7 +45,7 @@ def load_reranker(ref: str, revision: str | None = None, max_length: int | None 
     try:
         with quiet():  # the library's report of the head it added: said once, in the run's own words
             return CrossEncoder(
-                resolve_model_ref(ref), revision=revision, num_labels=1, max_length=max_length, device="cpu"
+                resolve_model_ref(ref), revision=revision, num_labels=1, max_length=max_length, device=device
             )
     except OSError as exc:
         raise EmbedforgeError(f"rerank.base_model {ref!r} could not be loaded: {exc}") from exc
@@ -112,3 +119,47 @@ def rerank_line(rerank) -> str:
         f"embedder alone; base reranker {figures['base reranker']:.4f}), {rerank.ms_per_query:.1f} ms per query on "
         f"CPU; reranker {verdict}"
     )
+
+
+class TwoStageBench:
+    """The test split's two-stage measurement set up once, to judge a reranker's serving backends: the PyTorch
+    embedder's ranking, and the (query, passage) pairs each backend is timed on."""
+
+    def __init__(self, leaf, function: str, headline: str, top_k: int, batch_size: int, limit: int = 512):
+        self.leaf, self.function, self.headline, self.top_k, self.batch_size = (
+            leaf,
+            function,
+            headline,
+            top_k,
+            batch_size,
+        )
+        self.pairs = [pair for query in _pairs(leaf, leaf.rankings[function], top_k) for pair in query][:limit]
+
+    @classmethod
+    def on_test_split(cls, embedder, evaluators: list, headline: str, top_k: int, batch_size: int) -> TwoStageBench:
+        from embedforge.evaluators import run_evaluators
+
+        run_evaluators(embedder, evaluators)
+        return cls(*headline_leaf(evaluators, headline), headline, top_k, batch_size)
+
+    @property
+    def metric(self) -> str:
+        return f"{self.headline} (two-stage, top {self.top_k})"
+
+    def pairs_per_s(self, reranker) -> float:
+        """The median of three timed passes, after a warm-up batch, as the embedder's backends are timed."""
+        reranker.predict(self.pairs[: self.batch_size], batch_size=self.batch_size, show_progress_bar=False)
+        rates = []
+        for _ in range(3):
+            start = time.perf_counter()
+            reranker.predict(self.pairs, batch_size=self.batch_size, show_progress_bar=False)
+            rates.append(len(self.pairs) / (time.perf_counter() - start))
+        return statistics.median(rates)
+
+    def trial(self, backend: str, file: str, reranker, figure: float | None = None) -> BackendTrial:
+        """One reranker measured: its two-stage figure (unless given) and its speed, in (query, passage) pairs/s."""
+        if figure is None:
+            queries = reranked_queries(reranker, self.leaf, self.function, self.headline, self.top_k)
+            figure = sum(queries) / len(queries)
+        speed = self.pairs_per_s(reranker)
+        return BackendTrial(backend=backend, file=file, metric=self.metric, figure=figure, texts_per_s=speed)

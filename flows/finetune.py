@@ -117,6 +117,24 @@ def _release(
     return push_model(recipe.push, model, record, metrics, decision)
 
 
+def _train_and_release(recipe: Recipe, run_dir: Path, record: RunRecord, splits: Splits):
+    """train -> (rounds) -> (merge) -> evaluate -> gate -> (rerank, export) -> card -> champion -> decide -> push."""
+    model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
+    if recipe.corpus and recipe.corpus.rounds > 1:
+        model = train_rounds(recipe, model, splits, record.artifact_key("rounds"))
+    base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
+    if recipe.merge:
+        model = merge_with_base(recipe, model, splits, base.figures, record.artifact_key("merge"))
+    metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
+    if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):
+        result = RunResult.trained(run_dir, model.model_dir, metrics, record)
+        return finish(record, result, outcome(record, "rejected", rejected, metrics))
+    model, metrics = _serving(recipe, model, splits, metrics, record)
+    result = RunResult.trained(run_dir, model.model_dir, metrics, record)
+    result.push = _release(recipe, model, splits, metrics, record)
+    return finish(record, result, push_outcome(record, metrics, result.push))
+
+
 @flow(name="finetune", flow_run_name=flow_run_name, on_failure=[record_failure])
 def finetune(
     recipe: Recipe, output_dir: str | None = None, resume_dir: str | None = None, force: bool = False
@@ -132,19 +150,6 @@ def finetune(
             return finish(record, *up_to_date(run_dir, record, current))
         splits = _split(recipe, run_dir, record)
         try:
-            model = train_model(recipe.train, splits, recipe.evaluate, str(run_dir), record.artifact_key("tracking"))
+            return _train_and_release(recipe, run_dir, record, splits)
         except TrainingInterrupted as stop:  # Ctrl-C: a decision of the person at the terminal, not a crash
             return Cancelled(message=f"{stop}. Continue it with `embedforge resume {run_dir}`")
-        if recipe.corpus and recipe.corpus.rounds > 1:
-            model = train_rounds(recipe, model, splits, record.artifact_key("rounds"))
-        base = measure_base_model(recipe.evaluate, model, splits, record.base_model_id)
-        if recipe.merge:
-            model = merge_with_base(recipe, model, splits, base.figures, record.artifact_key("merge"))
-        metrics = evaluate_model(recipe.evaluate, model, splits, base, str(run_dir / "metrics.json"))
-        if rejected := check_quality_gate(recipe.evaluate, metrics, model.model_dir, record.artifact_key("gain")):
-            result = RunResult.trained(run_dir, model.model_dir, metrics, record)
-            return finish(record, result, outcome(record, "rejected", rejected, metrics))
-        model, metrics = _serving(recipe, model, splits, metrics, record)
-        result = RunResult.trained(run_dir, model.model_dir, metrics, record)
-        result.push = _release(recipe, model, splits, metrics, record)
-        return finish(record, result, push_outcome(record, metrics, result.push))

@@ -21,6 +21,7 @@ from embedforge.logs import run_logger
 from embedforge.recipe import Recipe
 from embedforge.redact import local_paths_hidden, redact
 from embedforge.reports import rerank_markdown
+from embedforge.reranking import RERANKER_LIBRARY_CARD
 from embedforge.training.run import load_for_card
 from embedforge.types import Metrics, RunRecord, Splits, TrainedModel
 
@@ -97,7 +98,7 @@ RERANKER_TAGS = ["sentence-transformers", "cross-encoder", "reranker", "text-ran
 def render_reranker_card(recipe: Recipe, model: TrainedModel, metrics: Metrics, record: RunRecord) -> str:
     """The reranker's README.md: sentence-transformers' CrossEncoder card (written when it was saved), with the
     recipe's card fields, the two-stage figures and the recipe."""
-    card = ModelCard((Path(model.run_dir) / "reranker-library-card.md").read_text(encoding="utf-8"))
+    card = ModelCard((Path(model.run_dir) / RERANKER_LIBRARY_CARD).read_text(encoding="utf-8"))
     card.data.language, card.data.license = list(recipe.card.language) or None, recipe.card.license
     card.data.tags = list(dict.fromkeys([*RERANKER_TAGS, *recipe.card.tags, *(card.data.tags or [])]))
     report = [

@@ -39,7 +39,8 @@ def _two_stage(config: RerankConfig, evaluate: EvaluateConfig, model: TrainedMod
         revision = config.base_model_revision if ref == config.base_model else None
         reranker = load_reranker(ref, revision, config.max_length, seed)
         queries[name] = reranked_queries(reranker, leaf, function, headline, config.top_k)
-    return queries, ms_per_query(reranker, leaf, leaf.rankings[function], config.top_k)
+    on_cpu = load_reranker(model.reranker_dir, max_length=config.max_length, device="cpu")  # as most serve it
+    return queries, ms_per_query(on_cpu, leaf, leaf.rankings[function], config.top_k)
 
 
 def _log(rerank: RerankFigures) -> None:

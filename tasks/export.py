@@ -5,14 +5,17 @@ measured with, and timed on the same texts, batch size and threads. One that los
 the headline metric is left out of the release, and said so in the log, the artifact and the card.
 
 Side effect: the files are written under ``<run>/export`` in the release's layout (push copies the kept ones);
-the model folder is not touched.
+the model folder is not touched. A reranker in the release gets the same backends under ``<run>/export/reranker``,
+each judged on its two-stage figure over the embedder's top_k.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -24,11 +27,13 @@ from embedforge.backends.onnx import export_onnx, optimize_onnx, quantize_onnx
 from embedforge.backends.openvino import convert_openvino, quantize_openvino
 from embedforge.backends.runtime import load_backend
 from embedforge.columns import TEXT_COLUMNS
+from embedforge.config.export import ExportConfig
 from embedforge.evaluators import build_evaluators, run_evaluators
 from embedforge.logs import quiet_export, run_logger
 from embedforge.models import load_model
 from embedforge.recipe import Recipe
 from embedforge.reports import export_markdown
+from embedforge.reranking import TwoStageBench, load_reranker
 from embedforge.training.adapters import with_full_weights
 from embedforge.types import BackendTrial, Metrics, Splits, TrainedModel
 
@@ -40,9 +45,16 @@ def _texts(parquet: str, limit: int) -> list[str]:
     return [text for row in texts.itertuples(index=False) for text in row if isinstance(text, str)][:limit]
 
 
-def _write(backend: str, recipe: Recipe, model, out: Path, splits: Splits) -> Path:
-    """One backend's file under `out`; the ONNX export the others start from is made once."""
-    config, plain = recipe.export, out / "onnx" / "model.onnx"
+def _pairs(parquet: str, limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` (query, passage) pairs of the training split: what a reranker's static int8 calibrates on."""
+    frame = pd.read_parquet(parquet, columns=["anchor", "positive"]).head(limit)
+    return list(zip(frame["anchor"], frame["positive"]))
+
+
+def _write(backend: str, config: ExportConfig, model, out: Path, calibration: Callable[[], list]) -> Path:
+    """One backend's file under `out`; the ONNX export the others start from is made once. `calibration`: what
+    static int8 takes its activation ranges from (texts, or (query, passage) pairs for a reranker)."""
+    plain = out / "onnx" / "model.onnx"
     if not plain.exists():
         export_onnx(model, plain)
     if backend == "onnx":
@@ -54,7 +66,7 @@ def _write(backend: str, recipe: Recipe, model, out: Path, splits: Splits) -> Pa
         convert_openvino(plain, converted.parent)
     if backend == "openvino":
         return converted
-    return quantize_openvino(converted, model, _texts(splits.train, config.calibration_texts))
+    return quantize_openvino(converted, model, calibration())
 
 
 def _texts_per_s(model, texts: list[str], batch_size: int) -> float:
@@ -102,23 +114,26 @@ def _judge(trial: BackendTrial, reference: BackendTrial, max_drop: float) -> Bac
     return trial
 
 
-def _log(trials: list[BackendTrial]) -> None:
+def _log(trials: list[BackendTrial], what: str = "Export") -> None:
     reference, log = trials[0], run_logger()
     for t in trials[1:]:
         if t.figure is None:
-            log.warning("Export %s: left out of the release (%s)", t.backend, t.reason)
+            log.warning("%s %s: left out of the release (%s)", what, t.backend, t.reason)
             continue
-        line = "Export %s: %s %.4f (%+.4f), %.0f texts/s (%.2fx PyTorch)%s"
+        line = "%s %s: %s %.4f (%+.4f), %.0f texts/s (%.2fx PyTorch)%s"
         verdict = "" if t.kept else f"; left out of the release: {t.reason}"
         speed = t.texts_per_s / reference.texts_per_s
-        figures = (t.backend, t.metric, t.figure, t.figure - reference.figure, t.texts_per_s, speed, verdict)
+        figures = (what, t.backend, t.metric, t.figure, t.figure - reference.figure, t.texts_per_s, speed, verdict)
         (log.info if t.kept else log.warning)(line, *figures)
 
 
-def _artifact(trials: list[BackendTrial], max_drop: float, key: str) -> None:
-    kept = [t.backend for t in trials[1:] if t.kept]
+def _artifact(trials: list[BackendTrial], max_drop: float, key: str, reranker: list[BackendTrial]) -> None:
+    kept = [t.backend for t in trials[1:] if t.kept] + [f"reranker {t.backend}" for t in reranker[1:] if t.kept]
+    markdown = f"## Serving backends\n\n{export_markdown(trials, max_drop)}"
+    if reranker:
+        markdown += f"\n\n## The reranker's serving backends\n\n{export_markdown(reranker, max_drop)}"
     create_markdown_artifact(
-        f"## Serving backends\n\n{export_markdown(trials, max_drop)}",
+        markdown,
         key=key,
         description=f"Backends in the release: {', '.join(kept) or 'none'}; each measured on the test split",
     )
@@ -138,17 +153,51 @@ def export_backends(
     pytorch = load_model(weights, max_seq_length=model.max_seq_length, device="cpu")
     reference = _reference(pytorch, metrics, bench)
     trials = [reference]
+    calibration = functools.partial(_texts, splits.train, config.calibration_texts)
     for backend in config.backends:
         try:
-            file = _write(backend, recipe, pytorch, out, splits)
+            file = _write(backend, config, pytorch, out, calibration)
             served = load_backend(weights, backend.split("-")[0], str(file.resolve()), torch.get_num_threads())
             trial = _trial(backend, file.relative_to(out).as_posix(), served, bench, metrics.headline)
             trials.append(_judge(trial, reference, config.max_drop))
         except Exception as exc:  # noqa: BLE001 - one backend failing leaves the release its others and the weights
-            trials.append(
-                BackendTrial(backend=backend, file="", metric=metrics.headline, reason=f"export failed: {exc}")
-            )
+            trials.append(_failed(backend, metrics.headline, exc))
     _log(trials)
+    reranker = (
+        _reranker_trials(recipe, model, splits, metrics, out / "reranker") if _serves_reranker(model, metrics) else []
+    )
     if artifact_key:
-        _artifact(trials, config.max_drop, artifact_key)
-    return model.model_copy(update={"export_dir": str(out), "backends": trials})
+        _artifact(trials, config.max_drop, artifact_key, reranker)
+    return model.model_copy(update={"export_dir": str(out), "backends": trials, "reranker_backends": reranker})
+
+
+def _failed(backend: str, metric: str, exc: Exception) -> BackendTrial:
+    return BackendTrial(backend=backend, file="", metric=metric, reason=f"export failed: {exc}")
+
+
+def _serves_reranker(model: TrainedModel, metrics: Metrics) -> bool:
+    return bool(model.reranker_dir and metrics.rerank and metrics.rerank.kept)
+
+
+def _reranker_trials(recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, out: Path) -> list:
+    """The reranker's backends, each judged on its two-stage figure over the PyTorch embedder's top_k on the test
+    split, and timed on the same (query, passage) pairs, beside the PyTorch reranker (the first row)."""
+    config, rerank = recipe.export, metrics.rerank
+    embedder = load_model(model.model_dir, max_seq_length=model.max_seq_length, device="cpu")
+    evaluators, batch_size = build_evaluators(splits, "test", recipe.evaluate), recipe.evaluate.batch_size
+    bench = TwoStageBench.on_test_split(embedder, evaluators, metrics.headline, rerank.top_k, batch_size)
+    pytorch = load_reranker(model.reranker_dir, max_length=recipe.rerank.max_length, device="cpu")
+    reference = bench.trial("pytorch", "model.safetensors", pytorch, figure=rerank.two_stage)
+    trials = [reference.model_copy(update={"kept": True})]
+    calibration = functools.partial(_pairs, splits.train, config.calibration_texts)
+    for backend in config.backends:
+        try:
+            file = _write(backend, config, pytorch, out, calibration)
+            served = load_backend(model.reranker_dir, backend.split("-")[0], str(file.resolve()), cross_encoder=True)
+            trials.append(
+                _judge(bench.trial(backend, file.relative_to(out).as_posix(), served), reference, config.max_drop)
+            )
+        except Exception as exc:  # noqa: BLE001 - as for the embedder: the reranker's weights still ship
+            trials.append(_failed(backend, bench.metric, exc))
+    _log(trials, "Reranker export")
+    return trials

@@ -46,9 +46,9 @@ def release_files(model: TrainedModel, metrics: Metrics) -> dict[str, Path]:
     passed its gate, its folder and backends under reranker/, in the same commit."""
     files = _files(Path(model.model_dir)) | _kept_backends(model.backends, model.export_dir)
     if metrics.rerank and metrics.rerank.kept and model.reranker_dir:
-        files |= _files(Path(model.reranker_dir), RERANKER) | _kept_backends(
-            model.reranker_backends, model.export_dir, RERANKER
-        )
+        exported = str(Path(model.export_dir or "") / "reranker")
+        files |= _files(Path(model.reranker_dir), RERANKER)
+        files |= _kept_backends(model.reranker_backends, exported, RERANKER)
     return files
 
 

@@ -18,8 +18,8 @@ from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.rerank import RerankConfig
 from embedforge.logs import run_logger
 from embedforge.models import load_model
-from embedforge.reranking import has_head, load_reranker
-from embedforge.training.reranker import make_reranker_trainer, mined_pairs, selection_evaluator
+from embedforge.reranking import RERANKER_LIBRARY_CARD, has_head, load_reranker
+from embedforge.training.reranker import make_reranker_trainer, mined_pairs, selection_evaluator, train_stoppably
 from embedforge.types import Splits, TrainedModel
 
 
@@ -30,9 +30,6 @@ def _say_head(config: RerankConfig) -> None:
             "reranker is measured as an untrained head and the fine-tuned one learns it from the run's pairs",
             config.base_model,
         )
-
-
-LIBRARY_CARD = "reranker-library-card.md"
 
 
 def _base_reranker(config: RerankConfig, train_name: str):
@@ -64,11 +61,12 @@ def train_reranker(config: RerankConfig, evaluate: EvaluateConfig, model: Traine
         config.top_k,
         "; the best epoch on the eval split is kept" if evaluator else "",
     )
-    make_reranker_trainer(reranker, config, data, evaluator, checkpoints).train()
+    train_stoppably(make_reranker_trainer(reranker, config, data, evaluator, checkpoints))
     saving = out.with_name("reranker-saving")
     shutil.rmtree(saving, ignore_errors=True)  # half-saved by an interrupted attempt
     reranker.save_pretrained(str(saving))
-    shutil.copy(saving / "README.md", out.with_name(LIBRARY_CARD))  # the card stage adds to the library's card
+    # The library's card, for the card stage to add to (and render again on a resume).
+    shutil.copy(saving / "README.md", out.with_name(RERANKER_LIBRARY_CARD))
     saving.rename(out)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the chosen weights are in the reranker folder
     run_logger().info("Reranker saved to %s", out)

@@ -685,6 +685,11 @@ VALIDATE = [
         "{recipe}: rerank.gates.over_embeder: unknown gate — did you mean over_embedder?",
     ),
     Case(
+        "rerank-trainer-argument-misspelt",
+        _set("rerank", lambda root: {"base_model": str(root / "tiny-model"), "args": {"num_train_epoch": 1}}),
+        "{recipe}: rerank.args.num_train_epoch: unknown key — did you mean num_train_epochs?",
+    ),
+    Case(
         "name-escapes-the-run-directory",
         _set("ingest.name", "../escape"),
         "{recipe}: ingest.name: '../escape' is also a file name in the run directory",

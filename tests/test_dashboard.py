@@ -29,24 +29,25 @@ def server(live_server):
     return live_server
 
 
-@pytest.fixture(scope="module")
-def finished_run(server, tmp_path_factory, _tiny_model_master):
-    """The tiny recipe run and deployed against that server through the CLI, as a user would."""
+def _run_tiny(server: str, root: Path, master: Path, name: str, **sections) -> None:
+    """The tiny recipe with these sections, run against the server through the CLI, as a user would."""
     import yaml
 
     from conftest import make_pairs, make_recipe, write_jsonl
 
-    root = tmp_path_factory.mktemp("dash")
-    shutil.copytree(_tiny_model_master, root / "model")
-    recipe = make_recipe(
-        "tiny-dashboard",
-        str(root / "model"),
-        write_jsonl(root / "pairs.jsonl", make_pairs()),
-        push={"local_dir": str(root / "published")},
-        deployment={"work_pool": "dashboard-pool", "schedule": {"cron": "0 4 * * 1"}},
-    )
+    shutil.copytree(master, root / "model")
+    data = write_jsonl(root / "pairs.jsonl", make_pairs())
+    recipe = make_recipe(name, str(root / "model"), data, push={"local_dir": str(root / "published")}, **sections)
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     live_cli(server, "embedforge", "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(server, tmp_path_factory, _tiny_model_master):
+    """The tiny recipe run and deployed against that server through the CLI, as a user would."""
+    root = tmp_path_factory.mktemp("dash")
+    deployment = {"work_pool": "dashboard-pool", "schedule": {"cron": "0 4 * * 1"}}
+    _run_tiny(server, root, _tiny_model_master, "tiny-dashboard", deployment=deployment)
     live_cli(server, "prefect", "work-pool", "create", "dashboard-pool", "--type", "process")
     live_cli(server, "embedforge", "deploy", str(root / "recipe.yaml"))
     meta = json.loads((root / "published" / "latest" / "training_meta.json").read_text())
@@ -177,6 +178,31 @@ def test_gain_table_reads_base_finetuned_and_delta(server, finished_run, page, s
     # About 30 test queries: the figures carry an interval, and the artifact says they cannot tell small differences.
     (artifact,) = live_api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": ["tiny-dashboard-gain"]}}})
     assert re.search(r"the test split is too small to tell: over \d+ queries", artifact["description"])
+
+
+@pytest.fixture(scope="module")
+def rerank_run(server, tmp_path_factory, _tiny_model_master):
+    """The tiny recipe with a reranker beside the embedder (its gate set below anything, so it is published)."""
+    root = tmp_path_factory.mktemp("dash-rerank")
+    rerank = {"base_model": str(root / "model"), "top_k": 10, "gates": {"over_embedder": -1.0}}
+    split = {"eval_size": 0.1, "test_size": 0.25, "seed": 7}
+    _run_tiny(server, root, _tiny_model_master, "tiny-dashboard-rerank", split=split, rerank=rerank)
+    return json.loads((root / "published" / "latest" / "training_meta.json").read_text())["flow_run_id"]
+
+
+def test_a_rerank_run_shows_its_stages_and_the_two_stage_table(server, rerank_run, page, shots):
+    page.goto(f"{server}/runs/flow-run/{rerank_run}")
+    page.get_by_text("train-reranker").first.wait_for(timeout=30000)  # the stage graph has drawn
+    page.screenshot(path=str(shots / "rerank-flow-run.png"))
+    page.get_by_text("Task Runs", exact=True).click()
+    for stage in ["train-reranker", "evaluate-reranker", "check-reranker-gate", "render-reranker-card"]:
+        page.get_by_text(stage).first.wait_for(timeout=15000)
+    page.goto(_artifact_page(server, "tiny-dashboard-rerank-rerank"))
+    page.get_by_text("embedder + fine-tuned reranker", exact=True).first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "rerank.png"))
+    for stage in ["embedder alone", "embedder + base reranker"]:
+        assert page.get_by_text(stage, exact=True).count() == 1, stage
+    assert page.get_by_text(re.compile(r"ms on CPU")).count() >= 1
 
 
 @pytest.fixture(scope="module")

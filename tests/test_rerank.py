@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from sentence_transformers.cross_encoder import CrossEncoder
 
 from embedforge import evaluators as built
+from embedforge.backends.runtime import load_backend
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.rerank import RerankConfig
 from embedforge.figures import Interval, RerankFigures
@@ -89,7 +90,7 @@ def test_the_reranker_gate_names_the_figure_it_misses():
     )
 
 
-def _rerank_recipe(root: Path, name: str, **rerank) -> Recipe:
+def _rerank_recipe(root: Path, name: str, export: dict | None = None, **rerank) -> Recipe:
     data = write_jsonl(root / "pairs.jsonl", make_pairs())
     section = {"base_model": str(root / "model"), "top_k": TOP_K, "args": {"num_train_epochs": 1}, **rerank}
     recipe = make_recipe(
@@ -100,6 +101,7 @@ def _rerank_recipe(root: Path, name: str, **rerank) -> Recipe:
         card={"language": ["en"], "license": "apache-2.0"},
         push={"local_dir": str(root / "published")},
         rerank=section,
+        **({"export": export} if export else {}),
     )
     return Recipe.model_validate(recipe)
 
@@ -109,7 +111,9 @@ def kept_run(tmp_path_factory, _tiny_model_master):
     """A run whose reranker passes its gate (set below anything), then a forced rerun that meets it as champion."""
     root = tmp_path_factory.mktemp("rerank")
     shutil.copytree(_tiny_model_master, root / "model")
-    recipe = _rerank_recipe(root, "tiny-rerank", gates={"over_embedder": -1.0})
+    recipe = _rerank_recipe(
+        root, "tiny-rerank", export={"backends": ["onnx", "onnx-int8"]}, gates={"over_embedder": -1}
+    )
     first = finetune(recipe=recipe, output_dir=str(root / "runs"))
     second = finetune(recipe=recipe, output_dir=str(root / "runs"), force=True)
     return first, second, root
@@ -133,6 +137,20 @@ def test_a_rerank_recipe_publishes_both_models_in_one_release(kept_run):
     assert "### Reranker" in (release / "README.md").read_text()
     assert first.push.headline == f"tiny_validation_cosine_ndcg@10 (two-stage, top {TOP_K})"
     assert first.push.challenger == pytest.approx(rerank["figures"]["fine-tuned reranker"])
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_reranker_ships_its_onnx_backend_measured_as_two_stage(kept_run):
+    first, _, _ = kept_run
+    release = Path(first.push.location)
+    pytorch, onnx, *_ = json.loads((release / "training_meta.json").read_text())["reranker_backends"]
+    assert onnx["backend"] == "onnx" and onnx["kept"] and onnx["metric"].endswith("(two-stage, top 10)")
+    assert onnx["figure"] == pytest.approx(pytorch["figure"], abs=1e-3) and onnx["texts_per_s"] > 0
+    served = load_backend(str(release / "reranker"), "onnx", onnx["file"], cross_encoder=True)
+    pairs = [("what is known about the castle0?", "The castle0 is amber"), ("a question", "another passage")]
+    expected = CrossEncoder(str(release / "reranker")).predict(pairs)
+    assert np.allclose(served.predict(pairs), expected, atol=1e-4)
+    assert "model = CrossEncoder(" in (release / "README.md").read_text()
 
 
 @pytest.mark.usefixtures("prefect_server")

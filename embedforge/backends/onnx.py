@@ -26,27 +26,32 @@ INSTRUCTION_SETS = {"avx512_vnni": "QInt8", "avx512": "QInt8", "avx2": "QUInt8",
 
 
 class _Encoder(torch.nn.Module):
-    """The transformer with keyword inputs, returning the token embeddings the pooling reads."""
+    """The transformer with keyword inputs, returning the output the next module reads: the token embeddings the
+    pooling reads, or a cross-encoder's logits."""
 
-    def __init__(self, transformer, names: list[str]):
+    def __init__(self, transformer, names: list[str], output: str):
         super().__init__()
-        self.transformer, self.names = transformer, names
+        self.transformer, self.names, self.output = transformer, names, output
 
     def forward(self, *inputs):
-        return self.transformer(**dict(zip(self.names, inputs)), return_dict=True).last_hidden_state
+        return getattr(self.transformer(**dict(zip(self.names, inputs)), return_dict=True), self.output)
 
 
-def input_names(model) -> list[str]:
-    """What the tokenizer gives the transformer: token_type_ids only for models that take them."""
-    return list(model.preprocess(["a"]).keys() & {"input_ids", "attention_mask", "token_type_ids"})
+def _traced_inputs(model) -> tuple[str, dict]:
+    """(the output name, a tokenized sample): texts for an embedder, (query, passage) pairs for a cross-encoder."""
+    if type(model).__name__ == "CrossEncoder":
+        return "logits", model.preprocess([("an example query to trace", "a passage"), ("a second", "one")])
+    return "last_hidden_state", model.preprocess(["an example sentence to trace", "a second one"])
 
 
 def export_onnx(model, path: Path) -> Path:
     """The model's transformer as `onnx/model.onnx`: the inputs and output name optimum's ORT models expect."""
-    names = sorted(input_names(model), key=["input_ids", "attention_mask", "token_type_ids"].index)
-    sample = model.preprocess(["an example sentence to trace", "a second one"])
+    output, sample = _traced_inputs(model)
+    # What the tokenizer gives the transformer: token_type_ids only for models that take them.
+    names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
     path.parent.mkdir(parents=True, exist_ok=True)
-    dynamic = {name: {0: "batch_size", 1: "sequence_length"} for name in [*names, "last_hidden_state"]}
+    dynamic = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+    dynamic[output] = {0: "batch_size"} if output == "logits" else {0: "batch_size", 1: "sequence_length"}
     transformer = model[0].model.eval()
     served = transformer.config._attn_implementation
     # Traced from eager attention: its MatMul-Softmax-MatMul is the pattern onnxruntime fuses into one Attention op
@@ -55,11 +60,11 @@ def export_onnx(model, path: Path) -> Path:
     try:
         with torch.no_grad():
             torch.onnx.export(
-                _Encoder(transformer, names),
+                _Encoder(transformer, names, output),
                 tuple(sample[name] for name in names),
                 str(path),
                 input_names=names,
-                output_names=["last_hidden_state"],
+                output_names=[output],
                 dynamic_axes=dynamic,
                 opset_version=17,
                 dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript and traces no faster

@@ -7,9 +7,10 @@ import functools
 import typing
 from typing import Any
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from embedforge.config.section import Section
+from embedforge.config.train import check_trainer_args
 from embedforge.errors import did_you_mean
 
 # Each sentence-transformers CrossEncoder loss that the run's own data can feed, and the shape
@@ -32,8 +33,6 @@ NEEDS_LABELS = {
     "CrossEntropyLoss": "a class label for each pair (num_labels > 1)",
 }
 GATES = ("over_embedder", "over_embedder_lower_bound")
-# Arguments the rerank stage sets itself: where checkpoints go, and model selection on the eval split.
-RESERVED_ARGS = {"output_dir"}
 
 
 @functools.cache
@@ -105,17 +104,7 @@ class RerankConfig(Section):
     @field_validator("args")
     @classmethod
     def _trainer_args(cls, args: dict[str, Any]) -> dict[str, Any]:
-        types = reranker_arg_types()
-        for key, value in args.items():
-            if key in RESERVED_ARGS:
-                raise ValueError(f"args.{key}: set by embedforge (the reranker goes to <run>/reranker)")
-            if key not in types:
-                raise ValueError(f"args.{key}: unknown key{did_you_mean(key, types)}")
-            try:
-                TypeAdapter(types[key], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
-            except (ValidationError, TypeError) as exc:
-                message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-                raise ValueError(f"args.{key}: {message} (got {value!r})") from None
+        check_trainer_args(args, reranker_arg_types(), "the reranker goes to <run>/reranker")
         return args
 
     @property

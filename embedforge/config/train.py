@@ -69,6 +69,23 @@ def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def check_trainer_args(args: dict[str, Any], types: dict[str, Any], where: str) -> None:
+    """Each argument is the trainer's, of its type, not one embedforge sets (`where` says where that goes), and
+    positive where zero would train nonsense; the first problem raised as `<key>: <problem>`."""
+    for key, value in args.items():
+        if key in RESERVED_ARGS:
+            raise ValueError(f"{key}: set by embedforge ({where})")
+        if key not in types:
+            raise ValueError(f"{key}: unknown key{did_you_mean(key, types)}")
+        try:
+            TypeAdapter(types[key], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+        except (ValidationError, TypeError) as exc:
+            message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise ValueError(f"{key}: {message} (got {value!r})") from None
+        if key in POSITIVE_ARGS and isinstance(value, (int, float)) and value <= 0:
+            raise ValueError(f"{key}: must be greater than 0 (got {value!r})")
+
+
 class TrainConfig(Section):
     """The base model, loss and trainer arguments of a fine-tune."""
 
@@ -97,18 +114,6 @@ class TrainConfig(Section):
     @classmethod
     def _trainer_args(cls, args: dict[str, Any]) -> dict[str, Any]:
         types = training_arg_types()
-        for key, value in args.items():
-            if key in RETIRED_ARGS and key not in types:
-                continue
-            if key in RESERVED_ARGS:
-                raise ValueError(f"{key}: set by embedforge (checkpoints go to runs/<recipe>/<run-id>/checkpoints)")
-            if key not in types:
-                raise ValueError(f"{key}: unknown key{did_you_mean(key, types)}")
-            try:
-                TypeAdapter(types[key], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
-            except (ValidationError, TypeError) as exc:
-                message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-                raise ValueError(f"{key}: {message} (got {value!r})") from None
-            if key in POSITIVE_ARGS and isinstance(value, (int, float)) and value <= 0:
-                raise ValueError(f"{key}: must be greater than 0 (got {value!r})")
+        given = {key: value for key, value in args.items() if key not in RETIRED_ARGS or key in types}
+        check_trainer_args(given, types, "checkpoints go to runs/<recipe>/<run-id>/checkpoints")
         return _without_contradictions(args)

@@ -14,7 +14,7 @@ from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.rerank import RerankConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.evaluators import build_evaluators, leaves_of
-from embedforge.training.interrupt import StopOnCtrlC
+from embedforge.training.interrupt import StopOnCtrlC, TrainingInterrupted, stop_on_ctrl_c, stop_requested, stopped_by
 from embedforge.training.progress import PrefectProgress
 from embedforge.training.trainer import quiet, with_our_progress
 from embedforge.types import Splits
@@ -96,3 +96,14 @@ def make_reranker_trainer(reranker, config: RerankConfig, data: datasets.Dataset
         callbacks=[PrefectProgress(), StopOnCtrlC()],
     )
     return with_our_progress(trainer)
+
+
+def train_stoppably(trainer) -> None:
+    """Train; Ctrl-C or SIGTERM stops at the next step, and nothing half-trained is saved as the reranker."""
+    with stop_on_ctrl_c():
+        trainer.train()
+    if stop_requested():
+        raise TrainingInterrupted(
+            f"reranker training stopped on {stopped_by()} after step {trainer.state.global_step}; the embedder is "
+            "saved, and the reranker trains again from the start"
+        )
