@@ -38,6 +38,7 @@ def test_one_deployment_per_recipe_with_schedule_pool_tags_and_limit(deployed):
         "demo-minilm-cached",
         "demo-minilm-docs",
         "demo-minilm-export",
+        "demo-minilm-rerank",
         "demo-minilm",
         "msmarco-distilbert-quran-id",
         "qwen3-embedding-0.6b-dnd",
