@@ -67,7 +67,9 @@ class Chunker:
 
     def _windows(self, text: str) -> list[str]:
         """A paragraph longer than a chunk, cut into windows on word boundaries, overlapping by `overlap` tokens."""
-        offsets, pieces, start = self._offsets(text), [], 0
+        offsets = self._offsets(text)
+        pieces = []
+        start = 0
         while start < len(offsets):
             end = self._fitting_end(text, offsets, start)
             pieces.append(text[offsets[start][0] : offsets[end - 1][1]])

@@ -73,7 +73,8 @@ def baseline_figures(leaves: list, language: str) -> tuple[dict[str, dict], dict
     """BM25's and the hybrid's figures on retrieval evaluators the fine-tuned model was just measured with (their
     `rankings`), keyed as the model's figures of each score function: ({"bm25", "hybrid": {key: figure}}, the same
     with a figure per query). BM25 ranks alike for every score function; the hybrid fuses BM25 with each."""
-    figures, per_query = {"bm25": {}, "hybrid": {}}, {"bm25": {}, "hybrid": {}}
+    figures = {"bm25": {}, "hybrid": {}}
+    per_query = {"bm25": {}, "hybrid": {}}
     ranked: dict[tuple, tuple[list, list[dict]]] = {}  # Matryoshka dims share queries and corpus: BM25 runs once
     for leaf in leaves:
         top_k = max(*leaf.mrr_at_k, *leaf.ndcg_at_k, *leaf.accuracy_at_k, *leaf.precision_recall_at_k, *leaf.map_at_k)

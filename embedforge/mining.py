@@ -23,7 +23,8 @@ def mining_warnings(config: MineConfig, report: MiningReport) -> list[str]:
             f"({report.in_batch_only_rows / report.rows:.0%}) got no mined negative"
         )
         warnings.append(f"{share}: {_why_none(config, report)}")
-    pos, neg = report.positive_score, report.negative_score
+    pos = report.positive_score
+    neg = report.negative_score
     if pos is not None and neg is not None and pos > 0 and neg >= CLOSE * pos:
         warnings.append(
             f"the mined negatives score {neg:.4f} on average against {pos:.4f} for their positives (above "

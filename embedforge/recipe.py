@@ -18,7 +18,6 @@ from pydantic import (
     model_validator,
 )
 
-from embedforge.checks.secrets import literal_secrets
 from embedforge.columns import columns
 from embedforge.config.card import CardConfig
 from embedforge.config.corpus import CorpusConfig, with_corpus_pairs
@@ -36,6 +35,7 @@ from embedforge.config.split import SplitConfig
 from embedforge.config.train import TrainConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.recipe_file import apply_override, empty_sections, format_errors, non_finite, read_recipe_file
+from embedforge.secrets import literal_secrets
 
 # A release made with the same data, base model and these sections is what a new run would make again.
 MODEL_SECTIONS = ("ingest", "split", "mine", "train", "evaluate")

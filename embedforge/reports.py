@@ -212,7 +212,8 @@ def rerank_markdown(rerank: RerankFigures) -> str:
     rows = [f"`{rerank.metric}` on the test split:", "", "| Stage | figure | 95 % CI | Δ | Δ 95 % CI |"]
     rows.append("|:--|--:|--:|--:|--:|")
     for name, label in RERANK_STAGES.items():
-        figure, found = rerank.figures[name], rerank.intervals.get(name)
+        figure = rerank.figures[name]
+        found = rerank.intervals.get(name)
         versus = "" if name == "embedder" else f"{figure - rerank.figures['embedder']:+.4f}"
         paired = f"[{over.low:+.4f}, {over.high:+.4f}]" if name == "fine-tuned reranker" and over else ""
         band = "" if found is None else f"[{found.low:.4f}, {found.high:.4f}]"

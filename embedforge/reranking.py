@@ -111,7 +111,8 @@ def ms_per_query(reranker, leaf, ranking: list[list[dict]], top_k: int, queries:
 
 def rerank_line(rerank) -> str:
     """The terminal summary's line: the two-stage figure beside the embedder's, its latency, and the verdict."""
-    figures, over = rerank.figures, rerank.intervals.get("over_embedder")
+    figures = rerank.figures
+    over = rerank.intervals.get("over_embedder")
     gain = f"{rerank.two_stage - figures['embedder']:+.4f}" + (f", {over.signed}" if over else "")
     verdict = "in the release" if rerank.kept else f"left out of the release ({rerank.reason})"
     return (

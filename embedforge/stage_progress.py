@@ -74,7 +74,8 @@ def encoding_progress(model, stage: str, total: int):
 
     Filter and mine spend their time in the model's encode calls, of which the library's own bars are off.
     """
-    progress, done = StageProgress(stage, total, "texts"), 0
+    progress = StageProgress(stage, total, "texts")
+    done = 0
 
     def count(module, args, output) -> None:
         nonlocal done

@@ -56,7 +56,9 @@ class PerQueryRetrievalEvaluator(InformationRetrievalEvaluator):
 
     def each_query(self, queries_result_list: list) -> list[dict]:
         """The library's metrics of each query alone, from one ranking per query."""
-        ids, texts, each = self.queries_ids, self.queries, []
+        ids = self.queries_ids
+        texts = self.queries
+        each = []
         try:
             for n, result in enumerate(queries_result_list):
                 self.queries_ids, self.queries = [ids[n]], [texts[n]]

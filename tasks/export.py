@@ -95,7 +95,8 @@ def _trial(backend: str, file: str, served, bench: tuple[list, list[str], int], 
 
 def _reference(pytorch, metrics: Metrics, bench: tuple[list, list[str], int]) -> BackendTrial:
     """The PyTorch model: its figure is evaluate's own; only its speed is taken here, beside the others'."""
-    figure, speed = metrics.finetuned[metrics.headline], _texts_per_s(pytorch, *bench[1:])
+    figure = metrics.finetuned[metrics.headline]
+    speed = _texts_per_s(pytorch, *bench[1:])
     return BackendTrial(
         backend="pytorch",
         file="model.safetensors",

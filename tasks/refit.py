@@ -22,7 +22,8 @@ from embedforge.types import Splits
 
 def held_out_by(recipe: Recipe) -> str | None:
     """What keeps a carved eval split out of the final training; None when its pairs may train once chosen on."""
-    split, args = recipe.split, recipe.train.args
+    split = recipe.split
+    args = recipe.train.args
     if not split.refit:
         return "split.refit is false"
     if recipe.merge:
@@ -47,7 +48,8 @@ def carved_eval(recipe: Recipe, splits: Splits) -> str | None:
 @task(name="fold-eval-into-training")
 def fold_eval_into_training(splits: Splits, eval_path: str, out_dir: str) -> Splits:
     """The splits with the eval pairs added to the training pairs, and no eval split left."""
-    train, held = datasets.Dataset.from_parquet(splits.train), datasets.Dataset.from_parquet(eval_path)
+    train = datasets.Dataset.from_parquet(splits.train)
+    held = datasets.Dataset.from_parquet(eval_path)
     path = Path(out_dir) / "train-and-eval.parquet"
     datasets.concatenate_datasets([train, held.select_columns(train.column_names)]).to_parquet(str(path))
     run_logger().info(

@@ -96,8 +96,9 @@ def test_demo_deployment_runs_on_a_process_worker(deployed, tmp_path):
 def test_serve_builds_the_same_deployments_without_a_pool(monkeypatch):
     import prefect
 
-    from embedforge.orchestration import deploy, events
-    from embedforge.orchestration.deploy import serve_recipes
+    from embedforge.cli import deploy
+    from embedforge.cli.deploy import serve_recipes
+    from embedforge.orchestration import events
 
     served = []
     monkeypatch.setattr(prefect, "serve", lambda *deployments, **kwargs: served.extend(deployments))

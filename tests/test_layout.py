@@ -129,6 +129,21 @@ def test_no_import_cycle_not_even_under_type_checking():
     assert not any("TYPE_CHECKING" in path.read_text() for path in MODULES.values())
 
 
+def _folder(module: str) -> str:
+    """A sub-package (embedforge.flows, embedforge.orchestration, ...) as one node; a top-level module as itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or (REPO / "embedforge" / parts[-1]).is_dir() else module
+
+
+def test_no_import_loop_between_folders():
+    """Dependencies point one way between folders too: orchestration/ sets Prefect up and never imports a flow."""
+    folders: dict[str, set[str]] = {}
+    for module, targets in _import_graph().items():
+        folders.setdefault(_folder(module), set()).update(_folder(t) for t in targets if _folder(t) != _folder(module))
+    assert _cycle(folders) is None, f"import loop between folders: {' -> '.join(_cycle(folders))}"
+    assert "embedforge.flows" not in folders["embedforge.orchestration"]
+
+
 def test_the_hand_off_types_import_no_stage():
     graph = _import_graph()
     assert graph["embedforge.types"] <= {"embedforge.columns", "embedforge.data_reports", "embedforge.figures"}

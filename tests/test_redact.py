@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from embedforge.checks.secrets import literal_secrets
 from embedforge.redact import local_paths_hidden, redact, redact_data, remember
+from embedforge.secrets import literal_secrets
 
 
 @pytest.mark.parametrize(

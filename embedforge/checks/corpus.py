@@ -53,7 +53,8 @@ def check_corpus(recipe: Recipe) -> list[tuple[str, str]]:
 
 def _check_release_outside(recipe: Recipe) -> list[tuple[str, str]]:
     """Releases written among the documents would be read as documents by the next run: cards trained on cards."""
-    local_dir, named = recipe.push.local_dir, Path(recipe.corpus.path).expanduser()
+    local_dir = recipe.push.local_dir
+    named = Path(recipe.corpus.path).expanduser()
     if not local_dir or named.is_file():  # one documents file: nothing beside it is read
         return []
     root = named_root(recipe.corpus.path)  # the folder itself, or a glob's folder

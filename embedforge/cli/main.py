@@ -100,7 +100,7 @@ def deploy(
     ] = None,
 ) -> None:
     """Register one Prefect deployment per recipe with its schedule, pool, job variables and tags."""
-    from embedforge.orchestration.deploy import deploy_recipes
+    from embedforge.cli.deploy import deploy_recipes
     from embedforge.recipe import recipe_files
     from embedforge.recipe_file import load_job_variables
 
@@ -119,7 +119,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the recipes' deployments from this process (one GPU box, no work pool), schedules included."""
-    from embedforge.orchestration.deploy import serve_recipes
+    from embedforge.cli.deploy import serve_recipes
     from embedforge.recipe import recipe_files
 
     try:
