@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -182,66 +181,3 @@ class RunRecord(BaseModel):
 
     def artifact_key(self, what: str) -> str:
         return artifact_key(self.recipe, what)
-
-
-class CurrentRelease(BaseModel):
-    """The published release a run matches: nothing to train."""
-
-    release: str
-    headline: str
-    value: float
-    location: str
-
-
-class ReleaseDecision(BaseModel):
-    """What decide settled for a model that passed its gate, and the figures it compared; push fills in location."""
-
-    verdict: Literal["publish", "already published", "champion kept", "push disabled"]
-    reason: str
-    release: str
-    headline: str
-    challenger: float
-    champion: float | None = None
-    difference: Interval | None = Field(None, description="Challenger minus champion, query by query: its interval.")
-    target: str | None = None
-    location: str | None = Field(None, description="Where the release already is (verdict 'already published').")
-
-    @property
-    def publish(self) -> bool:
-        return self.verdict == "publish"
-
-    @property
-    def already(self) -> bool:  # a resumed run whose release is out: nothing is written
-        return self.verdict == "already published"
-
-    @property
-    def pushed(self) -> bool:  # the release is out, published by this run or before it
-        return self.publish or self.already
-
-
-Decision = Literal[
-    "published", "already published", "champion kept", "up to date", "rejected", "not published", "failed"
-]
-# The flow run's final state name for each decision: the dashboard's run list reads as what happened; a model
-# trained but not published (push off) is "Trained".
-STATE_NAMES = {decision: decision.capitalize() for decision in get_args(Decision)} | {"not published": "Trained"}
-
-
-class Outcome(BaseModel):
-    """What a run decided for its model, and the headline figures it decided on."""
-
-    recipe: str
-    run_id: str
-    decision: Decision
-    reason: str
-    headline: str | None = None
-    base: float | None = None
-    finetuned: float | None = None
-    champion: float | None = None
-    release: str | None = None
-    location: str | None = None
-    data_fingerprint: str | None = None
-
-    @property
-    def state_name(self) -> str:
-        return STATE_NAMES[self.decision]

@@ -2,8 +2,8 @@
 
 ingest -> up to date? -> split -> (choose how to mine) -> (the eval pairs train too) -> (mine) -> train
 -> (rounds) -> (merge with the base) -> evaluate -> gate -> (train, evaluate and gate the reranker) -> (export the
-serving backends) -> card -> champion -> decide -> push -> outcome. Every decision is a task the dashboard's graph
-shows, and the flow run's final state is named after the one that ended the run.
+serving backends) -> card -> champion -> decide -> (approval) -> push -> outcome. Every decision is a task the
+dashboard's graph shows, and the flow run's final state is named after the one that ended the run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.states import Cancelled
 
+from embedforge.decisions import ReleaseDecision
+from embedforge.flows.approval import wait_for_approval
 from embedforge.flows.corpus import pairs_from_corpus
 from embedforge.flows.run import (
     RunResult,
@@ -47,13 +49,15 @@ from embedforge.tasks.rounds import train_rounds
 from embedforge.tasks.split import check_general_overlap, split_dataset
 from embedforge.tasks.train import train_model
 from embedforge.training.interrupt import TrainingInterrupted
-from embedforge.types import Metrics, ReleaseDecision, RunRecord, Splits, TrainedModel, artifact_key
+from embedforge.types import Metrics, RunRecord, Splits, TrainedModel, artifact_key
 
 
 def _ingest(recipe: Recipe, run_dir: Path) -> RunRecord:
     """The training data (made from documents, for a corpus recipe) and separate evaluation sources, then the
     test and eval files and the general sets, used whole: what the run is made of."""
-    ingested, sources, corpus = str(run_dir / "data" / "ingested"), recipe.sources, None
+    ingested = str(run_dir / "data" / "ingested")
+    sources = recipe.sources
+    corpus = None
     if recipe.corpus:
         corpus = pairs_from_corpus(recipe, run_dir)
         sources[0] = recipe.ingest.model_copy(update={"path": corpus.path})
@@ -75,11 +79,15 @@ def _split(recipe: Recipe, run_dir: Path, record: RunRecord) -> Splits:
 def _training_data(recipe: Recipe, splits: Splits, data: Path) -> Splits:
     """Mining as the recipe says or as mine.choose chose on the eval split; then the eval pairs carved out to
     choose on train too, unless a stage after training still reads them."""
-    mine, key, chosen = recipe.mine, artifact_key(recipe.name, "mining"), None
+    mine = recipe.mine
+    key = artifact_key(recipe.name, "mining")
+    chosen = None
     if mine and mine.choose:
         chosen = choose_mining(recipe, splits, str(data / "mining-trials"), key)
-        mine, key = chosen_setting(recipe.mine, chosen.mining_trials), None  # the choice's artifact stays
-    carved, held = carved_eval(recipe, splits), held_out_by(recipe)
+        mine = chosen_setting(recipe.mine, chosen.mining_trials)  # the choice's artifact stays
+        key = None
+    carved = carved_eval(recipe, splits)
+    held = held_out_by(recipe)
     if carved and not held:
         splits = fold_eval_into_training(splits, carved, str(data / "splits"))
     elif chosen:
@@ -107,13 +115,14 @@ def _serving(
 def _release(
     recipe: Recipe, model: TrainedModel, splits: Splits, metrics: Metrics, record: RunRecord
 ) -> ReleaseDecision:
-    """card -> champion -> decide -> push: the model card (and the reranker's) written, then published if it beats
-    the release."""
+    """card -> champion -> decide -> (approval) -> push: the model card (and the reranker's) written, then
+    published if it beats the release (and a person approves, when the recipe asks for one)."""
     render_model_card(recipe, model, splits, metrics, record)
     if metrics.rerank and metrics.rerank.kept:
         render_reranker_card(recipe, model, metrics, record)
     champion = measure_champion(recipe.push, recipe.evaluate, splits, model, metrics)
     decision = decide_release(recipe.push, record, metrics, champion)
+    decision = wait_for_approval(recipe.push, record, decision, model, metrics)
     return push_model(recipe.push, model, record, metrics, decision)
 
 

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
+from embedforge.decisions import CurrentRelease, Outcome, ReleaseDecision
 from embedforge.figures import Interval, RerankFigures
 from embedforge.flows.rundir import check_same_inputs, one_engine
 from embedforge.logs import quiet_libraries, redact_logs, run_logger
@@ -24,16 +25,7 @@ from embedforge.orchestration.automations import automatic_retries, check_crash_
 from embedforge.recipe import Recipe
 from embedforge.redact import redact
 from embedforge.tasks.outcome import record_outcome, write_history
-from embedforge.types import (
-    CurrentRelease,
-    FilterReport,
-    IngestReport,
-    Metrics,
-    Outcome,
-    ReleaseDecision,
-    RunRecord,
-    artifact_key,
-)
+from embedforge.types import FilterReport, IngestReport, Metrics, RunRecord, artifact_key
 
 
 class RunResult(BaseModel):
@@ -54,7 +46,8 @@ class RunResult(BaseModel):
 
     @classmethod
     def trained(cls, run_dir: Path, model_dir: str, metrics: Metrics, record: RunRecord) -> RunResult:
-        base, finetuned = metrics.base[metrics.headline], metrics.finetuned[metrics.headline]
+        base = metrics.base[metrics.headline]
+        finetuned = metrics.finetuned[metrics.headline]
         figures = {"headline": metrics.headline, "base": base, "finetuned": finetuned}
         return cls(
             run_dir=str(run_dir),
@@ -158,11 +151,9 @@ def up_to_date(run_dir: Path, record: RunRecord, current: CurrentRelease) -> tup
 
 
 def push_outcome(record: RunRecord, metrics: Metrics, push: ReleaseDecision) -> Outcome:
-    decision = "already published" if push.already else "published" if push.pushed else "not published"
-    decision = "champion kept" if not push.pushed and push.champion is not None else decision
     release = record.release if push.pushed else None
     served = {"headline": push.headline, "finetuned": push.challenger, "champion": push.champion}
-    return outcome(record, decision, push.reason, metrics, release=release, location=push.location, **served)
+    return outcome(record, push.decision, push.reason, metrics, release=release, location=push.location, **served)
 
 
 def record_failure(flow, failed_run, state) -> None:

@@ -1,6 +1,6 @@
 """Decide: publish this run's model, or keep the published one? The most important thing a retrain settles.
 
-Side effect: the `<recipe>-push` artifact, this run's model beside the champion with the verdict. The
+Side effect: the `<recipe>-push` artifact, this run's model beside the champion with the decision. The
 flow hands the decision to push, which publishes exactly what was decided and nothing else.
 """
 
@@ -11,13 +11,14 @@ from prefect import task
 from embedforge import hub
 from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.push import PushConfig
+from embedforge.decisions import ReleaseDecision
 from embedforge.figures import Interval, Measurement
 from embedforge.logs import run_logger
 from embedforge.tasks.release import find_release
-from embedforge.types import Metrics, ReleaseDecision, RunRecord
+from embedforge.types import Metrics, RunRecord
 from embedforge.uncertainty import paired
 
-TITLES = {"publish": "Decided to publish", "already published": "Already published"}
+TITLES = {"published": "Decided to publish", "already published": "Already published", "rejected": "Rejected"}
 
 
 def decide(
@@ -51,8 +52,8 @@ def served_name(metrics: Metrics) -> str:
 
 
 def decision_markdown(decision: ReleaseDecision) -> str:
-    """The decision as the dashboard shows it: the verdict, both figures, and why."""
-    title = TITLES.get(decision.verdict, "Not published")
+    """The decision as the dashboard shows it: what was decided, both figures, and why."""
+    title = TITLES.get(decision.decision, "Not published")
     champion = "none" if decision.champion is None else f"{decision.champion:.4f}"
     return (
         f"## {title}: {decision.release}\n\n"
@@ -67,10 +68,10 @@ def decision_markdown(decision: ReleaseDecision) -> str:
     )
 
 
-def _verdict(config: PushConfig, record: RunRecord, metrics: Metrics, champion: Measurement | None, difference):
-    """(verdict, reason, where the release already is)."""
+def _decision(config: PushConfig, record: RunRecord, metrics: Metrics, champion: Measurement | None, difference):
+    """(decision, reason, where the release already is)."""
     if not config.active:
-        return "push disabled", "push disabled", None
+        return "trained", "push disabled", None
     if where := hub.call(config, find_release, record.release):
         return (
             "already published",
@@ -79,7 +80,7 @@ def _verdict(config: PushConfig, record: RunRecord, metrics: Metrics, champion: 
         )
     best = None if champion is None else champion.figures[metrics.headline]
     publish, reason = decide(config, served_name(metrics), metrics.served[0], best, difference)
-    return ("publish" if publish else "champion kept"), reason, None
+    return ("published" if publish else "champion kept"), reason, None
 
 
 @task(name="decide-release")
@@ -90,9 +91,9 @@ def decide_release(
     challenger, queries = metrics.served
     best = None if champion is None else champion.figures[metrics.headline]
     difference = paired(champion.per_query.get(metrics.headline), queries) if champion else None
-    verdict, reason, where = _verdict(config, record, metrics, champion, difference)
+    decided, reason, where = _decision(config, record, metrics, champion, difference)
     decision = ReleaseDecision(
-        verdict=verdict,
+        decision=decided,
         reason=reason,
         release=record.release,
         headline=served_name(metrics),
@@ -102,8 +103,8 @@ def decide_release(
         target=config.local_dir or config.full_repo_id,
         location=where,
     )
-    log = run_logger().warning if verdict == "champion kept" else run_logger().info
-    log("Decision: %s (%s)", verdict, reason)
+    log = run_logger().warning if decided == "champion kept" else run_logger().info
+    log("Decision: %s (%s)", "publish" if decision.publish else decided, reason)
     if config.active:
         create_markdown_artifact(
             decision_markdown(decision), key=record.artifact_key("push"), description="Push decision of the latest run"

@@ -14,10 +14,10 @@ from prefect import task
 from prefect.artifacts import Artifact, MarkdownArtifact, TableArtifact
 from prefect.runtime import flow_run
 
+from embedforge.decisions import Outcome
 from embedforge.logs import run_logger
 from embedforge.orchestration import events
 from embedforge.redact import redact, redact_data
-from embedforge.types import Outcome
 
 EVENTS = {
     "published": events.PUBLISHED,

@@ -19,9 +19,10 @@ from prefect import task
 
 from embedforge import hub
 from embedforge.config.push import PushConfig
+from embedforge.decisions import ReleaseDecision
 from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
-from embedforge.types import META_FILE, BackendTrial, Metrics, ReleaseDecision, RunRecord, TrainedModel
+from embedforge.types import META_FILE, BackendTrial, Metrics, RunRecord, TrainedModel
 
 RERANKER = "reranker/"  # where a release holds its reranker: CrossEncoder(snapshot_download(...) + "/reranker")
 

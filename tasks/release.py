@@ -16,8 +16,9 @@ from prefect import task
 from embedforge import hub
 from embedforge.artifacts import create_markdown_artifact
 from embedforge.config.push import PushConfig
+from embedforge.decisions import CurrentRelease
 from embedforge.logs import run_logger
-from embedforge.types import META_FILE, CurrentRelease, RunRecord, release_name
+from embedforge.types import META_FILE, RunRecord, release_name
 
 
 @task(name="fetch-release-meta")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, flow_runs, live_api, live_cli, live_env
+from conftest import BIN, flow_runs, live_api, live_cli, live_env, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -313,3 +313,120 @@ def test_the_run_is_recorded_whole_when_the_command_returns(server, finished_run
     task_runs = live_api(server, "task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [finished_run]}}})
     states = {run["name"].rsplit("-", 1)[0]: run["state_type"] for run in task_runs}
     assert states.get("push-model") == "COMPLETED" and set(states.values()) == {"COMPLETED"}, states
+
+
+def _waiting_release(server: str, root: Path, master: Path, name: str, timeout: int = 900) -> subprocess.Popen:
+    """`embedforge run` of the tiny recipe with `push.approval: required`, left running: it will pause for a person."""
+    import yaml
+
+    from conftest import make_pairs, make_recipe, write_jsonl
+
+    shutil.copytree(master, root / "model")
+    data = write_jsonl(root / "pairs.jsonl", make_pairs())
+    push = {"local_dir": str(root / "published"), "approval": "required", "approval_timeout": timeout}
+    (root / "recipe.yaml").write_text(yaml.safe_dump(make_recipe(name, str(root / "model"), data, push=push)))
+    command = [str(BIN / "embedforge"), "run", str(root / "recipe.yaml"), "--output-dir", str(root / "runs")]
+    return subprocess.Popen(command, env=live_env(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _paused(server: str, name: str, run: subprocess.Popen) -> dict:
+    import time
+
+    for _ in range(300):
+        found = [r for r in _flow_runs(server, f"{name}-") if r["state_type"] == "PAUSED"]
+        if found:
+            return found[0]
+        assert run.poll() is None, run.stdout.read()[-3000:]
+        time.sleep(1)
+    raise AssertionError(f"{name} never paused for approval")
+
+
+@pytest.fixture(scope="module")
+def waiting_releases(server, tmp_path_factory, _tiny_model_master):
+    """Three releases waiting for a person at once: one to approve, one to reject, one nobody answers (20 s)."""
+    roots = {name: tmp_path_factory.mktemp(name) for name in ("tiny-approve", "tiny-reject", "tiny-unanswered")}
+    runs = {
+        name: _waiting_release(server, root, _tiny_model_master, name, 20 if name == "tiny-unanswered" else 900)
+        for name, root in roots.items()
+    }
+    yield {name: (roots[name], runs[name], _paused(server, name, runs[name])) for name in runs}
+    for run in runs.values():
+        run.kill()
+
+
+def _answer(page, server: str, flow_run: dict, approve: bool, name: str, reason: str, shot: Path | None) -> None:
+    """What an operator does: open the paused run, Resume, fill in the form, Submit."""
+    page.goto(f"{server}/runs/flow-run/{flow_run['id']}")
+    page.get_by_role("button", name="Resume").first.click()
+    page.get_by_text("Approve or reject this release.").wait_for(timeout=30000)
+    form = page.locator(".p-modal")
+    if approve:
+        form.get_by_role("switch").first.click()
+    # The form's fields in the order ApprovalForm declares them; its labels point at no input id.
+    assert form.get_by_text("Your name: kept with the release").count() == 1
+    form.locator("textarea").nth(0).fill(name)
+    form.locator("textarea").nth(1).fill(reason)
+    if shot:
+        page.screenshot(path=str(shot))
+    page.get_by_role("button", name="Submit").click()
+
+
+def test_an_operator_approves_a_waiting_release_in_the_dashboard_and_it_publishes(
+    server, waiting_releases, page, shots
+):
+    root, run, flow_run = waiting_releases["tiny-approve"]
+    assert not (root / "published").exists()  # nothing out while it waits
+    page.goto(f"{server}/runs/flow-run/{flow_run['id']}")
+    page.get_by_text("Paused").first.wait_for(timeout=30000)
+    page.get_by_text("decide-release").first.wait_for(timeout=30000)  # the stage graph has drawn
+    page.screenshot(path=str(shots / "approval-waiting.png"))
+    _answer(
+        page, server, flow_run, True, "Ana Ops", "gain checked against last week's queries", shots / "approval-form.png"
+    )
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0 and "Push: published to" in out, out[-3000:]
+    card = (root / "published" / "latest" / "README.md").read_text()
+    assert "## Approval" in card and "**Approved** by Ana Ops on " in card
+    assert "gain checked against last week's queries" in card
+    (done,) = _flow_runs(server, "tiny-approve-")
+    assert done["state_name"] == "Published"
+    (history,) = live_api(server, "artifacts/latest/filter", {"artifacts": {"key": {"any_": ["tiny-approve-history"]}}})
+    row = json.loads(history["data"])[0]
+    assert row["decision"] == "published" and row["reason"].endswith(
+        "approved by Ana Ops: gain checked against last week's queries"
+    )
+
+
+def test_an_operator_rejects_a_waiting_release_and_nothing_is_published(server, waiting_releases, page, shots):
+    root, run, flow_run = waiting_releases["tiny-reject"]
+    _answer(page, server, flow_run, False, "Bo Review", "not before the holiday freeze ends", None)
+    out, _ = run.communicate(timeout=300)
+    reason = "not approved by Bo Review: not before the holiday freeze ends"
+    assert run.returncode == 1 and f"Rejected: {reason}; nothing was published" in out, out[-3000:]
+    assert not (root / "published").exists()
+    (model_card,) = (root / "runs" / "tiny-reject").glob("*/model/README.md")  # the model stays, with the answer
+    assert "**Rejected** by Bo Review" in model_card.read_text()
+    (done,) = _flow_runs(server, "tiny-reject-")
+    assert (done["state_type"], done["state_name"]) == ("COMPLETED", "Rejected")
+    page.goto(f"{server}/runs/flow-run/{done['id']}")
+    page.get_by_text("Rejected").first.wait_for(timeout=30000)
+    page.screenshot(path=str(shots / "approval-rejected.png"))
+    body = {
+        "filter": {
+            "event": {"name": ["embedforge.model.rejected"]},
+            "any_resource": {"id": ["embedforge.recipe.tiny-reject"]},
+        }
+    }
+    # Events reach the server's event store a moment after the run ends.
+    (event,) = wait_for(lambda: live_api(server, "events/filter", body)["events"], 30, "the outcome event")
+    assert event["payload"]["reason"] == reason
+
+
+def test_a_release_nobody_approves_in_time_is_rejected(server, waiting_releases):
+    root, run, _ = waiting_releases["tiny-unanswered"]
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 1, out[-3000:]
+    assert "Rejected: not approved in time: no answer within 20 s; nothing was published" in out
+    assert not (root / "published").exists()
+    (done,) = _flow_runs(server, "tiny-unanswered-")
+    assert done["state_name"] == "Rejected"

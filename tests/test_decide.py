@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 
 from embedforge.config.push import PushConfig
+from embedforge.decisions import ReleaseDecision
 from embedforge.flows.run import push_outcome
 from embedforge.reports import gain_table
 from embedforge.tasks.decide import decide, decision_markdown
 from embedforge.tasks.outcome import history_row, release_markdown
 from embedforge.tasks.push import release_meta
-from embedforge.types import Metrics, ReleaseDecision, RunRecord, TrainedModel
+from embedforge.types import Metrics, RunRecord, TrainedModel
 
 RECORD = RunRecord(
     recipe="tiny",
@@ -33,9 +35,9 @@ METRICS = Metrics(
 )
 
 
-def _decision(verdict: str, champion: float | None = 0.55, reason: str = "why") -> ReleaseDecision:
+def _decision(decided: str, champion: float | None = 0.55, reason: str = "why") -> ReleaseDecision:
     return ReleaseDecision(
-        verdict=verdict,
+        decision=decided,
         reason=reason,
         release=RECORD.release,
         headline=METRICS.headline,
@@ -60,18 +62,21 @@ def test_decide_publishes_the_first_release_and_only_better_ones():
 
 
 @pytest.mark.parametrize(
-    ("verdict", "champion", "state", "title"),
+    ("decided", "champion", "state", "title"),
     [
-        ("publish", 0.55, "Published", "## Decided to publish: tiny-20261202-040000-abcdef12"),
-        ("publish", None, "Published", "## Decided to publish: tiny-20261202-040000-abcdef12"),
+        ("published", 0.55, "Published", "## Decided to publish: tiny-20261202-040000-abcdef12"),
+        ("published", None, "Published", "## Decided to publish: tiny-20261202-040000-abcdef12"),
         ("champion kept", 0.7, "Champion kept", "## Not published: tiny-20261202-040000-abcdef12"),
         ("already published", 0.6, "Already published", "## Already published: tiny-20261202-040000-abcdef12"),
-        ("push disabled", None, "Trained", "## Not published: tiny-20261202-040000-abcdef12"),
+        ("trained", None, "Trained", "## Not published: tiny-20261202-040000-abcdef12"),
+        ("rejected", 0.55, "Rejected", "## Rejected: tiny-20261202-040000-abcdef12"),
     ],
 )
-def test_each_verdict_reads_as_its_own_state_and_artifact(verdict, champion, state, title):
-    decision = _decision(verdict, champion)
-    assert push_outcome(RECORD, METRICS, decision).state_name == state
+def test_each_decision_reads_as_its_own_state_and_artifact(decided, champion, state, title):
+    """One word from decide to the final state: the outcome, the history row and the state say what decide said."""
+    decision = _decision(decided, champion)
+    outcome = push_outcome(RECORD, METRICS, decision)
+    assert (outcome.decision, outcome.state_name) == (decided, state)
     shown = decision_markdown(decision)
     assert shown.startswith(title + "\n")
     assert (
@@ -81,11 +86,13 @@ def test_each_verdict_reads_as_its_own_state_and_artifact(verdict, champion, sta
 
 
 def test_only_a_publish_or_an_earlier_publish_counts_as_out():
-    assert [(v, _decision(v).pushed) for v in ("publish", "already published", "champion kept", "push disabled")] == [
-        ("publish", True),
+    decided = ("published", "already published", "champion kept", "trained", "rejected")
+    assert [(d, _decision(d).pushed) for d in decided] == [
+        ("published", True),
         ("already published", True),
         ("champion kept", False),
-        ("push disabled", False),
+        ("trained", False),
+        ("rejected", False),
     ]
 
 
@@ -98,7 +105,7 @@ def test_the_release_says_how_it_was_made():
 
 
 def test_history_and_live_release_rows_carry_the_figures_decided_on():
-    outcome = push_outcome(RECORD, METRICS, _decision("publish").model_copy(update={"location": "/published/x"}))
+    outcome = push_outcome(RECORD, METRICS, _decision("published").model_copy(update={"location": "/published/x"}))
     when = datetime(2026, 12, 2, 4, 0, tzinfo=timezone.utc)
     row = history_row(outcome, when)
     assert (row["decision"], row["base"], row["fine-tuned"], row["champion"]) == (
@@ -117,3 +124,32 @@ def test_gain_table_has_base_finetuned_and_delta_per_metric():
         {"metric": "cosine_ndcg@10", "base": 0.5, "fine-tuned": 0.6, "delta": 0.1, "delta 95 % CI": ""},
         {"metric": "cosine_mrr@10", "base": 0.4, "fine-tuned": 0.55, "delta": 0.15, "delta 95 % CI": ""},
     ]
+
+
+def test_an_approver_settles_the_decision_in_the_same_words():
+    from embedforge.decisions import Approval
+    from embedforge.tasks.approve import approval_section, approved
+
+    decision = _decision("published", reason="ndcg 0.6000 > published 0.5500")
+    yes = Approval(approved=True, by="Ana", reason="checked", at="2026-12-06T10:00:00+00:00")
+    no = Approval(approved=False, by="Bo", reason="freeze", at="2026-12-06T10:00:00+00:00")
+    late = Approval(approved=False, by="timeout", reason="no answer within 60 s", at="2026-12-06T10:00:00+00:00")
+    assert (approved(decision, yes).decision, approved(decision, yes).reason) == (
+        "published",
+        "ndcg 0.6000 > published 0.5500; approved by Ana: checked",
+    )
+    assert push_outcome(RECORD, METRICS, approved(decision, no)).state_name == "Rejected"
+    assert approved(decision, no).reason == "not approved by Bo: freeze" and not approved(decision, no).pushed
+    assert approved(decision, late).reason == "not approved in time: no answer within 60 s"
+    assert approval_section(yes) == "\n## Approval\n\n**Approved** by Ana on 2026-12-06T10:00:00+00:00: checked\n"
+    assert "nobody answered in time" in approval_section(late)
+
+
+def test_a_run_on_the_temporary_server_refuses_to_wait_for_an_approval_nobody_can_give():
+    from embedforge.cli.run import _check_approver
+    from embedforge.errors import EmbedforgeError
+
+    recipe = SimpleNamespace(push=PushConfig(local_dir="x", approval="required"))
+    with pytest.raises(EmbedforgeError, match=r"r.yaml: push.approval: required waits for a person .* PREFECT_API_URL"):
+        _check_approver(recipe, "r.yaml", api=object())
+    _check_approver(recipe, "r.yaml", api=None)  # an operator's server: its dashboard has the form

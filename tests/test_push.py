@@ -14,13 +14,14 @@ from prefect import get_client
 
 from embedforge.config.evaluate import EvaluateConfig
 from embedforge.config.push import PushConfig
+from embedforge.decisions import ReleaseDecision
 from embedforge.errors import EmbedforgeError
 from embedforge.flows.finetune import finetune
 from embedforge.recipe import Recipe
 from embedforge.tasks.champion import measure_champion
 from embedforge.tasks.decide import decide_release
 from embedforge.tasks.push import push_model
-from embedforge.types import EvalSplit, Metrics, ReleaseDecision, RunRecord, Splits, TrainedModel
+from embedforge.types import EvalSplit, Metrics, RunRecord, Splits, TrainedModel
 
 from conftest import cli, make_pairs, prefect_home, run_cli, write_jsonl
 from hub_server import LocalHub

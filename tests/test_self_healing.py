@@ -141,17 +141,22 @@ def _emit(recipe: str, event: str, **payload) -> None:
     events.send(Event(event=event, resource=events.recipe_resource(recipe), payload=payload))
 
 
-def test_alerts_notify_when_a_gate_rejects_a_model(live_server, webhook):
+def test_alerts_notify_when_a_gate_rejects_a_model_and_when_a_release_waits(live_server, webhook):
     from embedforge.orchestration import events
 
     out = live_cli(live_server, "embedforge", "alerts", "--block", "custom-webhook/ml-team", "--stale-days", "7")
     assert out.stdout.splitlines() == [
         "automation embedforge-model-rejected: installed",
         "automation embedforge-no-successful-run: installed",
+        "automation embedforge-release-awaiting-approval: installed",
     ]
     _emit("tiny-alert", events.REJECTED, run_id="r1", reason="quality gate failed: gain = -0.0100 < 0.0")
     wait_for(lambda: webhook, 60, "the webhook notification")
     assert webhook[0] == "Run r1 of tiny-alert: quality gate failed: gain = -0.0100 < 0.0."
+    url = "http://127.0.0.1:4200/runs/flow-run/abc"
+    _emit("tiny-alert", events.AWAITING_APPROVAL, release="tiny-alert-r2", headline="ndcg", value=0.61, url=url)
+    wait_for(lambda: len(webhook) > 1, 60, "the awaiting-approval notification")
+    assert webhook[1] == f"ndcg 0.61. Approve or reject it on the paused flow run: {url}"
 
 
 def test_no_successful_run_alert_names_the_model_and_spares_one_that_is_up_to_date(live_server, webhook):

@@ -35,7 +35,8 @@ def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     """Read and check the recipe while the temporary server starts, run the flow, print what it decided."""
     from embedforge.cli.local import start_embedded_api
 
-    started, api = time.monotonic(), start_embedded_api()
+    started = time.monotonic()
+    api = start_embedded_api()
     signal.signal(signal.SIGTERM, _terminate_as_ctrl_c)
     from prefect.exceptions import CancelledRun
 
@@ -47,6 +48,7 @@ def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     try:
         parsed = load_recipe(recipe, overrides)
         preflight(parsed, recipe, str(output_root(flow_options["output_dir"])))
+        _check_approver(parsed, recipe, api)
         _api_ready(api)
         result = finetune(recipe=parsed, **flow_options)
     except EmbedforgeError as exc:
@@ -58,6 +60,16 @@ def run_flow(recipe: str, overrides: list[str], **flow_options) -> None:
     except KeyboardInterrupt:
         fail(EmbedforgeError(f"Interrupted. Continue it with `embedforge resume {_where(flow_options)}`"), 130)
     _summary(result, time.monotonic() - started)
+
+
+def _check_approver(recipe, source: str, api) -> None:
+    """An approval waits for a person at a dashboard: the temporary server has no dashboard anyone could open."""
+    if api and recipe.push.approval == "required" and recipe.push.active:
+        raise EmbedforgeError(
+            f"{source}: push.approval: required waits for a person to approve the release in the Prefect dashboard, "
+            "and this run's temporary server has none; start one (prefect server start), set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api and run again, or run the recipe's deployment"
+        )
 
 
 def _api_ready(api) -> None:

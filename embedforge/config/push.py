@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, model_validator
 
 from embedforge.config.section import Section
@@ -38,6 +40,14 @@ class PushConfig(Section):
         None,
         ge=1,
         description="Local target only: keep this many newest releases (the live one always); default: keep every one.",
+    )
+    approval: Literal["off", "required"] = Field(
+        "off",
+        description="required: a release that decide would publish waits for a person to approve it in the Prefect "
+        "dashboard (a form on the paused flow run); rejected, it is not published.",
+    )
+    approval_timeout: int = Field(
+        86400, ge=1, description="Seconds a release waits for approval; then it is rejected (not published)."
     )
     retries: int = Field(3, ge=0, description="Retries of a Hub call (connection errors and 5xx only).")
     retry_delay_seconds: float = Field(10.0, ge=0, description="First retry delay; doubles each retry.")

@@ -88,7 +88,8 @@ def _crash_silent(silence: int) -> Automation:
 
 
 def alerts(block_document_id: UUID, stale_days: float) -> list[Automation]:
-    """Notify when a quality gate rejects a model, and when a model has had no successful run for `stale_days`."""
+    """Notify when a quality gate rejects a model, when a model has had no successful run for `stale_days`, and
+    when a release waits for approval."""
     return [
         Automation(
             name="embedforge-model-rejected",
@@ -103,7 +104,26 @@ def alerts(block_document_id: UUID, stale_days: float) -> list[Automation]:
             ],
         ),
         _no_successful_run(block_document_id, stale_days),
+        _awaiting_approval(block_document_id),
     ]
+
+
+def _awaiting_approval(block_document_id: UUID) -> Automation:
+    return Automation(
+        name="embedforge-release-awaiting-approval",
+        description="Notify when a release waits for a person's approval (push.approval: required).",
+        trigger=EventTrigger(
+            expect={events.AWAITING_APPROVAL}, match=ANY_RECIPE, posture=Posture.Reactive, threshold=1
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_document_id,
+                subject="embedforge: release {{ event.payload.release }} waits for approval",
+                body="{{ event.payload.headline }} {{ event.payload.value }}. Approve or reject it on the paused "
+                "flow run: {{ event.payload.url }}",
+            )
+        ],
+    )
 
 
 def _no_successful_run(block_document_id: UUID, stale_days: float) -> Automation:

@@ -17,6 +17,7 @@ DEPLOYED = "embedforge.deployment.registered"
 PUBLISHED = "embedforge.model.published"
 KEPT = "embedforge.model.kept"
 REJECTED = "embedforge.model.rejected"
+AWAITING_APPROVAL = "embedforge.release.awaiting-approval"
 
 
 def recipe_resource(recipe: str) -> dict[str, str]:
@@ -34,6 +35,14 @@ def emit_outcome(event: str, recipe: str, run_id: str, headline: str, value: flo
             {"recipe": recipe, "run_id": run_id, "headline": headline, "value": value, "reason": reason}
         ),
     )
+
+
+def emit_awaiting_approval(recipe: str, release: str, headline: str, value: float) -> None:
+    """A release waits for a person (push.approval): what an automation notifies on, with the run's link."""
+    if not flow_run.id:
+        return
+    payload = {"release": release, "headline": headline, "value": value, "url": flow_run.ui_url}
+    emit_event(event=AWAITING_APPROVAL, resource=recipe_resource(recipe), payload=redact_data(payload))
 
 
 def send(*events, timeout: float = 30.0) -> None:
