@@ -58,7 +58,7 @@ def test_dockerfile_torch_build_agrees_with_base_image_pyproject_and_readme():
     assert {"merge", "export"} <= set(extras) <= set(pyproject["project"]["optional-dependencies"]), extras
     (torch_req,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("torch")]
     assert torch_req.specifier.contains(version), (torch_req, version)
-    readme = (DOCKER.parent / "README.md").read_text()
+    readme = (DOCKER.parent / "docs" / "operations" / "deployments.md").read_text()
     assert f"NVIDIA driver {MIN_DRIVER[cuda]} or newer" in readme and f"torch {version}+{cuda}" in readme
 
 

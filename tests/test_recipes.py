@@ -70,11 +70,11 @@ def test_missing_recipe_file_and_bad_yaml(tmp_path):
         load_recipe(bad)
 
 
-def test_readme_recipe_reference_is_current():
+def test_the_docs_recipe_reference_is_current():
     from embedforge.cli.reference import reference_markdown
 
-    assert reference_markdown() in (REPO / "README.md").read_text(), (
-        "run `embedforge recipe-reference` and paste it into README.md"
+    assert reference_markdown() in (REPO / "docs" / "reference.md").read_text(), (
+        "run `embedforge recipe-reference` and paste it into docs/reference.md"
     )
 
 
