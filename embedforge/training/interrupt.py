@@ -7,6 +7,7 @@ stops at once, as Python does by default.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -38,8 +39,11 @@ def stop_on_ctrl_c():
     """While the body trains in the main thread, Ctrl-C or SIGTERM asks for a stop at the next step instead of
     raising (Prefect's own SIGTERM handler would mark the run Crashed mid-step)."""
     _requested.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield  # torchrun workers and served runs: their parent owns the signals
+    # A served run's stage runs off the main thread, where no handler can be set. A torchrun rank leaves the
+    # signals alone: its ranks would stop at different steps and wait on each other for ever; the parent ends
+    # them as a group (training/distributed.py) and the run resumes from the newest checkpoint.
+    if threading.current_thread() is not threading.main_thread() or "LOCAL_RANK" in os.environ:
+        yield
         return
     previous = {signum: signal.signal(signum, _ask_to_stop) for signum in STOPS}
     try:

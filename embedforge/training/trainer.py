@@ -73,7 +73,10 @@ def training_args(config: TrainConfig, checkpoints: Path, has_eval: bool) -> Sen
         raise EmbedforgeError(
             "train.args.eval_strategy: evaluation during training needs an eval split (split.eval_size > 0)"
         )
-    if config.devices > 1 and not os.environ.get("CUDA_VISIBLE_DEVICES") and "ddp_backend" not in args:
+    # Only in a torchrun rank: set outside one (the checks before a run), the backend makes the arguments look
+    # for a process group that does not exist, and `embedforge run` of a devices: 2 recipe refused itself.
+    ranked = "LOCAL_RANK" in os.environ
+    if config.devices > 1 and ranked and not os.environ.get("CUDA_VISIBLE_DEVICES") and "ddp_backend" not in args:
         import torch
 
         if not torch.cuda.is_available():  # data-parallel on CPUs: torch's gloo backend
