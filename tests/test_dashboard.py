@@ -257,8 +257,13 @@ def test_a_corpus_run_shows_the_filter_warning_and_how_far_each_stage_got(server
     page.get_by_text("100%").first.wait_for(timeout=30000)
     page.screenshot(path=str(shots / "filter-progress.png"))
     # generate runs as a subflow of its own: its progress, counted in chunks, is that flow run's artifact.
+    subflows = live_api(server, "flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
     everything = live_api(server, "artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
-    (generated,) = [a for a in everything if a["description"] == "generate: chunks done (%)"]
+    (generated,) = [
+        a
+        for a in everything
+        if a["description"] == "generate: chunks done (%)" and a["flow_run_id"] in {f["id"] for f in subflows}
+    ]
     assert generated["data"] == 100.0
     page.goto(f"{server}/artifacts/artifact/{generated['id']}")
     page.get_by_text("100%").first.wait_for(timeout=30000)
@@ -329,16 +334,18 @@ def _waiting_release(server: str, root: Path, master: Path, name: str, timeout: 
     return subprocess.Popen(command, env=live_env(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _paused(server: str, name: str, run: subprocess.Popen) -> dict:
-    import time
-
-    for _ in range(300):
-        found = [r for r in _flow_runs(server, f"{name}-") if r["state_type"] == "PAUSED"]
-        if found:
-            return found[0]
-        assert run.poll() is None, run.stdout.read()[-3000:]
-        time.sleep(1)
-    raise AssertionError(f"{name} never paused for approval")
+def _paused(server: str, name: str, run: subprocess.Popen) -> tuple[dict, str]:
+    """The paused flow run, and the link the run's log gives the operator to it."""
+    for line in run.stdout:
+        if "waits for approval in the Prefect dashboard: " in line:
+            link = line.split("waits for approval in the Prefect dashboard: ")[1].strip()
+            break
+    else:
+        raise AssertionError(f"{name} ended without waiting for approval")
+    paused = wait_for(
+        lambda: [r for r in _flow_runs(server, f"{name}-") if r["state_type"] == "PAUSED"], 60, f"{name} paused"
+    )
+    return paused[0], link
 
 
 @pytest.fixture(scope="module")
@@ -349,14 +356,14 @@ def waiting_releases(server, tmp_path_factory, _tiny_model_master):
         name: _waiting_release(server, root, _tiny_model_master, name, 20 if name == "tiny-unanswered" else 900)
         for name, root in roots.items()
     }
-    yield {name: (roots[name], runs[name], _paused(server, name, runs[name])) for name in runs}
+    yield {name: (roots[name], runs[name], *_paused(server, name, runs[name])) for name in runs}
     for run in runs.values():
         run.kill()
 
 
-def _answer(page, server: str, flow_run: dict, approve: bool, name: str, reason: str, shot: Path | None) -> None:
-    """What an operator does: open the paused run, Resume, fill in the form, Submit."""
-    page.goto(f"{server}/runs/flow-run/{flow_run['id']}")
+def _answer(page, link: str, approve: bool, name: str, reason: str, shot: Path | None) -> None:
+    """What an operator does: open the link the run gave, Resume, fill in the form, Submit."""
+    page.goto(link)
     page.get_by_role("button", name="Resume").first.click()
     page.get_by_text("Approve or reject this release.").wait_for(timeout=30000)
     form = page.locator(".p-modal")
@@ -374,15 +381,14 @@ def _answer(page, server: str, flow_run: dict, approve: bool, name: str, reason:
 def test_an_operator_approves_a_waiting_release_in_the_dashboard_and_it_publishes(
     server, waiting_releases, page, shots
 ):
-    root, run, flow_run = waiting_releases["tiny-approve"]
+    root, run, flow_run, link = waiting_releases["tiny-approve"]
     assert not (root / "published").exists()  # nothing out while it waits
-    page.goto(f"{server}/runs/flow-run/{flow_run['id']}")
+    page.goto(link)  # the run's log line, as the operator would follow it
+    page.get_by_text(flow_run["name"]).first.wait_for(timeout=30000)
     page.get_by_text("Paused").first.wait_for(timeout=30000)
     page.get_by_text("decide-release").first.wait_for(timeout=30000)  # the stage graph has drawn
     page.screenshot(path=str(shots / "approval-waiting.png"))
-    _answer(
-        page, server, flow_run, True, "Ana Ops", "gain checked against last week's queries", shots / "approval-form.png"
-    )
+    _answer(page, link, True, "Ana Ops", "gain checked against last week's queries", shots / "approval-form.png")
     out, _ = run.communicate(timeout=300)
     assert run.returncode == 0 and "Push: published to" in out, out[-3000:]
     card = (root / "published" / "latest" / "README.md").read_text()
@@ -398,8 +404,8 @@ def test_an_operator_approves_a_waiting_release_in_the_dashboard_and_it_publishe
 
 
 def test_an_operator_rejects_a_waiting_release_and_nothing_is_published(server, waiting_releases, page, shots):
-    root, run, flow_run = waiting_releases["tiny-reject"]
-    _answer(page, server, flow_run, False, "Bo Review", "not before the holiday freeze ends", None)
+    root, run, flow_run, link = waiting_releases["tiny-reject"]
+    _answer(page, link, False, "Bo Review", "not before the holiday freeze ends", None)
     out, _ = run.communicate(timeout=300)
     reason = "not approved by Bo Review: not before the holiday freeze ends"
     assert run.returncode == 1 and f"Rejected: {reason}; nothing was published" in out, out[-3000:]
@@ -410,6 +416,7 @@ def test_an_operator_rejects_a_waiting_release_and_nothing_is_published(server, 
     assert (done["state_type"], done["state_name"]) == ("COMPLETED", "Rejected")
     page.goto(f"{server}/runs/flow-run/{done['id']}")
     page.get_by_text("Rejected").first.wait_for(timeout=30000)
+    page.get_by_text("record-approval").first.wait_for(timeout=30000)  # the stage graph has drawn
     page.screenshot(path=str(shots / "approval-rejected.png"))
     body = {
         "filter": {
@@ -423,7 +430,7 @@ def test_an_operator_rejects_a_waiting_release_and_nothing_is_published(server, 
 
 
 def test_a_release_nobody_approves_in_time_is_rejected(server, waiting_releases):
-    root, run, _ = waiting_releases["tiny-unanswered"]
+    root, run, _, _ = waiting_releases["tiny-unanswered"]
     out, _ = run.communicate(timeout=300)
     assert run.returncode == 1, out[-3000:]
     assert "Rejected: not approved in time: no answer within 20 s; nothing was published" in out

@@ -189,3 +189,14 @@ def test_the_wheel_installs_embedforge_alone(tmp_path):
         f"embedforge/{p.relative_to(REPO / 'embedforge').as_posix()}" for p in (REPO / "embedforge").rglob("*.py")
     }
     assert modules <= set(names), sorted(modules - set(names))
+
+
+def test_the_finetune_flow_reads_as_wiring():
+    """The flow's body is the DAG at a glance: at most 15 lines, its stages' work in tasks and helpers."""
+    (flow_def,) = [
+        node
+        for node in ast.walk(ast.parse((REPO / "flows" / "finetune.py").read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name == "finetune"
+    ]
+    body = flow_def.body[1:] if isinstance(flow_def.body[0], ast.Expr) else flow_def.body
+    assert body[-1].end_lineno - body[0].lineno + 1 <= 15

@@ -151,3 +151,11 @@ def test_non_finite_numbers_are_found_wherever_they_are():
         "train.args.lr",
         "evaluate.dims[1]",
     ]
+
+
+def test_a_trainer_number_written_as_a_string_is_read_as_the_number():
+    """YAML `max_steps: "80"` validates (the trainer's type is int); the trainer would compare the string with 0."""
+    from embedforge.config.train import TrainConfig
+
+    args = TrainConfig(base_model="x", args={"max_steps": "80", "learning_rate": "5e-5", "run_name": "12"}).args
+    assert args == {"max_steps": 80, "learning_rate": 5e-05, "run_name": "12"}

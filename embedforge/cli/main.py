@@ -151,8 +151,9 @@ def alerts(
         typer.Option("--stale-days", min=0.0001, help="Alert when a model has had no successful run for this long."),
     ] = 14,
 ) -> None:
-    """Install the alerts: a model rejected by its quality gate, and a model with no successful run for --stale-days
-    days (published, champion kept or up to date), counted from its deployment's registration."""
+    """Install the alerts: a model rejected (by its quality gate or an approver), a model with no successful run for
+    --stale-days days (published, champion kept or up to date) counted from its deployment's registration, and a
+    release waiting for approval."""
     from embedforge.orchestration.notify import install_alerts
 
     try:

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 
 from embedforge.config.section import Section
-from embedforge.config.train import check_trainer_args
+from embedforge.config.train import checked_trainer_args
 from embedforge.errors import did_you_mean
 
 # Each sentence-transformers CrossEncoder loss that the run's own data can feed, and the shape
@@ -104,8 +104,7 @@ class RerankConfig(Section):
     @field_validator("args")
     @classmethod
     def _trainer_args(cls, args: dict[str, Any]) -> dict[str, Any]:
-        check_trainer_args(args, reranker_arg_types(), "the reranker goes to <run>/reranker")
-        return args
+        return checked_trainer_args(args, reranker_arg_types(), "the reranker goes to <run>/reranker")
 
     @property
     def output_format(self) -> str:

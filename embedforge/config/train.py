@@ -69,21 +69,28 @@ def _without_contradictions(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def check_trainer_args(args: dict[str, Any], types: dict[str, Any], where: str) -> None:
+def checked_trainer_args(args: dict[str, Any], types: dict[str, Any], where: str) -> dict[str, Any]:
     """Each argument is the trainer's, of its type, not one embedforge sets (`where` says where that goes), and
-    positive where zero would train nonsense; the first problem raised as `<key>: <problem>`."""
+    positive where zero would train nonsense; the first problem raised as `<key>: <problem>`.
+
+    A number written as a string (`max_steps: "80"`) comes back as the number: the trainer compares it with numbers.
+    """
+    checked = dict(args)
     for key, value in args.items():
         if key in RESERVED_ARGS:
             raise ValueError(f"{key}: set by embedforge ({where})")
         if key not in types:
             raise ValueError(f"{key}: unknown key{did_you_mean(key, types)}")
         try:
-            TypeAdapter(types[key], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+            read = TypeAdapter(types[key], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
         except (ValidationError, TypeError) as exc:
             message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             raise ValueError(f"{key}: {message} (got {value!r})") from None
+        if isinstance(value, str) and isinstance(read, (bool, int, float)):
+            checked[key] = value = read
         if key in POSITIVE_ARGS and isinstance(value, (int, float)) and value <= 0:
             raise ValueError(f"{key}: must be greater than 0 (got {value!r})")
+    return checked
 
 
 class TrainConfig(Section):
@@ -115,5 +122,5 @@ class TrainConfig(Section):
     def _trainer_args(cls, args: dict[str, Any]) -> dict[str, Any]:
         types = training_arg_types()
         given = {key: value for key, value in args.items() if key not in RETIRED_ARGS or key in types}
-        check_trainer_args(given, types, "checkpoints go to runs/<recipe>/<run-id>/checkpoints")
-        return _without_contradictions(args)
+        given = checked_trainer_args(given, types, "checkpoints go to runs/<recipe>/<run-id>/checkpoints")
+        return _without_contradictions(args | given)

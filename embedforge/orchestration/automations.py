@@ -93,12 +93,12 @@ def alerts(block_document_id: UUID, stale_days: float) -> list[Automation]:
     return [
         Automation(
             name="embedforge-model-rejected",
-            description="Notify when a quality gate rejects a retrained model; the message names the model and why.",
+            description="Notify when a retrained model is rejected (its gate, or an approver); the message says why.",
             trigger=EventTrigger(expect={events.REJECTED}, match=ANY_RECIPE, posture=Posture.Reactive, threshold=1),
             actions=[
                 SendNotification(
                     block_document_id=block_document_id,
-                    subject="embedforge: {{ event.resource.name }} rejected by its quality gate",
+                    subject="embedforge: {{ event.resource.name }} rejected, not published",
                     body="Run {{ event.payload.run_id }} of {{ event.resource.name }}: {{ event.payload.reason }}.",
                 )
             ],
