@@ -694,6 +694,11 @@ VALIDATE = [
         _set("ingest.name", "../escape"),
         "{recipe}: ingest.name: '../escape' is also a file name in the run directory",
     ),
+    Case(
+        "name-reads-as-a-glob",  # found by the fuzz test: the split's own files were not found
+        _set("ingest.name", "{text[0]}"),
+        "{recipe}: ingest.name: '{text[0]}' is also a file name, read as a glob pattern: no [ ] { }",
+    ),
 ]
 
 

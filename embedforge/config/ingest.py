@@ -71,6 +71,9 @@ class IngestConfig(Section):
         # The name is a file and folder name in the run directory: "../x" would write outside it.
         if "/" in name or "\\" in name or name in (".", ".."):
             raise ValueError(f"{name!r} is also a file name in the run directory; no / or \\, and not . or ..")
+        # The datasets library reads a path with these as a glob: '{text[0]}' found no file of its own split.
+        if globbed := sorted(set(name) & set("*?[]{}")):
+            raise ValueError(f"{name!r} is also a file name, read as a glob pattern: no {' '.join(globbed)}")
         return name
 
     @property
