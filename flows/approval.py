@@ -25,6 +25,7 @@ from embedforge.reports import doubt_markdown
 from embedforge.tasks.approve import record_approval
 from embedforge.tasks.decide import decision_markdown
 from embedforge.types import Metrics, RunRecord, TrainedModel
+from embedforge.uncertainty import gain_line
 
 
 class ApprovalForm(RunInput):
@@ -39,17 +40,17 @@ def _form(decision: ReleaseDecision, metrics: Metrics, timeout: int) -> type[App
     """The paused run's form, headed with what the operator decides on: the decision and the gain over the base."""
     headline = metrics.headline
     gain = metrics.intervals.get("gain")
+    said = gain_line(metrics.gain, gain) if gain else f"gain {metrics.gain:+.4f}"
     figures = (
         f"\n**Test split, {headline}:** base {metrics.base[headline]:.4f} → fine-tuned "
-        f"{metrics.finetuned[headline]:.4f}, gain {metrics.gain:+.4f}{f', {gain.signed}' if gain else ''}.\n\n"
-        f"{doubt_markdown(metrics)}\n"
+        f"{metrics.finetuned[headline]:.4f}, {said}.\n\n{doubt_markdown(metrics)}\n"
     )
     wait = f"{timeout / 3600:g} h" if timeout >= 3600 else f"{timeout} s"
     guide = (
         f"\n**Approve or reject this release.** Unanswered within {wait}, it is rejected. "
         "Approved, the run publishes it; rejected, the model stays in the run directory.\n"
     )
-    return ApprovalForm.with_initial_data(description=decision_markdown(decision) + figures + guide, approve=False)
+    return ApprovalForm.with_initial_data(description=decision_markdown(decision) + figures + guide)
 
 
 def _back_to_running() -> None:

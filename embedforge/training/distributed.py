@@ -23,7 +23,7 @@ from embedforge.config.train import TrainConfig
 from embedforge.errors import EmbedforgeError
 from embedforge.logs import run_logger
 from embedforge.training.interrupt import TrainingInterrupted, stop_on_ctrl_c, stop_requested, stopped_by
-from embedforge.training.run import newest_checkpoint, run_training, trained_model
+from embedforge.training.run import run_training, trained_model, where_it_resumes
 from embedforge.types import Splits, TrainedModel
 
 
@@ -38,11 +38,7 @@ def launch(config: TrainConfig, splits: Splits, evaluate: EvaluateConfig, run_di
     with stop_on_ctrl_c():
         returncode = _run_as_a_group(command)
     if stop_requested():
-        saved = newest_checkpoint(run_dir / "checkpoints")
-        raise TrainingInterrupted(
-            f"data-parallel training stopped on {stopped_by()}"
-            + (f"; it resumes from {saved}" if saved else "; no checkpoint is saved (save_strategy), so it starts over")
-        )
+        raise TrainingInterrupted(f"data-parallel training stopped on {stopped_by()}{where_it_resumes(run_dir)}")
     if returncode != 0:
         raise EmbedforgeError(
             f"train: data-parallel training exited with status {returncode}; "

@@ -106,10 +106,8 @@ def _train(trainer, config: TrainConfig, run_dir: Path) -> None:
             raise EmbedforgeError(f"train: the disk of {run_dir} is full ({exc}); free space and resume") from None
         raise
     if stop_requested():
-        saved = newest_checkpoint(run_dir / "checkpoints")
         raise TrainingInterrupted(
-            f"training stopped on {stopped_by()} after step {trainer.state.global_step}"
-            + (f"; it resumes from {saved}" if saved else "; no checkpoint is saved (save_strategy), so it starts over")
+            f"training stopped on {stopped_by()} after step {trainer.state.global_step}{where_it_resumes(run_dir)}"
         )
 
 
@@ -121,6 +119,12 @@ def out_of_memory_message(config: TrainConfig) -> str:
         "per_device_train_batch_size, or keep the batch's in-batch negatives with train.loss.name: "
         "CachedMultipleNegativesRankingLoss and train.loss.args.mini_batch_size: 32 (memory of a 32-row batch)"
     )
+
+
+def where_it_resumes(run_dir: Path) -> str:
+    """The end of a stop's message: the checkpoint a resume starts from, or that there is none."""
+    saved = newest_checkpoint(run_dir / "checkpoints")
+    return f"; it resumes from {saved}" if saved else "; no checkpoint is saved (save_strategy), so it starts over"
 
 
 def newest_checkpoint(checkpoints: Path) -> str | None:
