@@ -157,5 +157,7 @@ def test_a_trainer_number_written_as_a_string_is_read_as_the_number():
     """YAML `max_steps: "80"` validates (the trainer's type is int); the trainer would compare the string with 0."""
     from embedforge.config.train import TrainConfig
 
-    args = TrainConfig(base_model="x", args={"max_steps": "80", "learning_rate": "5e-5", "run_name": "12"}).args
-    assert args == {"max_steps": 80, "learning_rate": 5e-05, "run_name": "12"}
+    given = {"max_steps": "80", "learning_rate": "5e-5", "run_name": "12", "per_device_train_batch_size": 32.0}
+    args = TrainConfig(base_model="x", args=given).args
+    assert args == {"max_steps": 80, "learning_rate": 5e-05, "run_name": "12", "per_device_train_batch_size": 32}
+    assert type(args["per_device_train_batch_size"]) is int  # the batch sampler refuses a float

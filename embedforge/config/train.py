@@ -73,7 +73,8 @@ def checked_trainer_args(args: dict[str, Any], types: dict[str, Any], where: str
     """Each argument is the trainer's, of its type, not one embedforge sets (`where` says where that goes), and
     positive where zero would train nonsense; the first problem raised as `<key>: <problem>`.
 
-    A number written as a string (`max_steps: "80"`) comes back as the number: the trainer compares it with numbers.
+    A number written as a string (`max_steps: "80"`) or an integer written as a float (`per_device_train_batch_size:
+    32.0`) comes back as the trainer's type: the trainer compares and counts with it.
     """
     checked = dict(args)
     for key, value in args.items():
@@ -86,7 +87,7 @@ def checked_trainer_args(args: dict[str, Any], types: dict[str, Any], where: str
         except (ValidationError, TypeError) as exc:
             message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             raise ValueError(f"{key}: {message} (got {value!r})") from None
-        if isinstance(value, str) and isinstance(read, (bool, int, float)):
+        if isinstance(read, (bool, int, float)) and type(read) is not type(value):
             checked[key] = value = read
         if key in POSITIVE_ARGS and isinstance(value, (int, float)) and value <= 0:
             raise ValueError(f"{key}: must be greater than 0 (got {value!r})")
