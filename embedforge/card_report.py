@@ -128,6 +128,7 @@ def _made_from(config: CorpusConfig | None, report: FilterReport | None) -> list
         "llm": f"queries written by `{config.generate.llm.model}` at {config.generate.llm.base_url} for each chunk"
         if config.generate.llm
         else "",
+        "lead": "the first sentence of each chunk as the query, the rest of the chunk as the passage (lead)",
         "crop": "two independent random crops of each chunk (Contriever)",
         "inverse_cloze": "a sentence of each chunk as the query, the rest of the chunk as the passage (inverse cloze)",
     }[config.generate.method]

@@ -1,4 +1,5 @@
-"""Queries made for a chunk: by an LLM, by Contriever's independent cropping, or by the inverse cloze task.
+"""Queries made for a chunk: by an LLM, by its lead sentence, by Contriever's independent cropping, or by the
+inverse cloze task.
 
 What a chunk gets depends only on the chunk and the settings, never on the run: the same chunk gets
 the same queries back from the cache (`<output>/.cache/queries/`), so a rerun pays only for new or
@@ -71,9 +72,28 @@ def crop_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str
     return [(span(), span()) for _ in range(config.queries_per_chunk)]
 
 
+def _sentences(text: str) -> list[str]:
+    return [s for s in SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def lead_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
+    """The lead: a chunk's first sentence is the query, the rest of the chunk the passage.
+
+    A first sentence says what the rest is about, as a docstring's or a section's opening line does, which is
+    nearer a question about the passage than a sentence drawn at random from its middle (bench/RESULTS.md). With
+    `corpus.overlap` above 0, a chunk that continues a section starts with the end of the one before, and that is
+    its lead: the documents recipe sets overlap 0.
+    """
+    sentences = _sentences(text)
+    if len(sentences) < 2 or len(sentences[0].split()) < MIN_SENTENCE_WORDS:
+        return []
+    rest = " ".join(sentences[1:])
+    return [(sentences[0], rest)] if len(rest.split()) >= MIN_SENTENCE_WORDS else []
+
+
 def inverse_cloze_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
     """The inverse cloze task: one sentence is the query, the rest of its chunk the passage."""
-    sentences = [s for s in SENTENCE_END.split(text.strip()) if s.strip()]
+    sentences = _sentences(text)
     # A fragment (the overlap a chunk repeats from the one before) is no question anyone asks.
     candidates = [i for i, sentence in enumerate(sentences) if len(sentence.split()) >= MIN_SENTENCE_WORDS]
     rng = _rng(config, digest)

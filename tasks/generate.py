@@ -28,7 +28,11 @@ from embedforge.llm import ChatClient, endpoint_slots, ensure_limits
 from embedforge.logs import run_logger
 from embedforge.stage_progress import StageProgress, add_to_count, quiet_batches, read_count, shared_count
 
-METHODS = {"crop": generation.crop_pairs, "inverse_cloze": generation.inverse_cloze_pairs}
+METHODS = {
+    "lead": generation.lead_pairs,
+    "crop": generation.crop_pairs,
+    "inverse_cloze": generation.inverse_cloze_pairs,
+}
 
 
 async def _ask(client: ChatClient, config: GenerateConfig, chunk: dict) -> dict:

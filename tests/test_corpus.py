@@ -19,7 +19,7 @@ from embedforge.config.train import TrainConfig
 from embedforge.data_reports import GenerationReport
 from embedforge.documents import html_document, markdown_blocks, read_documents
 from embedforge.errors import EmbedforgeError
-from embedforge.generation import cache_key, crop_pairs, inverse_cloze_pairs, parse_queries
+from embedforge.generation import cache_key, crop_pairs, inverse_cloze_pairs, lead_pairs, parse_queries
 from embedforge.recipe import Recipe
 from embedforge.tasks.filter_pairs import filter_pairs
 
@@ -137,6 +137,18 @@ def test_crop_and_inverse_cloze_are_deterministic_per_chunk():
         assert query in text and query not in passage
     crops = crop_pairs(text, GenerateConfig(method="crop"), "d1")
     assert crops == crop_pairs(text, GenerateConfig(method="crop"), "d1") and all(a and b for a, b in crops)
+
+
+def test_lead_asks_with_the_first_sentence_for_the_rest_of_its_chunk():
+    config = GenerateConfig(method="lead")
+    text = "The keeper guards the goal line. It may not leave the box. A second keeper sits on the bench."
+    assert lead_pairs(text, config, "d1") == [
+        ("The keeper guards the goal line.", "It may not leave the box. A second keeper sits on the bench.")
+    ]
+    assert lead_pairs("Rules apply. The keeper guards the goal line and the box.", config, "d1") == []  # no question
+    assert lead_pairs("The keeper guards the goal line.", config, "d1") == []  # nothing left to find
+    with pytest.raises(ValueError, match="queries_per_chunk: lead makes one pair per chunk"):
+        GenerateConfig(method="lead", queries_per_chunk=2)
 
 
 def test_replies_are_read_as_queries_and_the_cache_key_follows_the_settings():

@@ -92,17 +92,18 @@ class GenerateConfig(Section):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["llm", "crop", "inverse_cloze"] = Field(
+    method: Literal["llm", "lead", "crop", "inverse_cloze"] = Field(
         "inverse_cloze",
-        description="llm: queries an LLM writes; crop: Contriever's independent cropping; inverse_cloze: "
-        "a sentence as the query for the rest of its chunk. The last two need no endpoint.",
+        description="llm: queries an LLM writes; lead: a chunk's first sentence as the query for the rest of it "
+        "(one pair per chunk); crop: Contriever's independent cropping; inverse_cloze: a sentence as the query for "
+        "the rest of its chunk. All but llm need no endpoint.",
     )
     queries_per_chunk: int = Field(1, ge=1, description="Pairs made per chunk.")
     batch_size: int = Field(
         1024, ge=1, description="Most chunks per Prefect task run; a batch's requests are in flight together."
     )
     llm: LLMConfig | None = Field(None, description="The endpoint, for method: llm.")
-    seed: int = Field(13, ge=0, description="Seed of crop and inverse_cloze.")
+    seed: int = Field(13, ge=0, description="Seed of crop and inverse_cloze (lead draws nothing).")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Who runs the batches: threads of this process, or a Dask cluster (pip: prefect-dask)."
     )
@@ -121,6 +122,11 @@ class GenerateConfig(Section):
             raise ValueError("llm: method llm needs an endpoint (llm.base_url and llm.model)")
         if self.method != "llm" and self.llm is not None:
             raise ValueError(f"llm: method {self.method} uses no endpoint; remove llm, or set method: llm")
+        if self.method == "lead" and self.queries_per_chunk > 1:
+            raise ValueError(
+                f"queries_per_chunk: lead makes one pair per chunk (its first sentence), not {self.queries_per_chunk}; "
+                "leave queries_per_chunk out, or use inverse_cloze for several"
+            )
         if self.dask_address and self.task_runner != "dask":
             raise ValueError("dask_address: set task_runner: dask to run the batches on that cluster")
         return self
