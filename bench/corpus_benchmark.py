@@ -1,8 +1,8 @@
 """Training from documents alone, measured on real queries: base vs each no-LLM method vs a supervised fine-tune.
 
 Two corpora, both from PyPI packages, both with queries people wrote:
-- python-docs: the demo's docstrings of its training modules as documents; its test split (modules never trained
-  on) with their real one-line summaries as queries. Supervised: the demo itself (summary -> docstring pairs).
+- python-docs: the demo's docstrings, without their one-line summaries, as documents; the summaries of its test
+  split's modules are the queries. Supervised: the demo itself (summary -> docstring pairs of its training modules).
 - icd10: ICD-10-CM (simple-icd-10-cm) categories as documents, each the descriptions of its codes; queries are
   the clinical terms the tabular list gives each code ("Salmonellosis" -> "Salmonella enteritis"), which never
   appear in the documents. Supervised: the same kind of pairs from other categories.
@@ -74,8 +74,12 @@ def icd10(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def python_docs(folder: Path) -> tuple[Path, Path, None]:
-    test, documents = _demo_split(folder)
-    return documents, test, None  # supervised: the demo recipe itself
+    """Every docstring the search covers as a document, none with its summary; the test modules' summaries are
+    the queries. As ICD-10-CM's documents are the tested categories: the documents are what a user searches."""
+    test, _ = _demo_split(folder)
+    rows = [json.loads(line) for line in (ROOT / "deployments" / "data" / "python-docs.jsonl").open()]
+    documents = [{"id": f"{row['module']}-{i}", "text": row["positive"]} for i, row in enumerate(rows)]
+    return _write(folder / "docstrings.jsonl", documents), test, None  # supervised: the demo recipe itself
 
 
 def recipe(corpus: str, method: str, seed: int, files: tuple, folder: Path) -> Path:
