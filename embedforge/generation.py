@@ -17,8 +17,13 @@ from pathlib import Path
 
 from embedforge.config.corpus import GenerateConfig, LLMConfig, fill_prompt
 
-SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+# Chinese and Japanese end a sentence with 。！？ and no space after it.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
 MIN_SENTENCE_WORDS = 4
+# In a script written without spaces (Chinese, Japanese), each character counts as a word: a whole sentence there
+# is one whitespace-separated token, and would be too short for every method.
+UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+WORD = re.compile(rf"[{UNSPACED}]|[^\s{UNSPACED}]+")
 LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)]|q\d*[:.)]|query\s*\d*\s*[:.)])\s*", re.IGNORECASE)
 THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)  # reasoning models (Qwen3, DeepSeek-R1) reason first
 
@@ -60,20 +65,29 @@ def _rng(config: GenerateConfig, digest: str) -> random.Random:
 
 def crop_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
     """Contriever's independent cropping: two random spans of 10-50 % of the chunk's words are a pair."""
-    words, rng = text.split(), _rng(config, digest)
+    words, rng = [match.span() for match in WORD.finditer(text)], _rng(config, digest)
     if len(words) < 8:
         return []
 
     def span() -> str:
         size = max(2, math.ceil(len(words) * rng.uniform(0.1, 0.5)))
         start = rng.randrange(0, len(words) - size + 1)
-        return " ".join(words[start : start + size])
+        return " ".join(text[words[start][0] : words[start + size - 1][1]].split())
 
     return [(span(), span()) for _ in range(config.queries_per_chunk)]
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for s in SENTENCE_END.split(text.strip()) if s.strip()]
+    return [s.strip() for s in SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def _words(text: str) -> int:
+    return len(WORD.findall(text))
+
+
+def _joined(sentences: list[str]) -> str:
+    """Sentences put back together: with a space, except after a sentence of a script that uses none."""
+    return "".join(s if i == len(sentences) - 1 or s[-1] in "。！？" else f"{s} " for i, s in enumerate(sentences))
 
 
 def lead_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
@@ -85,21 +99,21 @@ def lead_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str
     its lead: the documents recipe sets overlap 0.
     """
     sentences = _sentences(text)
-    if len(sentences) < 2 or len(sentences[0].split()) < MIN_SENTENCE_WORDS:
+    if len(sentences) < 2 or _words(sentences[0]) < MIN_SENTENCE_WORDS:
         return []
-    rest = " ".join(sentences[1:])
-    return [(sentences[0], rest)] if len(rest.split()) >= MIN_SENTENCE_WORDS else []
+    rest = _joined(sentences[1:])
+    return [(sentences[0], rest)] if _words(rest) >= MIN_SENTENCE_WORDS else []
 
 
 def inverse_cloze_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str, str]]:
     """The inverse cloze task: one sentence is the query, the rest of its chunk the passage."""
     sentences = _sentences(text)
     # A fragment (the overlap a chunk repeats from the one before) is no question anyone asks.
-    candidates = [i for i, sentence in enumerate(sentences) if len(sentence.split()) >= MIN_SENTENCE_WORDS]
+    candidates = [i for i, sentence in enumerate(sentences) if _words(sentence) >= MIN_SENTENCE_WORDS]
     rng = _rng(config, digest)
     picked = rng.sample(candidates, min(config.queries_per_chunk, len(candidates)))
-    pairs = [(sentences[i], " ".join(sentences[:i] + sentences[i + 1 :])) for i in picked]
-    return [(query, rest) for query, rest in pairs if len(rest.split()) >= MIN_SENTENCE_WORDS]
+    pairs = [(sentences[i], _joined(sentences[:i] + sentences[i + 1 :])) for i in picked]
+    return [(query, rest) for query, rest in pairs if _words(rest) >= MIN_SENTENCE_WORDS]
 
 
 def prompt_for(config: LLMConfig, text: str, title: str, n: int) -> str:

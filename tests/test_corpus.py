@@ -151,6 +151,18 @@ def test_lead_asks_with_the_first_sentence_for_the_rest_of_its_chunk():
         GenerateConfig(method="lead", queries_per_chunk=2)
 
 
+def test_documents_in_a_script_without_spaces_make_pairs_too():
+    # Chinese: no space after a full stop, and no spaces between words; every method once made nothing of it.
+    text = "守门员负责守住球门线。他不能离开禁区，除非裁判允许。第二名守门员坐在替补席上等待。"
+    assert lead_pairs(text, GenerateConfig(method="lead"), "d1") == [
+        ("守门员负责守住球门线。", "他不能离开禁区，除非裁判允许。第二名守门员坐在替补席上等待。")
+    ]
+    pairs = inverse_cloze_pairs(text, GenerateConfig(method="inverse_cloze", queries_per_chunk=3), "d1")
+    assert len(pairs) == 3 and all(" " not in query + passage for query, passage in pairs)
+    crops = crop_pairs(text, GenerateConfig(method="crop"), "d1")
+    assert crops and all(a in text and b in text for a, b in crops)
+
+
 def test_replies_are_read_as_queries_and_the_cache_key_follows_the_settings():
     assert parse_queries('1. "What is a keeper?"\n2) how big is it\n- how big is it\n\n', 3) == [
         "What is a keeper?",
