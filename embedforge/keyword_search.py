@@ -8,9 +8,12 @@ the rankings, so a BM25 figure reads exactly like the model's figure beside it.
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 
 import numpy as np
+
+from embedforge.generation import UNSPACED
 
 # ISO 639-1 codes (the model card's `language`) to the Snowball stemmers PyStemmer ships.
 STEMMERS = {
@@ -23,6 +26,7 @@ STEMMERS = {
 }  # fmt: skip
 # The stopword lists bm25s ships, by the same codes.
 STOPWORDS = {"da", "de", "en", "es", "fr", "it", "ko", "nl", "no", "pt", "ru", "sv", "tr", "zh"}
+UNSPACED_RUN = re.compile(f"[{UNSPACED}]+")
 RRF_K = 60  # Cormack, Clarke and Büttcher (2009): the constant of reciprocal rank fusion, as Elasticsearch uses
 
 
@@ -34,6 +38,12 @@ def _bm25s():
     return bm25s
 
 
+def _bigrams(text: str) -> str:
+    """Chinese and Japanese runs as overlapping character pairs, the usual BM25 terms of a script written without
+    spaces; otherwise a whole clause would be one term, and no query would share a term with any passage."""
+    return UNSPACED_RUN.sub(lambda run: " ".join(a + b for a, b in zip(run[0], run[0][1:])) or run[0], text)
+
+
 def _tokens(texts: list[str], language: str) -> list[list[str]]:
     import Stemmer
 
@@ -41,6 +51,7 @@ def _tokens(texts: list[str], language: str) -> list[list[str]]:
 
     stemmer = Stemmer.Stemmer(STEMMERS[language]) if language in STEMMERS else None
     stopwords = language if language in STOPWORDS else None
+    texts = [_bigrams(text) for text in texts]
     return bm25s.tokenize(texts, stopwords=stopwords, stemmer=stemmer, return_ids=False, show_progress=False)
 
 

@@ -15,6 +15,7 @@ from embedforge.figures import Interval
 
 # A half-width above this cannot tell apart the changes a fine-tune usually makes (a few hundredths).
 TOO_WIDE = 0.02
+FEWEST_QUERIES = 30  # below it, the too-small warning is given whatever the interval says
 RESAMPLES = 2000
 SEED = 0  # the same figures always get the same interval
 NO_INTERVAL = "intervals are drawn for retrieval metrics, which are means over queries; this one is not"
@@ -114,7 +115,15 @@ def too_small(intervals: dict[str, Interval]) -> str | None:
     """The warning for a test split too small to tell the changes a fine-tune makes: the gain's interval is wider
     than ±TOO_WIDE. None when it is narrower, or when there is no interval."""
     gain = intervals.get("gain")
-    if gain is None or gain.half_width <= TOO_WIDE:
+    if gain is None:
+        return None
+    if gain.half_width <= TOO_WIDE and gain.n < FEWEST_QUERIES:  # a bootstrap of a handful can come out of width 0
+        return (
+            f"the test split is too small to tell: {gain.n} queries are too few for any figure or interval drawn from "
+            f"them to mean much; add test queries, {FEWEST_QUERIES} at the very least (split.test_file, written by "
+            "people)"
+        )
+    if gain.half_width <= TOO_WIDE:
         return None
     return (
         f"the test split is too small to tell: over {gain.n} queries the gain's 95 % interval is "

@@ -46,6 +46,13 @@ def _splits(tmp_path: Path) -> Splits:
     )
 
 
+def test_bm25_finds_chinese_passages_by_character_pairs():
+    # Without spaces a Chinese clause was one term: no query shared a term with any passage, and BM25 scored 0.
+    corpus = {"keeper": "守门员可以在禁区内用手触球。", "corner": "角球从离球出界点最近的角球区踢出。"}
+    assert [hit["corpus_id"] for hit in bm25_rankings(["守门员能用手吗"], corpus, "zh", 10)[0]] == ["keeper"]
+    assert [hit["corpus_id"] for hit in bm25_rankings(["角球在哪里踢"], corpus, "zh", 10)[0]] == ["corner"]
+
+
 def test_the_model_is_measured_beside_bm25_and_the_hybrid_with_an_interval(tiny_model, tmp_path):
     evaluators = built.test_split_evaluators(_splits(tmp_path), EvaluateConfig())
     figures = evaluators[0](load_model(tiny_model))

@@ -20,7 +20,7 @@ from embedforge.tasks.decide import decide
 from embedforge.tasks.evaluate import with_intervals
 from embedforge.tasks.gate import gate_failures
 from embedforge.types import EvalSplit, Metrics, RunRecord, Splits
-from embedforge.uncertainty import TOO_WIDE, interval, paired
+from embedforge.uncertainty import TOO_WIDE, interval, paired, too_small
 
 from conftest import make_pairs
 
@@ -112,6 +112,9 @@ def test_a_small_test_split_is_warned_about_in_the_summary_and_the_card(capsys):
     assert "gain +0.0" in out and "over 25 test queries" in out
     assert "Warning: the test split is too small to tell: over 25 queries the gain's 95 % interval" in out
     assert "**Warning:** the test split is too small" in doubt_markdown(small)
+    # Three queries that rank alike give an interval of width 0; three queries still tell nothing.
+    three = _metrics([1.0, 0.5, 1.0], [1.0, 0.5, 1.0])
+    assert too_small(three.intervals).startswith("the test split is too small to tell: 3 queries are too few")
     large = _metrics([0.5] * 2000, [0.52] * 1000 + [0.53] * 1000)
     assert "Warning" not in doubt_markdown(large) and "gain 95 % CI [+0.02" in doubt_markdown(large)
 
