@@ -99,7 +99,7 @@ def lead_pairs(text: str, config: GenerateConfig, digest: str) -> list[tuple[str
     its lead: the documents recipe sets overlap 0.
     """
     sentences = _sentences(text)
-    if len(sentences) < 2 or _words(sentences[0]) < MIN_SENTENCE_WORDS:
+    if not sentences or _words(sentences[0]) < MIN_SENTENCE_WORDS:
         return []
     rest = _joined(sentences[1:])
     return [(sentences[0], rest)] if _words(rest) >= MIN_SENTENCE_WORDS else []

@@ -113,18 +113,19 @@ def gain_line(gain: float, difference: Interval) -> str:
 
 def too_small(intervals: dict[str, Interval]) -> str | None:
     """The warning for a test split too small to tell the changes a fine-tune makes: the gain's interval is wider
-    than ±TOO_WIDE. None when it is narrower, or when there is no interval."""
+    than ±TOO_WIDE, or there are fewer than FEWEST_QUERIES queries (a bootstrap of a handful can come out of width
+    0). None otherwise, or when there is no interval."""
     gain = intervals.get("gain")
     if gain is None:
         return None
-    if gain.half_width <= TOO_WIDE and gain.n < FEWEST_QUERIES:  # a bootstrap of a handful can come out of width 0
+    if gain.half_width <= TOO_WIDE:
+        if gain.n >= FEWEST_QUERIES:
+            return None
         return (
             f"the test split is too small to tell: {gain.n} queries are too few for any figure or interval drawn from "
             f"them to mean much; add test queries, {FEWEST_QUERIES} at the very least (split.test_file, written by "
             "people)"
         )
-    if gain.half_width <= TOO_WIDE:
-        return None
     return (
         f"the test split is too small to tell: over {gain.n} queries the gain's 95 % interval is "
         f"±{gain.half_width:.3f}, so a difference smaller than that is noise. It narrows with the square root of the "
