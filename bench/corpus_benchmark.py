@@ -1,8 +1,11 @@
 """Training from documents alone, measured on real queries: base vs each no-LLM method vs a supervised fine-tune.
 
-Two corpora, both from PyPI packages, both with queries people wrote:
+Three corpora, all from PyPI packages, all with queries people wrote:
 - python-docs: the demo's docstrings, without their one-line summaries, as documents; the summaries of its test
   split's modules are the queries. Supervised: the demo itself (summary -> docstring pairs of its training modules).
+- zh-docs: the same protocol in Chinese, which the base model was not trained on: the docstrings of six packages
+  that document their API in Chinese (bench/zh_docs_data.py); the summaries of a third of the modules are the
+  queries. Supervised: the summary -> docstring pairs of the other modules.
 - icd10: ICD-10-CM (simple-icd-10-cm) categories as documents, each the descriptions of its codes; queries are
   the clinical terms the tabular list gives each code ("Salmonellosis" -> "Salmonella enteritis"), which never
   appear in the documents. Supervised: the same kind of pairs from other categories.
@@ -12,7 +15,7 @@ swapped in; the figure is its metrics.json: test-split NDCG@10 with the paired 9
 gain. Seeds vary the trainer and the pair generation; the test split stays the same.
 
     .venv/bin/pip install -e ".[bench]"
-    .venv/bin/python bench/corpus_benchmark.py --corpus icd10 --seeds 42 43 44
+    .venv/bin/python bench/corpus_benchmark.py --corpus zh-docs --seeds 42 43 44 --methods lead supervised
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from corpus_demo import DEMO, _demo_split  # noqa: E402
 from icd10_data import CATEGORIES, SEED, pairs  # noqa: E402
+from zh_docs_data import pairs as zh_pairs  # noqa: E402
 
 DOCS_RECIPE = ROOT / "deployments" / "demo-minilm-docs.yaml"  # the README's recommended documents recipe
 
@@ -82,6 +86,33 @@ def python_docs(folder: Path) -> tuple[Path, Path, None]:
     return _write(folder / "docstrings.jsonl", documents), test, None  # supervised: the demo recipe itself
 
 
+def zh_docs(folder: Path) -> tuple[Path, Path, Path]:
+    """Every Chinese docstring, without its summary, as a document; the summaries of a third of the modules
+    (drawn whole, so no test query's module is trained on) are the queries, the rest's pairs the supervised data."""
+    rows = zh_pairs()
+    modules = sorted({row["module"] for row in rows})
+    random.Random(SEED).shuffle(modules)
+    tested: set[str] = set()
+    for module in modules:  # whole modules, until a third of the pairs
+        if sum(row["module"] in tested for row in rows) < len(rows) / 3:
+            tested.add(module)
+    documents = [{"id": f"{row['module']}-{i}", "text": row["positive"]} for i, row in enumerate(rows)]
+    test = [{"anchor": r["anchor"], "positive": r["positive"]} for r in rows if r["module"] in tested]
+    train = [
+        {"anchor": r["anchor"], "positive": r["positive"], "category": r["module"]}
+        for r in rows
+        if r["module"] not in tested
+    ]
+    return (
+        _write(folder / "docstrings.jsonl", documents),
+        _write(folder / "test.jsonl", test),
+        _write(folder / "supervised.jsonl", train),
+    )
+
+
+CORPORA = {"icd10": icd10, "python-docs": python_docs, "zh-docs": zh_docs}
+
+
 def recipe(corpus: str, method: str, seed: int, files: tuple, folder: Path) -> Path:
     documents, test, supervised = files
     if method == "supervised":
@@ -127,14 +158,14 @@ def run(path: Path, folder: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--corpus", choices=["icd10", "python-docs"], required=True)
+    parser.add_argument("--corpus", choices=sorted(CORPORA), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--methods", nargs="+", default=["inverse_cloze", "crop", "supervised"])
     parser.add_argument("--out", type=Path, default=None, help="JSON lines of every run's figures")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, as embedforge run")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{args.corpus}-"))
-    files = icd10(folder) if args.corpus == "icd10" else python_docs(folder)
+    files = CORPORA[args.corpus](folder)
     out = args.out or folder / "results.jsonl"
     for seed in args.seeds:
         for method in args.methods:
