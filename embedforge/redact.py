@@ -41,6 +41,8 @@ _HEADER = re.compile(
 # Shorter values (a flag, a port) are not worth the false matches in every line they would hide.
 _MIN_SECRET = 8
 _known: set[str] = set()
+# The shell's working directories: named like a password ("pwd"), they hold the path every run's files are under.
+_NOT_CREDENTIALS = {"PWD", "OLDPWD"}
 
 
 def remember(secret: str | None) -> None:
@@ -54,7 +56,9 @@ def _secrets() -> list[str]:
     from_env = {
         value
         for name, value in os.environ.items()
-        if SECRET_NAME.search(name.lower().replace("__", "_")) and len(value) >= _MIN_SECRET
+        if SECRET_NAME.search(name.lower().replace("__", "_"))
+        and len(value) >= _MIN_SECRET
+        and name not in _NOT_CREDENTIALS
     }
     return sorted(_known | from_env, key=len, reverse=True)  # the longest first: one may contain another
 

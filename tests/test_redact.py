@@ -28,9 +28,10 @@ def test_credentials_in_text_are_hidden_and_nothing_else(text, shown):
 def test_a_remembered_key_and_a_credential_variable_are_hidden_wherever_they_show(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_API_KEY", "k-from-the-environment-42")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-enough")  # named like a token, not one
+    monkeypatch.setenv("PWD", "/home/ana/project")  # the shell's working directory, named like a password
     remember("a-block-secret-value-7")
-    text = "echoed k-from-the-environment-42 and a-block-secret-value-7; false-but-long-enough"
-    assert redact(text) == "echoed *** and ***; false-but-long-enough"
+    text = "echoed k-from-the-environment-42 and a-block-secret-value-7; false-but-long-enough in /home/ana/project"
+    assert redact(text) == "echoed *** and ***; false-but-long-enough in /home/ana/project"
 
 
 def test_structured_data_hides_credential_keys_and_every_job_environment_value():
