@@ -3,6 +3,7 @@
 Three corpora, all from PyPI packages, all with queries people wrote:
 - python-docs: the demo's docstrings, without their one-line summaries, as documents; the summaries of its test
   split's modules are the queries. Supervised: the demo itself (summary -> docstring pairs of its training modules).
+- python-docs-all: the same documents, every one of the 840 summaries a query (no supervised row).
 - zh-docs: the same protocol in Chinese, which the base model was not trained on: the docstrings of six packages
   that document their API in Chinese (bench/zh_docs_data.py); the summaries of a third of the modules are the
   queries. Supervised: the summary -> docstring pairs of the other modules.
@@ -86,6 +87,18 @@ def python_docs(folder: Path) -> tuple[Path, Path, None]:
     return _write(folder / "docstrings.jsonl", documents), test, None  # supervised: the demo recipe itself
 
 
+def python_docs_all(folder: Path) -> tuple[Path, Path, None]:
+    """The same documents, and every summary a query: documents alone train on no summary, so all 840 can test
+    it, with an interval about half as wide as the 208 of the test modules. No supervised row: it trains on them."""
+    documents, _, _ = python_docs(folder)
+    rows = [json.loads(line) for line in (ROOT / "deployments" / "data" / "python-docs.jsonl").open()]
+    return (
+        documents,
+        _write(folder / "test-all.jsonl", [{"anchor": r["anchor"], "positive": r["positive"]} for r in rows]),
+        None,
+    )
+
+
 def zh_docs(folder: Path) -> tuple[Path, Path, Path]:
     """Every Chinese docstring, without its summary, as a document; the summaries of a third of the modules
     (drawn whole, so no test query's module is trained on) are the queries, the rest's pairs the supervised data."""
@@ -110,7 +123,7 @@ def zh_docs(folder: Path) -> tuple[Path, Path, Path]:
     )
 
 
-CORPORA = {"icd10": icd10, "python-docs": python_docs, "zh-docs": zh_docs}
+CORPORA = {"icd10": icd10, "python-docs": python_docs, "python-docs-all": python_docs_all, "zh-docs": zh_docs}
 
 
 def recipe(corpus: str, method: str, seed: int, files: tuple, folder: Path) -> Path:
@@ -167,6 +180,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{args.corpus}-"))
     files = CORPORA[args.corpus](folder)
     out = args.out or folder / "results.jsonl"
+    if args.corpus == "python-docs-all" and "supervised" in args.methods:
+        parser.error("python-docs-all tests every summary, so no supervised model can train on any: drop supervised")
     for seed in args.seeds:
         for method in args.methods:
             result = {"corpus": args.corpus, "method": method, "seed": seed, "overrides": args.overrides} | run(
