@@ -126,8 +126,14 @@ def too_small(intervals: dict[str, Interval]) -> str | None:
             f"them to mean much; add test queries, {FEWEST_QUERIES} at the very least (split.test_file, written by "
             "people)"
         )
-    return (
-        f"the test split is too small to tell: over {gain.n} queries the gain's 95 % interval is "
-        f"±{gain.half_width:.3f}, so a difference smaller than that is noise. It narrows with the square root of the "
-        "number of queries (four times as many halve it): add test queries (split.test_file, written by people)"
+    width = f"over {gain.n} queries the gain's 95 % interval is ±{gain.half_width:.3f}"
+    advice = (
+        "It narrows with the square root of the number of queries (four times as many halve it): add test queries "
+        "(split.test_file, written by people)"
     )
+    if gain.low > 0 or gain.high < 0:  # this gain is told apart from 0; the next, smaller one may not be
+        return (
+            f"the test split is small: {width}. This gain lies beyond it, but a smaller difference (the next run "
+            f"against this one) would be noise. {advice}"
+        )
+    return f"the test split is too small to tell: {width}, so a difference smaller than that is noise. {advice}"

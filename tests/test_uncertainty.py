@@ -115,6 +115,12 @@ def test_a_small_test_split_is_warned_about_in_the_summary_and_the_card(capsys):
     # Three queries that rank alike give an interval of width 0; three queries still tell nothing.
     three = _metrics([1.0, 0.5, 1.0], [1.0, 0.5, 1.0])
     assert too_small(three.intervals).startswith("the test split is too small to tell: 3 queries are too few")
+    # A gain far beyond a wide interval is told apart; the warning says so and what it cannot tell.
+    rng = np.random.default_rng(2)
+    clear = _metrics(list(rng.random(60) * 0.3), list(rng.random(60) * 0.3 + 0.5))
+    assert clear.intervals["gain"].half_width > TOO_WIDE and clear.intervals["gain"].low > 0
+    assert too_small(clear.intervals).startswith("the test split is small: over 60 queries")
+    assert "This gain lies beyond it" in too_small(clear.intervals)
     large = _metrics([0.5] * 2000, [0.52] * 1000 + [0.53] * 1000)
     assert "Warning" not in doubt_markdown(large) and "gain 95 % CI [+0.02" in doubt_markdown(large)
 
