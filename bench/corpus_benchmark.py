@@ -177,11 +177,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON lines of every run's figures")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, as embedforge run")
     args = parser.parse_args()
+    if args.corpus == "python-docs-all" and "supervised" in args.methods:
+        parser.error("python-docs-all tests every summary, so no supervised model can train on any: drop supervised")
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{args.corpus}-"))
     files = CORPORA[args.corpus](folder)
     out = args.out or folder / "results.jsonl"
-    if args.corpus == "python-docs-all" and "supervised" in args.methods:
-        parser.error("python-docs-all tests every summary, so no supervised model can train on any: drop supervised")
     for seed in args.seeds:
         for method in args.methods:
             result = {"corpus": args.corpus, "method": method, "seed": seed, "overrides": args.overrides} | run(
