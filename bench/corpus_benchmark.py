@@ -39,6 +39,7 @@ from corpus_demo import DEMO, _demo_split  # noqa: E402
 from icd10_data import CATEGORIES, SEED, pairs  # noqa: E402
 from zh_docs_data import pairs as zh_pairs  # noqa: E402
 
+PYTHON_DOCS = ROOT / "deployments" / "data" / "python-docs.jsonl"  # the demo's pairs: summary -> docstring
 DOCS_RECIPE = ROOT / "deployments" / "demo-minilm-docs.yaml"  # the README's recommended documents recipe
 
 
@@ -78,11 +79,15 @@ def icd10(folder: Path) -> tuple[Path, Path, Path]:
     )
 
 
+def _python_docs_rows() -> list[dict]:
+    return [json.loads(line) for line in PYTHON_DOCS.open()]
+
+
 def python_docs(folder: Path) -> tuple[Path, Path, None]:
     """Every docstring the search covers as a document, none with its summary; the test modules' summaries are
     the queries. As ICD-10-CM's documents are the tested categories: the documents are what a user searches."""
     test, _ = _demo_split(folder)
-    rows = [json.loads(line) for line in (ROOT / "deployments" / "data" / "python-docs.jsonl").open()]
+    rows = _python_docs_rows()
     documents = [{"id": f"{row['module']}-{i}", "text": row["positive"]} for i, row in enumerate(rows)]
     return _write(folder / "docstrings.jsonl", documents), test, None  # supervised: the demo recipe itself
 
@@ -91,7 +96,7 @@ def python_docs_all(folder: Path) -> tuple[Path, Path, None]:
     """The same documents, and every summary a query: documents alone train on no summary, so all 840 can test
     it, with an interval about half as wide as the 208 of the test modules. No supervised row: it trains on them."""
     documents, _, _ = python_docs(folder)
-    rows = [json.loads(line) for line in (ROOT / "deployments" / "data" / "python-docs.jsonl").open()]
+    rows = _python_docs_rows()
     return (
         documents,
         _write(folder / "test-all.jsonl", [{"anchor": r["anchor"], "positive": r["positive"]} for r in rows]),
