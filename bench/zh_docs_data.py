@@ -43,7 +43,10 @@ def _sources(requirement: str) -> list[tuple[str, str]]:
     found = [path for path in CACHE.iterdir() if path.name.lower().startswith(name.lower() + "-")]
     if not found:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(CACHE)]
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(
+                f"zh-docs: pip could not download {requirement} into {CACHE} (the corpus is built from it)"
+            )
         found = [path for path in CACHE.iterdir() if path.name.lower().startswith(name.lower() + "-")]
     archive = found[0]
     if archive.suffix == ".whl":
